@@ -1,0 +1,5 @@
+"""Errors that a user can act on: each message says what went wrong and what to do."""
+
+
+class LabError(Exception):
+    """A clear, one-line error for the user (bad path, watch limit, port in use, ...)."""

@@ -1,0 +1,43 @@
+"""Shared fixtures: every test must leave no process of its own behind."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+import pytest
+
+
+def _children() -> dict[int, str]:
+    out = {}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            out[p.pid] = " ".join(p.cmdline()) or p.name()
+        except psutil.Error:
+            continue
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes(request):
+    """Fails a test that leaves a child (or grandchild) process running or unreaped.
+
+    Session-scoped fixtures (JupyterLab for the browser test) start their processes before the
+    first test that uses them; those are in ``before`` of every later test, so they are not blamed.
+    """
+    before = set(_children())
+    yield
+    deadline = time.monotonic() + 5
+    left: dict[int, str] = {}
+    while time.monotonic() < deadline:
+        left = {pid: cmd for pid, cmd in _children().items() if pid not in before}
+        if not left:  # zombies count: a child that was never waited for is a leak too
+            return
+        time.sleep(0.05)
+    for pid in left:  # clean up what we can, then fail
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    pytest.fail(f"processes left behind: {left}")
