@@ -28,6 +28,151 @@ def command(fn: Callable[[argparse._SubParsersAction], None]):
     return fn
 
 
+@command
+def _cmd_watch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("watch", help="print file changes under PATHs as they happen (inotify)",
+                       description="Watch directories (recursively) or files and print each "
+                                   "change, one batch after each burst of events.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--types", type=_types, default=(".py",),
+                   help="file suffixes to report, comma-separated (default: .py)")
+    p.add_argument("--all-types", action="store_true", help="report files of every type")
+    p.add_argument("--ignore", action="append", metavar="PATTERN", default=[],
+                   help="one more name pattern to ignore (repeatable)")
+    p.add_argument("--no-default-ignore", action="store_true",
+                   help="do not ignore .git, __pycache__, editor swap files, ...")
+    p.add_argument("--debounce", type=float, default=0.02, metavar="S",
+                   help="seconds of quiet before a burst is reported (default: 0.02)")
+    p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.add_argument("--explain", action="store_true", help="say how each change was made")
+    p.set_defaults(func=_watch)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import selectors
+    import signal
+
+    from lab.watcher import DEFAULT_IGNORE, Watcher
+
+    ignore = (() if args.no_default_ignore else DEFAULT_IGNORE) + tuple(args.ignore)
+    types = None if args.all_types else args.types
+    # Signals only wake the loop (through the wakeup fd): the loop stops between batches, so
+    # nothing printed is ever cut in half.
+    stop = []
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old_wakeup = signal.set_wakeup_fd(wake_w)
+    old_handlers = {sig: signal.signal(sig, lambda s, f: stop.append(s))
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Watcher(args.paths, types=types, ignore=ignore, debounce=args.debounce) as watcher, \
+                selectors.DefaultSelector() as selector:
+            selector.register(watcher.fileno(), selectors.EVENT_READ)
+            selector.register(wake_r, selectors.EVENT_READ)
+            print(f"watching {watcher.watched_dirs} directories, {watcher.watched_files} files "
+                  f"(Ctrl-C to stop)", file=sys.stderr, flush=True)
+            while not stop:
+                selector.select(watcher.timeout())
+                for change in watcher.poll():
+                    _print_change(change, args.json, args.explain, json)
+                sys.stdout.flush()
+    finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(wake_r)
+        os.close(wake_w)
+    return 0
+
+
+def _print_change(change, as_json: bool, explain: bool, json) -> None:
+    if as_json:
+        record = change.to_json()
+        if not explain:
+            del record["why"]
+        print(json.dumps(record))
+        return
+    where = f"{change.src} -> {change.path}" if change.src else change.path
+    print(f"{change.kind:<9} {where}")
+    if explain:
+        for line in change.why:
+            print(f"    {line}")
+
+
+@command
+def _cmd_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the prefork reactor server with hot reload",
+                       description="Serve TARGET (module or module:attr with on_receive(server, conn, "
+                                   "data)) with a prefork master; SIGUSR1/SIGHUP or a watched change "
+                                   "reloads the workers without dropping a connection.")
+    p.add_argument("target", metavar="TARGET", help="the app: module or module:attr, e.g. lab.examples.hello")
+    p.add_argument("--app-dir", default=".", metavar="DIR", help="put DIR first on sys.path (default: .)")
+    p.add_argument("--bind", default="127.0.0.1:9000", metavar="HOST:PORT",
+                   help="address to listen on (default 127.0.0.1:9000; [::1]:9000 for IPv6; port 0: any)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes (default: CPUs)")
+    p.add_argument("--watch", action="append", default=[], metavar="PATH",
+                   help="reload when files under PATH change (repeatable)")
+    p.add_argument("--types", type=_types, default=(".py",), help="watched suffixes (default: .py)")
+    p.add_argument("--debounce", type=float, default=0.02, metavar="S",
+                   help="seconds of quiet before a burst of changes reloads (default: 0.02)")
+    p.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S",
+                   help="how long old workers may finish their requests before SIGKILL (default: 30)")
+    p.add_argument("--pidfile", metavar="PATH", help="write the master's pid here (for reload/stop)")
+    p.add_argument("--events", metavar="PATH", help="append events as JSON lines to PATH")
+    p.add_argument("--heartbeat-idle", type=float, metavar="S", help="close connections idle this long")
+    p.add_argument("--heartbeat-interval", type=float, metavar="S", help="how often idleness is checked")
+    p.add_argument("--heartbeat-strategy", metavar="NAME", help="timer, scan, lazy (default) or wheel")
+    p.add_argument("--quiet", action="store_true", help="no log lines on stderr")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lab.config import Config
+    from lab.master import Master
+
+    options = {name: getattr(args, name) for name in (
+        "target", "app_dir", "bind", "watch", "types", "debounce", "graceful_timeout", "pidfile",
+        "events", "heartbeat_idle", "heartbeat_interval", "heartbeat_strategy")}
+    if args.workers is not None:
+        options["workers"] = args.workers
+    return Master(Config(**options), echo=None if args.quiet else sys.stderr).run()
+
+
+@command
+def _cmd_reload(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reload", help="reload a running server's workers (SIGUSR1 to its master)")
+    p.add_argument("--pidfile", required=True, metavar="PATH", help="the server's pid file")
+    p.set_defaults(func=_reload)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    import signal
+
+    from lab.pidfile import signal_server
+
+    pid = signal_server(args.pidfile, signal.SIGUSR1)
+    print(f"reload requested from server {pid}")
+    return 0
+
+
+@command
+def _cmd_stop(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stop", help="stop a running server gracefully and wait until it is gone")
+    p.add_argument("--pidfile", required=True, metavar="PATH", help="the server's pid file")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="give up waiting after S seconds (default: 60)")
+    p.set_defaults(func=_stop)
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from lab.pidfile import stop_server
+
+    pid = stop_server(args.pidfile, args.timeout)
+    print(f"server {pid} stopped")
+    return 0
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

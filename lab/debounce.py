@@ -1,0 +1,198 @@
+"""Coalescing a burst of file events into one batch of changes: pure logic, no I/O, no clock.
+
+The caller feeds facts ("this path was created / modified / deleted / moved") with the time it
+saw them; the ``Debouncer`` keeps, per path, whether the file existed before the batch and
+whether it exists now, and turns that into one ``Change`` per path when the batch is taken:
+
+    existed before | exists now | change
+    ---------------+------------+---------------------------------------------------
+    no             | yes        | created   (created + modified = created)
+    yes            | yes        | modified  (deleted + created = modified: vim's dance)
+    yes            | no         | deleted   (modified + deleted = deleted)
+    no             | no         | nothing   (created + deleted = nothing)
+
+A move keeps its origin, so ``a -> b`` is reported as ``moved`` (and ``a -> b -> c`` as one move
+``a -> c``) while ``a`` is still gone when the batch is taken.
+
+A batch is due ``quiet`` seconds after the LAST fact (every fact restarts the quiet time, even one
+about a path already held, so a file still being written is not reported half-way), or ``max_wait`` seconds after the first one, so that a stream of
+events that never pauses still yields batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+KINDS = ("created", "modified", "deleted", "moved", "rescan")
+
+# A path edited a thousand times in one batch keeps the first records, then a count.
+WHY_LIMIT = 12
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of a file, and how it was made (``why``: raw records, then the rule applied)."""
+
+    kind: str  # "created" | "modified" | "deleted" | "moved" | "rescan"
+    path: str  # absolute path (the new path for "moved"; the watched root for "rescan")
+    src: str | None = None  # the old path, for "moved"
+    why: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        out: dict = {"kind": self.kind, "path": self.path}
+        if self.src is not None:
+            out["src"] = self.src
+        out["why"] = list(self.why)
+        return out
+
+
+@dataclass
+class _Entry:
+    existed: bool  # did the path exist when the batch began?
+    exists: bool  # does it exist after the facts seen so far?
+    origin: str | None = None  # where its content was moved from, within this batch
+    why: list[str] = field(default_factory=list)
+    lines: int = 0  # explanation lines given, kept or not
+    facts: int = 0
+
+    def note(self, why: Iterable[str]) -> None:
+        self.facts += 1
+        for line in why:
+            self.lines += 1
+            if len(self.why) < WHY_LIMIT:
+                self.why.append(line)
+
+
+class Debouncer:
+    """Holds the facts of one batch and says when it is due. Times are whatever clock you use."""
+
+    def __init__(self, quiet: float = 0.02, max_wait: float = 0.5,
+                 on_drop: Callable[[str, tuple[str, ...]], None] | None = None):
+        if quiet < 0 or max_wait < 0:
+            raise ValueError("quiet and max_wait must be >= 0")
+        self.quiet = quiet
+        self.max_wait = max(max_wait, quiet)
+        self.on_drop = on_drop  # told about paths whose facts cancel out (created + deleted)
+        self._entries: dict[str, _Entry] = {}
+        self._first: float | None = None
+        self._last: float | None = None
+
+    # --- feeding facts ------------------------------------------------------------------------
+
+    def created(self, path: str, now: float, why: Iterable[str] = ()) -> None:
+        entry = self._entry(path, now, existed=False)
+        if not entry.exists:
+            entry.origin = None  # new content, unrelated to whatever was there before
+        entry.exists = True
+        entry.note(why)
+
+    def modified(self, path: str, now: float, why: Iterable[str] = ()) -> None:
+        entry = self._entry(path, now, existed=True)
+        entry.exists = True
+        entry.note(why)
+
+    def deleted(self, path: str, now: float, why: Iterable[str] = ()) -> None:
+        entry = self._entry(path, now, existed=True)
+        entry.exists = False
+        entry.origin = None
+        entry.note(why)
+
+    def moved(self, src: str, dst: str, now: float, why: Iterable[str] = (),
+              replaced: bool = False) -> None:
+        """``src`` was renamed to ``dst``; ``replaced``: ``dst`` existed before this batch."""
+        why = tuple(why)
+        old = self._entry(src, now, existed=True)
+        old.exists = False
+        # The content keeps where it came from: a -> b -> c is a move a -> c; a file created in
+        # this batch and then renamed is simply created under its new name.
+        origin = old.origin if old.origin is not None else (src if old.existed else None)
+        old.origin = None
+        history = list(old.why)  # the new name inherits the story of the content so far
+        old.note(why)
+        new = self._entry(dst, now, existed=replaced)
+        new.exists = True
+        new.origin = origin if origin != dst else None
+        new.why.extend(history[:WHY_LIMIT - len(new.why)])
+        new.lines += len(history)
+        new.facts += old.facts - 1
+        new.note(why)
+
+    def state(self, path: str) -> bool | None:
+        """Whether a held path exists after the facts seen so far; None if it is not held."""
+        entry = self._entries.get(path)
+        return None if entry is None else entry.exists
+
+    # --- timing -------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._entries)
+
+    def deadline(self) -> float | None:
+        """When the batch is due: quiet after the last fact, capped at max_wait after the first."""
+        if self._first is None or self._last is None:
+            return None
+        return min(self._last + self.quiet, self._first + self.max_wait)
+
+    def timeout(self, now: float) -> float | None:
+        """Seconds until the batch is due (0 if it is), or None when nothing is held."""
+        deadline = self.deadline()
+        return None if deadline is None else max(0.0, deadline - now)
+
+    def ready(self, now: float) -> bool:
+        deadline = self.deadline()
+        return deadline is not None and now >= deadline
+
+    # --- taking the batch -----------------------------------------------------------------------
+
+    def paths_under(self, directory: str) -> list[str]:
+        """Held paths inside ``directory`` that exist now (a renamed directory takes them along)."""
+        prefix = directory.rstrip("/") + "/"
+        return [p for p, e in self._entries.items() if e.exists and p.startswith(prefix)]
+
+    def take(self) -> list[Change]:
+        """The batch as changes (in the order paths were first seen), and start a new one."""
+        entries, self._entries = self._entries, {}
+        self._first = self._last = None
+        moved_away = {e.origin for e in entries.values()
+                      if e.exists and e.origin is not None
+                      and e.origin in entries and not entries[e.origin].exists}
+        changes = []
+        for path, e in entries.items():
+            rule = f"merged {e.facts} facts into one change" if e.facts > 1 else None
+            if e.lines > len(e.why):
+                e.why.append(f"... and {e.lines - len(e.why)} more lines")
+            if e.exists and e.origin in moved_away:
+                kind, src = "moved", e.origin
+                rule = f"paired the rename {e.origin} -> {path}" + (f"; {rule}" if rule else "")
+            elif e.exists:
+                kind, src = ("modified" if e.existed else "created"), None
+            elif e.existed:
+                if path in moved_away:
+                    continue  # reported as the move of its content
+                kind, src = "deleted", None
+            else:
+                if self.on_drop is not None:
+                    self.on_drop(path, (*e.why, "created and deleted within one batch: nothing "
+                                                "to report"))
+                continue
+            why = (*e.why, rule) if rule else tuple(e.why)
+            changes.append(Change(kind, path, src, why))
+        return changes
+
+    def discard(self) -> list[str]:
+        """Forget the batch (the caller rescans instead); returns the paths that were held."""
+        paths = list(self._entries)
+        self._entries = {}
+        self._first = self._last = None
+        return paths
+
+    def _entry(self, path: str, now: float, existed: bool) -> _Entry:
+        if self._first is None:
+            self._first = now
+        self._last = now
+        entry = self._entries.get(path)
+        if entry is None:
+            entry = self._entries[path] = _Entry(existed=existed, exists=existed)
+        return entry

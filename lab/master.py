@@ -1,0 +1,499 @@
+"""The master (the arbiter): binds, forks generations of workers, reloads them, supervises them.
+
+Read it top to bottom like gunicorn's ``arbiter.py``. The master never imports the app: each
+worker does, after the fork, so a new generation runs the code as it is on disk now.
+
+Reload, step by step (``_start_reload`` -> ``_on_ready`` -> ``_commit`` -> ``_go`` -> ``_finish``):
+
+1. a trigger (a watched change, SIGUSR1, SIGHUP, ``python -m lab reload``) forks generation N+1;
+2. each new worker imports the app and reports ``ready`` or its traceback;
+3. all ready: generation N is told to drain and stops accepting at once; when every old worker
+   has said so (or is gone), generation N+1 is told ``go`` and starts accepting. The listening
+   socket, bound here before any fork, stays open throughout, so clients queue in its backlog
+   for that instant and none is refused; old and new code never answer side by side;
+4. old workers finish what is in flight and exit (SIGKILL after ``graceful_timeout``).
+
+A failed import removes generation N+1 and generation N keeps serving (``reload.failed``). A
+trigger during a reload queues exactly one more reload. All signal handling goes through the
+reactor: a handler only notes the signal; the work is done in the loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import signal
+import socket
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from lab import worker
+from lab.config import Config, format_bind
+from lab.errors import LabError
+from lab.events import EventSink
+from lab.pidfile import PidFile
+from lab.reactor import Reactor
+
+HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT,
+                   signal.SIGQUIT)
+READY_TIMEOUT = 60.0  # a new generation that is not ready by then (an import that hangs) fails
+STABLE_AFTER = 5.0  # a worker that lived this long had no crash streak
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 10.0
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    pid: int
+    generation: int
+    index: int
+    channel: socket.socket  # the master's end of the socketpair
+    started: float
+    state: str = "starting"  # starting -> ready -> serving -> draining; or killed
+    inbox: bytes = b""
+    kill_timer: Any = None
+    stopped_accepting: bool = False  # it said "draining": its listening fd is closed
+
+
+@dataclass(eq=False)
+class Reload:
+    generation: int
+    trigger: str
+    phases: dict[str, float]
+    old: set[int] = field(default_factory=set)  # pids of the previous generation still running
+    not_stopped: set[int] = field(default_factory=set)  # old pids that may still accept
+    went: bool = False
+    timeout: Any = None
+
+
+def bind_listener(config: Config) -> socket.socket:
+    """The listening socket, bound before any fork so that every generation shares it."""
+    family, host, port = config.address
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(config.backlog)
+    except OSError as exc:
+        sock.close()
+        where = format_bind(host, port)
+        if exc.errno == errno.EADDRINUSE:
+            raise LabError(f"{where} is already in use: stop what listens there or choose another --bind") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise LabError(f"cannot bind {where}: that address is not on this machine; use 127.0.0.1 or [::1]") from None
+        if exc.errno == errno.EACCES:
+            raise LabError(f"cannot bind {where}: ports below 1024 need privileges; choose a port >= 1024") from None
+        raise LabError(f"cannot bind {where}: {exc.strerror}") from None
+    sock.setblocking(False)  # shared by the workers: one accept never blocks a worker
+    return sock
+
+
+def summarize_traceback(text: str) -> str:
+    """The last line of a traceback, with the file and line it points at."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "no traceback"
+    last = lines[-1].strip()
+    places = re.findall(r'File "([^"]+)", line (\d+)', text)
+    return f"{last} ({os.path.basename(places[-1][0])}:{places[-1][1]})" if places else last
+
+
+def _describe_exit(status: int) -> dict[str, Any]:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return {"signal": signal.Signals(-code).name}
+    return {"code": code}
+
+
+class Master:
+    """``Master(config).run()`` serves until SIGTERM/SIGINT (returns 0) or SIGQUIT."""
+
+    def __init__(self, config: Config, echo: TextIO | None = sys.stderr):
+        if not config.target:
+            raise LabError("no app given: python -m lab serve TARGET (module or module:attr)")
+        self.config = config
+        self.echo = echo
+        self.reactor: Reactor | None = None
+        self.events: EventSink | None = None
+        self.listener: socket.socket | None = None
+        self.pidfile: PidFile | None = None
+        self.watcher = None
+        self.workers: dict[int, WorkerProcess] = {}
+        self.generation = 0  # the generation serving now (0: none yet)
+        self._last_generation = 0
+        self.pending: Reload | None = None  # a generation starting up
+        self.queued: str | None = None  # the one trigger that came during ``pending``
+        self.finishing: list[Reload] = []  # committed reloads waiting for old workers to leave
+        self.crashes: dict[int, int] = {}  # worker index -> quick deaths in a row
+        self.stopping = False
+        self.fatal: str | None = None
+        self._watch_timer = None
+        self._own_files: set[str] = set()
+
+    # --- start and stop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        config = self.config
+        self.listener = bind_listener(config)
+        try:
+            if config.pidfile:
+                self.pidfile = PidFile(config.pidfile)
+                self.pidfile.create()
+                self._own_files.add(self.pidfile.path)
+            self.events = EventSink(config.events, echo=self.echo)
+            if config.events:
+                self._own_files.add(os.path.abspath(config.events))
+            self.reactor = Reactor()
+            for signum, handler in ((signal.SIGCHLD, self._reap), (signal.SIGUSR1, self._on_reload_signal),
+                                    (signal.SIGHUP, self._on_reload_signal),
+                                    (signal.SIGTERM, self._on_stop_signal),
+                                    (signal.SIGINT, self._on_stop_signal),
+                                    (signal.SIGQUIT, lambda: self._stop(graceful=False))):
+                self.reactor.add_signal_handler(signum, handler)
+            if config.watch:
+                self._start_watcher()
+            host, port = self.listener.getsockname()[:2]
+            self.events.emit("server.start", bind=format_bind(host, port), workers=config.workers,
+                             target=config.target, watch=config.watch)
+            self._start_reload("start", self.reactor.clock())
+            self.reactor.run()
+        finally:
+            self._cleanup()
+        if self.fatal:
+            raise LabError(self.fatal)
+        return 0
+
+    def _cleanup(self) -> None:
+        for w in list(self.workers.values()):
+            self._kill(w)
+        for w in list(self.workers.values()):
+            try:
+                os.waitpid(w.pid, 0)
+            except ChildProcessError:
+                pass
+            w.channel.close()
+        self.workers.clear()
+        if self.watcher is not None:
+            self.watcher.close()
+        if self.reactor is not None:
+            self.reactor.close()
+        if self.pidfile is not None:
+            self.pidfile.remove()
+        self.listener.close()
+        if self.events is not None:
+            self.events.emit("server.stop", fatal=self.fatal)
+            self.events.close()
+
+    def _on_stop_signal(self) -> None:
+        # A second Ctrl-C / SIGTERM while draining means: now.
+        self._stop(graceful=not self.stopping)
+
+    def _stop(self, graceful: bool) -> None:
+        if not self.stopping:
+            self.events.emit("server.stopping", graceful=graceful)
+        self.stopping = True
+        self.queued = None
+        for w in list(self.workers.values()):
+            if graceful and w.state in ("ready", "serving"):
+                self._drain(w)
+            elif not graceful or w.state == "starting":
+                self._kill(w)
+        if not self.workers:
+            self.reactor.stop()
+
+    # --- the watcher (the tutorial's watchEvent) ---------------------------------------------------
+
+    def _start_watcher(self) -> None:
+        from lab.watcher import Watcher  # only a watching master needs inotify
+
+        self.watcher = Watcher(self.config.watch, types=self.config.types, debounce=self.config.debounce)
+        self.reactor.add_reader(self.watcher.fileno(), self._poll_watcher)
+
+    def _poll_watcher(self) -> None:
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+            self._watch_timer = None
+        now = self.reactor.clock()
+        changes = [c for c in self.watcher.poll(now) if c.path not in self._own_files]
+        if changes:
+            self.events.emit("watch.change", paths=[c.path for c in changes],
+                             kinds=[c.kind for c in changes])
+            self.request_reload("watch", now)
+        wait = self.watcher.timeout(now)
+        if wait is not None:
+            self._watch_timer = self.reactor.call_later(wait, self._poll_watcher)
+
+    # --- reload --------------------------------------------------------------------------------------
+
+    def _on_reload_signal(self) -> None:
+        self.request_reload("signal", self.reactor.clock())
+
+    def request_reload(self, trigger: str, seen: float) -> None:
+        if self.stopping:
+            return
+        if self.pending is not None:
+            self.queued = self.queued or trigger  # exactly one more, however many triggers come
+            return
+        self._start_reload(trigger, seen)
+
+    def _start_reload(self, trigger: str, seen: float) -> None:
+        self._last_generation += 1
+        reload = Reload(self._last_generation, trigger, {"seen": seen})
+        self.pending = reload
+        self.events.emit("reload.start", generation=reload.generation, trigger=trigger)
+        try:
+            for index in range(self.config.workers):
+                self._spawn(reload.generation, index)
+        except OSError as exc:
+            self._reload_failed(reload, f"fork failed: {exc}\n")
+            return
+        reload.phases["forked"] = self.reactor.clock()
+        reload.timeout = self.reactor.call_later(READY_TIMEOUT, self._reload_failed, reload,
+                                                 f"not ready after {READY_TIMEOUT:g} s (an import that hangs?)\n")
+
+    def _on_ready(self, w: WorkerProcess) -> None:
+        w.state = "ready"
+        reload = self.pending
+        if reload is None or w.generation != reload.generation:
+            if w.generation == self.generation and not self.stopping:
+                self._send(w, b"go\n")  # a replacement for a worker that died
+                w.state = "serving"
+            return
+        new = [x for x in self.workers.values() if x.generation == reload.generation]
+        if len(new) == self.config.workers and all(x.state == "ready" for x in new):
+            self._commit(reload, new)
+
+    def _commit(self, reload: Reload, new: list[WorkerProcess]) -> None:
+        reload.timeout.cancel()
+        reload.phases["ready"] = self.reactor.clock()
+        self.pending = None
+        self.generation = reload.generation
+        for w in list(self.workers.values()):
+            if w.generation == reload.generation:
+                continue
+            if w.state == "starting":  # a replacement still importing: not needed any more
+                self._kill(w)
+            elif w.state in ("ready", "serving"):
+                self._drain(w)
+            reload.old.add(w.pid)
+            if w.state == "draining" and not w.stopped_accepting:
+                reload.not_stopped.add(w.pid)
+        for w in new:
+            w.state = "serving"
+        self.finishing.append(reload)
+        self._progress(reload)
+        if self.queued is not None:
+            trigger, self.queued = self.queued, None
+            self._start_reload(trigger, self.reactor.clock())
+
+    def _progress(self, reload: Reload) -> None:
+        """``go`` once no old worker can accept; ``reload.done`` once they are all gone."""
+        if not reload.went and not reload.not_stopped:
+            reload.went = True
+            reload.phases["serving"] = self.reactor.clock()
+            for w in self.workers.values():
+                if w.generation == reload.generation and w.state == "serving":
+                    self._send(w, b"go\n")
+        if reload.went and not reload.old:
+            reload.phases["old_gone"] = self.reactor.clock()
+            self.finishing.remove(reload)
+            self.crashes.clear()
+            self.events.emit("reload.done", generation=reload.generation, trigger=reload.trigger,
+                             duration=round(reload.phases["old_gone"] - reload.phases["seen"], 6),
+                             phases=reload.phases)
+
+    def _reload_failed(self, reload: Reload, text: str) -> None:
+        if self.pending is not reload:
+            return
+        self.pending = None
+        if reload.timeout is not None:
+            reload.timeout.cancel()
+        for w in list(self.workers.values()):
+            if w.generation == reload.generation:
+                self._kill(w)
+        self.events.emit("reload.failed", generation=reload.generation, trigger=reload.trigger,
+                         error=summarize_traceback(text), traceback=text)
+        if self.generation == 0:  # the first generation: nothing to keep serving
+            self.fatal = f"the app {self.config.target!r} failed to start: {summarize_traceback(text)}"
+            self._stop(graceful=False)
+            return
+        for index in range(self.config.workers):  # serving workers that died meanwhile
+            self._respawn(self.generation, index)
+        if self.queued is not None:
+            trigger, self.queued = self.queued, None
+            self._start_reload(trigger, self.reactor.clock())
+
+    # --- workers -------------------------------------------------------------------------------------
+
+    def _spawn(self, generation: int, index: int) -> WorkerProcess:
+        parent_end, child_end = socket.socketpair()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or the child would print the parent's buffered text again
+        # Signals stay blocked across the fork, so none reaches the child while it still has the
+        # master's handlers (which would wake the master's loop with the child's signal).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            parent_end.close()
+            child_end.close()
+            raise
+        if pid == 0:
+            code = 1
+            try:
+                parent_end.close()
+                self._become_worker()
+                code = worker.run(worker.WorkerSpec(self.config, generation, index, self.listener, child_end,
+                                                    os.getppid(), mask))
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        child_end.close()
+        parent_end.setblocking(False)
+        w = WorkerProcess(pid, generation, index, parent_end, self.reactor.clock())
+        self.workers[pid] = w
+        self.reactor.add_reader(parent_end.fileno(), self._on_channel, w)
+        return w
+
+    def _become_worker(self) -> None:
+        """In the child: drop the master's handlers, loop, watcher and channels (never unregister)."""
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        self.reactor.forget()
+        if self.watcher is not None:
+            os.close(self.watcher.fileno())  # close() could touch the master's watches
+        for w in self.workers.values():
+            w.channel.close()
+        self.events.close()
+
+    def _on_channel(self, w: WorkerProcess) -> None:
+        while True:
+            try:
+                data = w.channel.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.reactor.remove_reader(w.channel.fileno())  # the worker is gone; SIGCHLD follows
+                return
+            w.inbox += data
+            *lines, w.inbox = w.inbox.split(b"\n")
+            for line in lines:
+                self._on_message(w, json.loads(line))
+
+    def _on_message(self, w: WorkerProcess, message: dict[str, Any]) -> None:
+        if w.state == "killed":
+            return
+        if "ready" in message:
+            self._on_ready(w)
+        elif "failed" in message:
+            self._on_failed(w, message["failed"])
+        elif "draining" in message:
+            w.stopped_accepting = True
+            for reload in list(self.finishing):
+                reload.not_stopped.discard(w.pid)
+                self._progress(reload)
+
+    def _on_failed(self, w: WorkerProcess, text: str) -> None:
+        if self.pending is not None and w.generation == self.pending.generation:
+            self._reload_failed(self.pending, text)
+        else:  # a replacement that cannot load the app (broken on disk since): back off
+            self.events.emit("worker.failed", generation=w.generation, index=w.index,
+                             error=summarize_traceback(text), traceback=text)
+            self._kill(w)
+
+    def _send(self, w: WorkerProcess, message: bytes) -> None:
+        try:
+            w.channel.send(message)
+        except OSError:
+            pass  # it died: SIGCHLD tells
+
+    def _drain(self, w: WorkerProcess) -> None:
+        w.state = "draining"
+        self._send(w, b"drain\n")
+        w.kill_timer = self.reactor.call_later(self.config.graceful_timeout, self._kill, w)
+
+    def _kill(self, w: WorkerProcess) -> None:
+        if w.kill_timer is not None:
+            w.kill_timer.cancel()
+            w.kill_timer = None
+        if w.pid in self.workers:
+            w.state = "killed"
+            try:
+                os.kill(w.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            w = self.workers.pop(pid, None)
+            if w is not None:
+                self._on_exit(w, status)
+
+    def _on_exit(self, w: WorkerProcess, status: int) -> None:
+        self._on_channel(w)  # its last words (a traceback) may still be in the channel
+        self.reactor.remove_reader(w.channel.fileno())
+        w.channel.close()
+        if w.kill_timer is not None:
+            w.kill_timer.cancel()
+        state, w.state = w.state, "gone"
+        self.events.emit("worker.exit", pid=w.pid, generation=w.generation, index=w.index, **_describe_exit(status))
+        for reload in list(self.finishing):
+            reload.old.discard(w.pid)
+            reload.not_stopped.discard(w.pid)
+            self._progress(reload)
+        if self.stopping:
+            if not self.workers:
+                self.reactor.stop()
+            return
+        if self.pending is not None and w.generation == self.pending.generation and state == "starting":
+            self._reload_failed(self.pending, f"worker {w.index} of generation {w.generation} exited "
+                                              f"before it was ready ({_describe_exit(status)})\n")
+        elif w.generation == self.generation and state in ("starting", "ready", "serving", "killed") \
+                and self.pending is None:
+            self._replace(w)
+
+    def _replace(self, w: WorkerProcess) -> None:
+        """A worker of the serving generation died: fork another, backing off if they keep dying."""
+        if self.reactor.clock() - w.started >= STABLE_AFTER:
+            self.crashes[w.index] = 0
+        failures = self.crashes[w.index] = self.crashes.get(w.index, 0) + 1
+        if failures == 1:
+            self._respawn(w.generation, w.index)
+            return
+        # Exponential, with jitter so that workers crashing together do not restart together;
+        # the jitter only adds, so each delay is longer than the one before.
+        delay = min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_MAX) * (1 + 0.25 * random.random())
+        self.events.emit("worker.backoff", generation=w.generation, index=w.index, failures=failures,
+                         delay=round(delay, 4))
+        self.reactor.call_later(delay, self._respawn, w.generation, w.index)
+
+    def _respawn(self, generation: int, index: int) -> None:
+        if self.stopping or generation != self.generation or self.pending is not None:
+            return  # a newer generation is (or will be) serving instead
+        if any(x.generation == generation and x.index == index for x in self.workers.values()):
+            return
+        try:
+            self._spawn(generation, index)
+        except OSError as exc:
+            self.events.emit("worker.backoff", generation=generation, index=index, failures=-1,
+                             delay=1.0, error=str(exc))
+            self.reactor.call_later(1.0, self._respawn, generation, index)

@@ -1,0 +1,436 @@
+"""The worker: imports the app after the fork and serves it on the shared listening socket.
+
+Life of a worker (the master forks it; see ``master.py``):
+
+1. ``PR_SET_PDEATHSIG``: if the master dies, even by SIGKILL, the kernel kills this worker.
+2. Import the app TARGET, compiled from source (never from a possibly stale ``.pyc``), and report
+   ``ready`` -- or the traceback -- to the master over the worker's channel (a socketpair).
+3. Wait for ``go``: the master sends it once the old generation has stopped accepting, so old
+   and new code never answer side by side.
+4. Serve: accept, read, call the app, write what it queued (partial writes, a high-water mark).
+5. ``drain`` (from the channel or SIGTERM): stop accepting at once, let in-flight requests finish,
+   close idle keep-alive connections, exit when none is left.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.machinery
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from lab.config import Config
+from lab.errors import LabError
+from lab.events import EventSink
+from lab.heartbeat import make_tracker
+from lab.reactor import Reactor
+
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded in the master, so a fork does not pay for it
+_PR_SET_PDEATHSIG = 1
+_ACCEPT_BATCH = 64
+
+
+@dataclass
+class WorkerSpec:
+    """What the master hands a freshly forked worker."""
+
+    config: Config
+    generation: int
+    index: int
+    listener: socket.socket
+    channel: socket.socket  # this worker's end of its socketpair with the master
+    master_pid: int
+    sigmask: set[int]  # the signal mask to restore once handlers are in place
+
+
+class Connection:
+    """One client. ``data`` is free for the app (e.g. a parser's state)."""
+
+    __slots__ = ("id", "sock", "fd", "peer", "out", "closing", "closed", "fresh", "awaiting",
+                 "paused", "data")
+
+    def __init__(self, conn_id: int, sock: socket.socket, peer: Any):
+        self.id = conn_id
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.out = bytearray()  # queued output not yet taken by the kernel
+        self.closing = False  # close once ``out`` is flushed
+        self.closed = False
+        self.fresh = True  # nothing received yet: a client that just connected
+        self.awaiting = False  # received data not yet answered with a send
+        self.paused = False  # reading stopped because ``out`` is above the high-water mark
+        self.data: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} fd={self.fd} peer={self.peer}>"
+
+
+class Server:
+    """What the app's callbacks get as ``server``: ``send``, ``close``, the reactor, connections."""
+
+    def __init__(self, reactor: Reactor, listener: socket.socket, app: Any, config: Config,
+                 generation: int, events: EventSink, conn_events: EventSink | None):
+        self.reactor = reactor
+        self.listener = listener
+        self.app = app
+        self.config = config
+        self.generation = generation
+        self.events = events
+        self.connections: dict[int, Connection] = {}
+        self.draining = False
+        self.accepting = False
+        self._conn_events = conn_events
+        self._next_id = 0
+        self._max_buffer = config.max_buffer
+        self._on_receive = app.on_receive
+        self._on_connect = getattr(app, "on_connect", None)
+        self._on_close = getattr(app, "on_close", None)
+        self._tracker = None
+        self._heartbeat_timer = None
+        if config.heartbeat_idle is not None:
+            self._tracker = make_tracker(config.heartbeat_strategy, config.heartbeat_idle,
+                                         config.heartbeat_interval)
+
+    # --- the app's API ---------------------------------------------------------------------------
+
+    def send(self, conn: Connection, data: bytes) -> bool:
+        """Queue ``data`` for ``conn``; False if the connection is closed or closing."""
+        if conn.closed or conn.closing:
+            return False
+        conn.awaiting = False
+        if conn.out:
+            conn.out += data
+        else:
+            try:
+                sent = conn.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._close(conn, "peer")
+                return False
+            if sent == len(data):
+                if self.draining:  # answered: judge it once the current callback is done
+                    self.reactor.call_later(0, self._close_if_done, conn)
+                return True
+            conn.out += memoryview(data)[sent:]
+            self.reactor.add_writer(conn.fd, self._on_writable, conn)
+        if len(conn.out) > self._max_buffer and not conn.paused:
+            # Backpressure: stop reading a client that does not read its answers.
+            conn.paused = True
+            self.reactor.remove_reader(conn.fd)
+        return True
+
+    def close(self, conn: Connection) -> None:
+        """Close ``conn`` once what is queued for it is flushed."""
+        if conn.closed:
+            return
+        if conn.out:
+            conn.closing = True
+        else:
+            self._close(conn, "server")
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """An app's own event into the event stream."""
+        self.events.emit(kind, generation=self.generation, **fields)
+
+    # --- accepting ---------------------------------------------------------------------------------
+
+    def start_accepting(self) -> None:
+        if not self.accepting and not self.draining:
+            self.accepting = True
+            self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+
+    def stop_accepting(self) -> None:
+        """Stop at once: only this process's copy of the listening fd is closed; the queue stays."""
+        if self.listener.fileno() >= 0:
+            self.reactor.remove_reader(self.listener.fileno())
+            self.listener.close()
+        self.accepting = False
+
+    def _on_acceptable(self) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, peer = self.listener.accept()
+            except BlockingIOError:
+                return  # another worker took it
+            except OSError as exc:
+                self.events.emit("worker.accept_error", error=exc.strerror or str(exc))
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._next_id += 1
+            conn = Connection(self._next_id, sock, peer)
+            self.connections[conn.fd] = conn
+            self.reactor.add_reader(conn.fd, self._on_readable, conn)
+            if self._conn_events is not None:
+                self._conn_events.emit("conn.open", conn=conn.id, peer=f"{peer[0]}:{peer[1]}",
+                                       generation=self.generation)
+            if self._tracker is not None:
+                self._touch(conn)
+            if self._on_connect is not None:
+                try:
+                    self._on_connect(self, conn)
+                except Exception:
+                    self._app_error(conn, "on_connect")
+
+    # --- reading and writing ------------------------------------------------------------------------
+
+    def _on_readable(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(conn, "peer")
+            return
+        if not data:
+            self._close(conn, "peer")
+            return
+        conn.fresh = False
+        conn.awaiting = True
+        if self._tracker is not None:
+            self._touch(conn)
+        try:
+            self._on_receive(self, conn, data)
+        except Exception:
+            self._app_error(conn, "on_receive")
+            return
+        if self.draining and not conn.closed:
+            self._close_if_done(conn)
+
+    def _on_writable(self, conn: Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(conn, "peer")
+            return
+        del conn.out[:sent]
+        if self._tracker is not None and sent:
+            self._touch(conn)  # a client still taking a large answer is not idle
+        if conn.out:
+            return
+        self.reactor.remove_writer(conn.fd)
+        if conn.closing:
+            self._close(conn, "server")
+            return
+        if conn.paused:
+            conn.paused = False
+            self.reactor.add_reader(conn.fd, self._on_readable, conn)
+        if self.draining:
+            self._close_if_done(conn)
+
+    def _close_if_done(self, conn: Connection) -> None:
+        """While draining: an answered, flushed connection is closed; a fresh one gets its answer first."""
+        if not conn.closed and not conn.out and not conn.awaiting and not conn.fresh:
+            self._close(conn, "drain")
+
+    def _close(self, conn: Connection, reason: str, **fields: Any) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self.reactor.remove(conn.fd)
+        if self._tracker is not None:
+            self._tracker.forget(conn.fd)
+        del self.connections[conn.fd]
+        conn.sock.close()
+        if self._conn_events is not None:
+            self._conn_events.emit("conn.close", conn=conn.id, reason=reason, generation=self.generation,
+                                   **fields)
+        if self._on_close is not None:
+            try:
+                self._on_close(self, conn)
+            except Exception:
+                self._report_app_error(conn, "on_close")
+        if self.draining and not self.connections:
+            self.reactor.stop()
+
+    def _app_error(self, conn: Connection, callback: str) -> None:
+        """A failing callback costs its connection, never the worker."""
+        self._report_app_error(conn, callback)
+        self._close(conn, "error")
+
+    def _report_app_error(self, conn: Connection, callback: str) -> None:
+        self.events.emit("app.error", conn=conn.id, callback=callback, generation=self.generation,
+                         traceback=traceback.format_exc())
+
+    # --- heartbeat -----------------------------------------------------------------------------------
+
+    def _touch(self, conn: Connection) -> None:
+        self._tracker.touch(conn.fd, self.reactor.clock())
+        if self._heartbeat_timer is None:
+            self._arm_heartbeat()
+
+    def _arm_heartbeat(self) -> None:
+        # One reactor timer for all connections, at the tracker's next check. Activity only moves
+        # deadlines later, so a timer already armed is never too late.
+        when = self._tracker.next_check(self.reactor.clock())
+        self._heartbeat_timer = None if when is None else self.reactor.call_at(when, self._heartbeat_check)
+
+    def _heartbeat_check(self) -> None:
+        now = self.reactor.clock()
+        for fd, last in self._tracker.expired(now):
+            conn = self.connections.get(fd)
+            if conn is not None:
+                self._close(conn, "idle", idle=round(now - last, 6))
+        self._arm_heartbeat()
+
+    # --- draining -------------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop accepting at once; finish in-flight work; close idle connections; stop when none is left."""
+        if self.draining:
+            return
+        self.draining = True
+        self.stop_accepting()
+        for conn in list(self.connections.values()):
+            # Take in a request that already arrived before judging the connection idle.
+            if not conn.closed and not conn.paused:
+                self._on_readable(conn)
+            if not conn.closed:
+                self._close_if_done(conn)
+        if not self.connections:
+            self.reactor.stop()
+
+
+# --- importing the app ------------------------------------------------------------------------------
+
+class FreshSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles from the source every time: never trusts a ``.pyc``.
+
+    Python's ``.pyc`` check compares the source's mtime (whole seconds) and size, so two edits of
+    the same size within one second would load the stale first version. App code is small, so
+    compiling it on each (re)load costs little and is always right.
+    """
+
+    def get_code(self, fullname: str):
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
+def _use_fresh_imports() -> None:
+    """Code outside the interpreter's own trees (the app, the lab) is compiled from source."""
+    sys.dont_write_bytecode = True  # and no .pyc is written inside a watched tree
+    installed = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+    default_hook = importlib.machinery.FileFinder.path_hook(
+        (FreshSourceLoader, importlib.machinery.SOURCE_SUFFIXES))
+
+    def fresh_hook(path: str):
+        if os.path.join(os.path.abspath(path or "."), "").startswith(installed):
+            raise ImportError("installed code: the default finder handles it")
+        return default_hook(path)
+
+    sys.path_hooks.insert(0, fresh_hook)
+    for path in list(sys.path_importer_cache):
+        if not os.path.join(os.path.abspath(path or "."), "").startswith(installed):
+            del sys.path_importer_cache[path]
+    importlib.invalidate_caches()
+
+
+def load_app(target: str, app_dir: str) -> Any:
+    """Import TARGET (``module`` or ``module:attr``; a class is instantiated) from ``app_dir`` first."""
+    sys.path.insert(0, os.path.abspath(app_dir))
+    _use_fresh_imports()
+    module_name, _, attr = target.partition(":")
+    app: Any = importlib.import_module(module_name)
+    for part in attr.split(".") if attr else ():
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise LabError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(app, type):
+        app = app()
+    if not callable(getattr(app, "on_receive", None)):
+        raise LabError(f"app {target!r} has no on_receive(server, conn, data)")
+    return app
+
+
+# --- the worker's main ----------------------------------------------------------------------------------
+
+def _die_with_master(master_pid: int) -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != master_pid:  # the master died before prctl took effect
+        os._exit(1)
+
+
+def _tell(channel: socket.socket, **message: Any) -> None:
+    try:
+        channel.sendall(json.dumps(message).encode() + b"\n")
+    except OSError:
+        pass  # the master is gone; PDEATHSIG ends this process
+
+
+def run(spec: WorkerSpec) -> int:
+    """The worker's main; returns its exit code (the caller ends the process with ``os._exit``)."""
+    _die_with_master(spec.master_pid)
+    config = spec.config
+    events = EventSink(config.events, echo=sys.stderr)
+    conn_events = EventSink(config.events) if config.events else None
+    reactor = Reactor()
+    server: Server | None = None
+
+    def drain() -> None:
+        if server is not None:
+            if not server.draining:
+                server.drain()
+                _tell(spec.channel, draining=True)
+        else:
+            reactor.stop()
+
+    def on_channel() -> None:
+        try:
+            data = spec.channel.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the master is gone
+            drain()
+            return
+        for word in data.split():
+            if word == b"go" and server is not None:
+                server.start_accepting()
+            elif word == b"drain":
+                drain()
+
+    reactor.add_signal_handler(signal.SIGTERM, drain)
+    reactor.add_signal_handler(signal.SIGQUIT, lambda: os._exit(0))
+    for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+        # Ctrl-C and reload signals reach the whole process group: the master decides.
+        signal.signal(ignored, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, spec.sigmask)
+    events.emit("worker.start", generation=spec.generation, index=spec.index)
+
+    try:
+        app = load_app(config.target, config.app_dir)
+    except BaseException as exc:
+        if isinstance(exc, LabError):
+            text = f"LabError: {exc}\n"
+        else:
+            text = traceback.format_exc()
+        _tell(spec.channel, failed=text)
+        return 1
+
+    spec.channel.setblocking(False)
+    server = Server(reactor, spec.listener, app, config, spec.generation, events, conn_events)
+    on_start = getattr(app, "on_start", None)
+    if on_start is not None:
+        try:
+            on_start(server)
+        except Exception:
+            _tell(spec.channel, failed=traceback.format_exc())
+            return 1
+    reactor.add_reader(spec.channel.fileno(), on_channel)
+    events.emit("worker.ready", generation=spec.generation, index=spec.index)
+    _tell(spec.channel, ready=True)
+    reactor.run()
+    return 0

@@ -1,0 +1,124 @@
+"""lab.debounce: exact, with made-up times."""
+
+import pytest
+
+from lab.debounce import WHY_LIMIT, Change, Debouncer
+
+
+def kinds(changes):
+    return [(c.kind, c.path, c.src) for c in changes]
+
+
+def test_quiet_time_runs_from_the_last_fact_even_for_a_path_already_held():
+    d = Debouncer(quiet=0.25, max_wait=10)  # binary fractions: the sums are exact
+    d.modified("/a.py", 0.0)
+    assert d.timeout(0.0) == 0.25
+    d.modified("/a.py", 0.125)  # same path, nothing new held: the quiet time still restarts
+    assert not d.ready(0.25)
+    assert d.timeout(0.25) == 0.125
+    assert d.ready(0.375)
+    assert kinds(d.take()) == [("modified", "/a.py", None)]
+    assert d.timeout(1.0) is None and not d.pending
+
+
+def test_max_wait_yields_a_batch_from_a_stream_that_never_pauses():
+    d = Debouncer(quiet=0.1, max_wait=0.5)
+    t = 0.0
+    while not d.ready(t):
+        d.modified(f"/f{int(t * 100)}.py", t)
+        t = round(t + 0.05, 2)
+    assert t == 0.5
+    assert len(d.take()) == 10
+
+
+@pytest.mark.parametrize("facts, expected", [
+    (["created", "modified"], "created"),
+    (["created", "deleted"], None),
+    (["modified", "deleted"], "deleted"),
+    (["deleted", "created"], "modified"),
+    (["deleted", "created", "modified"], "modified"),
+    (["modified", "modified"], "modified"),
+    (["created", "deleted", "created"], "created"),
+    (["deleted"], "deleted"),
+])
+def test_coalescing_rules_per_path(facts, expected):
+    d = Debouncer(quiet=0.01)
+    for i, fact in enumerate(facts):
+        getattr(d, fact)("/p.py", i * 0.001, (f"record {i}",))
+    changes = d.take()
+    assert [c.kind for c in changes] == ([expected] if expected else [])
+    if expected and len(facts) > 1:
+        assert changes[0].why[:len(facts)] == tuple(f"record {i}" for i in range(len(facts)))
+        assert changes[0].why[-1] == f"merged {len(facts)} facts into one change"
+
+
+def test_created_then_deleted_is_dropped_with_its_story_told():
+    drops = []
+    d = Debouncer(on_drop=lambda path, why: drops.append((path, why)))
+    d.created("/tmp.py", 0, ("raw create",))
+    d.deleted("/tmp.py", 0, ("raw delete",))
+    assert d.take() == []
+    assert drops[0][0] == "/tmp.py" and drops[0][1][:2] == ("raw create", "raw delete")
+
+
+def test_moves_chain_and_pair():
+    d = Debouncer()
+    d.moved("/a.py", "/b.py", 0, ("a->b",))
+    d.moved("/b.py", "/c.py", 0, ("b->c",))
+    [change] = d.take()
+    assert (change.kind, change.src, change.path) == ("moved", "/a.py", "/c.py")
+    assert change.why[:2] == ("a->b", "b->c")
+
+
+def test_move_of_a_new_file_is_a_creation_and_move_then_delete_is_a_deletion():
+    d = Debouncer()
+    d.created("/tmp.py", 0)
+    d.moved("/tmp.py", "/app.py", 0)
+    assert kinds(d.take()) == [("created", "/app.py", None)]
+    d.moved("/a.py", "/b.py", 1)
+    d.deleted("/b.py", 1)
+    assert kinds(d.take()) == [("deleted", "/a.py", None)]
+
+
+def test_rename_onto_an_existing_file_and_rename_back():
+    d = Debouncer()
+    d.moved("/new.py", "/old.py", 0, replaced=True)
+    assert kinds(d.take()) == [("moved", "/old.py", "/new.py")]
+    d.moved("/a.py", "/b.py", 1)
+    d.moved("/b.py", "/a.py", 1)
+    assert kinds(d.take()) == [("modified", "/a.py", None)]
+
+
+def test_origin_recreated_means_no_move():
+    # rename a -> b, then a new a: both exist, b has the old content, a the new
+    d = Debouncer()
+    d.moved("/a.py", "/b.py", 0)
+    d.created("/a.py", 0)
+    assert sorted(kinds(d.take())) == [("created", "/b.py", None), ("modified", "/a.py", None)]
+
+
+def test_why_is_bounded():
+    d = Debouncer()
+    for i in range(1000):
+        d.modified("/a.py", i * 1e-3, (f"record {i}",))
+    [change] = d.take()
+    assert len(change.why) == WHY_LIMIT + 2
+    assert change.why[-2] == f"... and {1000 - WHY_LIMIT} more lines"
+    assert change.why[-1] == "merged 1000 facts into one change"
+
+
+def test_state_paths_under_and_discard():
+    d = Debouncer()
+    d.created("/d/x.py", 0)
+    d.deleted("/d/y.py", 0)
+    d.created("/dd/z.py", 0)
+    assert d.state("/d/x.py") is True and d.state("/d/y.py") is False and d.state("/q") is None
+    assert d.paths_under("/d") == ["/d/x.py"]
+    assert sorted(d.discard()) == ["/d/x.py", "/d/y.py", "/dd/z.py"]
+    assert not d.pending and d.take() == []
+
+
+def test_change_to_json():
+    change = Change("moved", "/b.py", "/a.py", ("why",))
+    assert change.to_json() == {"kind": "moved", "path": "/b.py", "src": "/a.py", "why": ["why"]}
+    assert Change("created", "/c.py").to_json() == {"kind": "created", "path": "/c.py", "why": []}

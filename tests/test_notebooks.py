@@ -1,0 +1,73 @@
+"""The notebooks run top to bottom headless, are committed without outputs, and their exercises check."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import nbformat
+import pytest
+
+from tests import nbutil
+
+PATHS = nbutil.notebook_paths()
+BUDGET = 180  # seconds a notebook may take, whole
+
+
+@functools.cache
+def run(name: str, solved: bool = False):
+    """Each notebook is executed once per session (with its solutions: once more)."""
+    path = nbutil.NOTEBOOKS / f"{name}.ipynb"
+    return nbutil.execute(path, replace=nbutil.solution(name) if solved else None)
+
+
+def test_there_are_notebooks():
+    assert [p.name for p in PATHS][:2] == ["00_start_here.ipynb", "01_inotify.ipynb"]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_committed_notebook_has_no_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert not nbutil.load_strip()(nb), (
+        f"{path.name} has outputs or run state: run `python scripts/strip_notebooks.py {path}`")
+
+
+def test_strip_removes_outputs_and_keeps_tags():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("1 + 1", execution_count=3, metadata={"tags": ["exercise"], "scrolled": True})
+    cell.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=3)]
+    nb.cells = [cell]
+    nb.metadata["widgets"] = {"state": {}}
+    strip = nbutil.load_strip()
+    assert strip(nb) and not strip(nb)
+    assert cell.outputs == [] and cell.execution_count is None
+    assert cell.metadata == {"tags": ["exercise"]} and "widgets" not in nb.metadata
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(BUDGET + 60)
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_notebook_runs_headless(path):
+    nb, seconds = run(path.stem)
+    outs = nbutil.outputs(nb)
+    assert not [o for o in outs if o.output_type == "error"]
+    assert "Traceback" not in nbutil.text(outs)
+    # every figure a notebook draws reaches a headless run as a PNG
+    assert any("image/png" in o.get("data", {}) for o in outs), "no static figure in the outputs"
+    assert seconds < BUDGET, f"{path.name} took {seconds:.0f} s"
+
+
+@pytest.mark.notebook
+def test_start_here_runs_in_the_venv_kernel():
+    nb, _ = run("00_start_here")
+    assert f"at {sys.executable}" in nbutil.text(nbutil.outputs(nb))
+
+
+@pytest.mark.notebook
+def test_inotify_exercises_are_checked_and_the_solutions_pass():
+    starter, _ = run("01_inotify")
+    solved, _ = run("01_inotify", solved=True)
+    for check in ("check-wanted", "check-due"):
+        assert "cases fail" in nbutil.text(nbutil.outputs(starter, check))
+        assert "✓ all" in nbutil.text(nbutil.outputs(solved, check))

@@ -1,0 +1,148 @@
+"""Hot reload with real processes: triggers, new code answering, failures refused, no lost request."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+from server_helpers import ask, run_cli, serve, wait_until, write_app  # noqa: F401 (serve: fixture)
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    directory = tmp_path / "app"
+    directory.mkdir()
+    write_app(directory, "v1")
+    return directory
+
+
+def test_a_watched_change_reloads_and_the_new_code_answers(serve, app_dir):
+    server = serve(app_dir=app_dir, args=("--watch", str(app_dir)))
+    assert server.ask() == "v1"
+    # Same size, same second as the first version: a .pyc check by mtime+size would load "v1".
+    write_app(app_dir, "v2")
+    done = server.wait_event("reload.done", generation=2)
+    assert server.ask() == "v2"
+    change = server.find("watch.change")[0]
+    assert str(app_dir / "app.py") in change["paths"]
+    assert done["trigger"] == "watch"
+    phases = done["phases"]
+    assert phases["seen"] <= phases["forked"] <= phases["ready"] <= phases["serving"] <= phases["old_gone"]
+    assert not list(app_dir.rglob("*.pyc")), "workers must not write bytecode into the watched tree"
+
+
+@pytest.mark.parametrize("trigger", ["SIGUSR1", "SIGHUP", "cli"])
+def test_signals_and_the_cli_reload(serve, app_dir, tmp_path, trigger):
+    server = serve(app_dir=app_dir)
+    old = set(server.worker_pids(1))
+    write_app(app_dir, "v2")
+    assert server.ask() == "v1", "without a watch, an edit changes nothing until a reload"
+    if trigger == "cli":
+        result = run_cli("reload", "--pidfile", str(server.pidfile))
+        assert result.returncode == 0, result.stderr
+    else:
+        server.signal(getattr(signal, trigger))
+    server.wait_event("reload.done", generation=2)
+    assert server.ask() == "v2"
+    server.wait_event("worker.exit", count=2)
+    assert old <= {e["pid"] for e in server.find("worker.exit")}
+    assert all(e["code"] == 0 for e in server.find("worker.exit")), "old workers drain and exit cleanly"
+
+
+def test_a_broken_app_is_refused_and_a_fix_recovers(serve, app_dir):
+    server = serve(app_dir=app_dir)
+    (app_dir / "app.py").write_text("def on_receive(server, conn, data)\n    pass\n")
+    server.signal(signal.SIGUSR1)
+    failed = server.wait_event("reload.failed", generation=2)
+    assert "SyntaxError" in failed["traceback"] and "app.py" in failed["traceback"]
+    assert "SyntaxError" in failed["error"]
+    assert server.ask() == "v1", "the old generation keeps serving"
+    wait_until(lambda: all(e["generation"] == 1 for e in server.find("worker.start")
+                           if e["pid"] in server.worker_pids()), message="new generation removed")
+    write_app(app_dir, "v3")
+    server.signal(signal.SIGUSR1)
+    server.wait_event("reload.done", generation=3)
+    assert server.ask() == "v3"
+
+
+def test_an_app_without_on_receive_is_refused(serve, app_dir):
+    server = serve(app_dir=app_dir)
+    (app_dir / "app.py").write_text("TEXT = 'no callbacks here'\n")
+    server.signal(signal.SIGUSR1)
+    failed = server.wait_event("reload.failed", generation=2)
+    assert "on_receive" in failed["error"]
+    assert server.ask() == "v1"
+
+
+def test_no_failed_request_and_no_old_answer_across_reloads(serve, app_dir):
+    server = serve(app_dir=app_dir)
+    stop = threading.Event()
+    answers: list[list[str]] = [[] for _ in range(4)]
+    failures: list[str] = []
+
+    def client(mine: list[str]) -> None:
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                mine.append(ask(server.port))
+            except OSError as exc:
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client, args=(a,)) for a in answers]
+    for t in threads:
+        t.start()
+    try:
+        for version in range(2, 7):
+            write_app(app_dir, f"v{version}")
+            server.reload()
+            wait_until(lambda: all(a and a[-1] == f"v{version}" for a in answers), 10,
+                       message=f"every client sees v{version}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    for mine in answers:
+        versions = [int(a[1:]) for a in mine]
+        assert versions == sorted(versions), "after a new answer, never an old one"
+        assert versions[-1] == 6
+    assert sum(map(len, answers)) > 100
+
+
+def test_in_flight_requests_finish_on_the_old_code(serve, app_dir):
+    import socket
+
+    server = serve(app_dir=app_dir)
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        idle.sendall(b"hi\n")
+        assert idle.recv(100) == b"v1\n"
+        slow.sendall(b"slow 0.6\n")
+        wait_until(lambda: len(server.find("conn.open")) >= 2, message="both connections accepted")
+        write_app(app_dir, "v2")
+        server.signal(signal.SIGUSR1)
+        server.wait_event("reload.start", generation=2)
+        wait_until(lambda: server.ask() == "v2", message="new code answering")
+        assert slow.recv(100) == b"v1 slow\n", "the old worker finished the request it had"
+        assert idle.recv(100) == b"", "an idle keep-alive connection is closed by the drain"
+        server.wait_event("reload.done", generation=2)
+        reasons = [e["reason"] for e in server.find("conn.close", generation=1)]
+        assert "drain" in reasons
+    finally:
+        slow.close()
+        idle.close()
+
+
+def test_a_burst_of_triggers_queues_one_more_reload(serve, app_dir):
+    server = serve(app_dir=app_dir)
+    for _ in range(100):
+        server.signal(signal.SIGUSR1)
+    server.wait_event("reload.done", generation=2)
+    # A last trigger after the burst: signals are handled in order, so every reload the burst
+    # caused started before this one.
+    last = server.reload()["generation"]
+    assert 1 <= last - 2 <= 2, f"the burst caused {last - 2} reloads"
+    assert server.ask() == "v1"
