@@ -5,7 +5,8 @@ message every ``--period`` seconds), and the loop calls ``expired`` when ``next_
 little late (a uniform wake-up delay of up to ``--wake-delay``, as a real loop is). Measured in
 one run, for every strategy:
 
-* touch: ns per message (the cost of a loop calling a no-op in its place is subtracted),
+* touch: ns per message, alone (random order, no checks) and within the steady state (the
+  cost of the same loop calling a no-op is subtracted),
 * check: µs per ``expired`` call, and checks per simulated second,
 * CPU: the share of one core the bookkeeping takes (touch + check time per simulated second),
 * memory: bytes per tracked connection (tracemalloc),
@@ -49,8 +50,18 @@ def _touch_loop(touch, keys, n, rate, start, stop) -> int:
     return time.perf_counter_ns() - t0
 
 
+def loop_cost(n: int, repeat: int = 7) -> tuple[float, float]:
+    """The cost of ``_touch_loop`` itself (calling a no-op), subtracted from touch costs:
+    (ns per call, ns per iteration). Minimums: the runs least disturbed by the machine."""
+    keys = list(range(n))
+    count = max(n, 200_000)
+    per_call = min(_touch_loop(_noop, keys, n, count, 0, 0) for _ in range(1000))
+    per_iter = min(_touch_loop(_noop, keys, n, count, 0, count) for _ in range(repeat))
+    return per_call, (per_iter - per_call) / count
+
+
 def steady_state(strategy: str, n: int, idle: float, interval: float, period: float,
-                 seconds: float, wake_delay: float, seed: int) -> dict:
+                 seconds: float, wake_delay: float, seed: int, loop_ns: tuple[float, float]) -> dict:
     """Every connection sends a message every ``period`` s; nothing should expire."""
     rng = random.Random(seed)
     keys = list(range(n))
@@ -79,7 +90,7 @@ def steady_state(strategy: str, n: int, idle: float, interval: float, period: fl
             measuring = now > warm_until
             spent = _touch_loop(hb.touch, keys, n, rate, j, stop)
             if measuring and stop > j:
-                spent -= _touch_loop(_noop, keys, n, rate, j, stop)
+                spent -= loop_ns[0] + loop_ns[1] * (stop - j)
                 touch_ns += spent
                 touches += stop - j
                 batch_ns.append(spent / (stop - j))
@@ -109,7 +120,8 @@ def steady_state(strategy: str, n: int, idle: float, interval: float, period: fl
 
 
 def touch_alone(strategy: str, n: int, idle: float, interval: float, seed: int,
-                repeat: int = 5) -> float:
+                loop_ns: tuple[float, float],
+                repeat: int = 7) -> float:
     """ns per touch of a tracked connection, in random order, with no checks in between."""
     rng = random.Random(seed)
     keys = list(range(n))
@@ -120,16 +132,14 @@ def touch_alone(strategy: str, n: int, idle: float, interval: float, seed: int,
     order = keys * rounds
     rng.shuffle(order)
     rate = len(order)  # all touches within the first second: nothing expires
-    best = math.inf
+    best = math.inf  # the minimum: the run least disturbed by the machine
     gc.disable()
     try:
         for _ in range(repeat):
-            spent = _touch_loop(hb.touch, order, len(order), rate, 0, len(order))
-            spent -= _touch_loop(_noop, order, len(order), rate, 0, len(order))
-            best = min(best, spent / len(order))
+            best = min(best, _touch_loop(hb.touch, order, len(order), rate, 0, len(order)))
     finally:
         gc.enable()
-    return best
+    return (best - loop_ns[0]) / len(order) - loop_ns[1]
 
 
 def lateness(strategy: str, n: int, idle: float, interval: float, span: float,
@@ -189,6 +199,7 @@ def plot(results: list[dict], late: dict[str, list[float]], args, pic: Path) -> 
     import matplotlib.pyplot as plt
 
     strategies = sorted(STRATEGIES)
+    color = {s: f"C{i}" for i, s in enumerate(strategies)}  # the same colour in every panel
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     panels = [("touch_alone_ns", "ns per message (touch)", "Cost of one message"),
               ("check_us_mean", "µs per check (expired)", "Cost of one check"),
@@ -201,7 +212,8 @@ def plot(results: list[dict], late: dict[str, list[float]], args, pic: Path) -> 
                 continue
             label = s + (" (default)" if s == DEFAULT_STRATEGY else "")
             ax.plot([r["connections"] for r in rows], [max(r[field], 1e-3) for r in rows],
-                    marker="o", label=label, linewidth=2.5 if s == DEFAULT_STRATEGY else 1.2)
+                    marker="o", label=label, color=color[s],
+                    linewidth=2.5 if s == DEFAULT_STRATEGY else 1.2)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("connections tracked")
@@ -221,7 +233,7 @@ def plot(results: list[dict], late: dict[str, list[float]], args, pic: Path) -> 
     fig, ax = plt.subplots(figsize=(8, 4.6))
     for s in strategies:
         values = sorted(v * 1e3 for v in late[s])
-        ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=s)
+        ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=s, color=color[s])
     ax.axvline(args.interval * 1e3, color="grey", linestyle="--", label="interval (the bound)")
     ax.set_xlabel("lateness: close time − (last message + idle)  [ms]")
     ax.set_ylabel("fraction of connections closed")
@@ -252,14 +264,15 @@ def main() -> int:
     results = []
     for n in sizes:
         best: dict[str, dict] = {}
+        loop_ns = loop_cost(n)
         for _ in range(args.repeat):  # interleaved, so a busy moment of the machine hits all
             for s in sorted(STRATEGIES):
                 row = steady_state(s, n, args.idle, args.interval, args.period, args.seconds,
-                                   args.wake_delay, args.seed)
+                                   args.wake_delay, args.seed, loop_ns)
                 if s not in best or row["cpu_percent"] < best[s]["cpu_percent"]:
                     best[s] = row
         for s, row in best.items():
-            row["touch_alone_ns"] = round(touch_alone(s, n, args.idle, args.interval, args.seed), 1)
+            row["touch_alone_ns"] = round(touch_alone(s, n, args.idle, args.interval, args.seed, loop_ns), 1)
             row["bytes_per_connection"] = round(memory_per_connection(s, n, args.idle, args.interval))
             results.append(row)
             print(f"  {s:6} {n:>7,}: touch {row['touch_ns']:7.1f} ns, check "

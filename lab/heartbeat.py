@@ -17,7 +17,8 @@ Four strategies, so the notebooks can compare them:
   connection comes due at its old deadline and is rescheduled from the timestamp if there was
   activity since. Work per check is proportional to what comes due.
 * ``wheel`` -- a hashed timing wheel (Varghese & Lauck; Netty's ``HashedWheelTimer``) with a tick
-  of ``interval``, rescheduled lazily as ``lazy``: no heap, O(1) per entry that comes due.
+  of ``interval``, rescheduled lazily as ``lazy``: O(1) per entry that comes due (a dict move,
+  no per-connection heap), and no wake-up for an empty slot.
 
 ``lazy`` and ``wheel`` round deadlines up to a multiple of ``interval``, so a server wakes at most
 once per ``interval`` however many connections there are (the rounding is the allowed lateness).
@@ -246,9 +247,14 @@ class WheelTracker(_Tracker):
     Slot ``tick % len(slots)`` maps each key due at that tick to its tick; a key due more than a
     revolution ahead waits in its slot for later rounds, as in Netty's ``HashedWheelTimer``. A key
     sits in exactly one slot, so ``forget`` removes it at once and nothing stale is left behind.
+
+    Unlike ``HashedWheelTimer``, the wheel does not tick through empty slots: a small heap holds
+    the ticks that got an entry (at most one per tick, so at most ``idle / interval + 2`` of
+    them), and a check visits only those that are due. A server holding silent connections then
+    sleeps until the first of them can expire.
     """
 
-    MAX_SLOTS = 4096  # beyond this, rounds are cheaper than memory for empty slots
+    MAX_SLOTS = 4096  # beyond this, rounds are cheaper than memory for slots
 
     def __init__(self, idle: float, interval: float) -> None:
         super().__init__(idle, interval)
@@ -256,19 +262,20 @@ class WheelTracker(_Tracker):
         self._slots: list[dict[Hashable, int]] = [{} for _ in range(n)]
         self._last: dict[Hashable, float] = {}
         self._tick_of: dict[Hashable, int] = {}
-        self._done = 0  # every tick up to this one has been processed
+        self._ticks: list[int] = []  # heap of the ticks that got an entry (stale after forget)
+        self._marked: set[int] = set()  # the ticks in that heap
 
     def touch(self, key: Hashable, now: float) -> None:
         if key not in self._last:
-            if not self._last:  # empty wheel: nothing to process before now
-                self._done = max(self._done, self._tick_at_or_before(now))
             self._place(key, self._tick_at_or_after(now + self.idle))
         self._last[key] = now
 
     def _place(self, key: Hashable, tick: int) -> None:
-        tick = max(tick, self._done + 1)
         self._tick_of[key] = tick
         self._slots[tick % len(self._slots)][key] = tick
+        if tick not in self._marked:
+            self._marked.add(tick)
+            heapq.heappush(self._ticks, tick)
 
     def forget(self, key: Hashable) -> None:
         if self._last.pop(key, None) is not None:
@@ -277,16 +284,12 @@ class WheelTracker(_Tracker):
 
     def expired(self, now: float) -> list[tuple[Hashable, float]]:
         target = self._tick_at_or_before(now)
-        if target <= self._done:
-            return []
-        slots, n = self._slots, len(self._slots)
-        first = self._done + 1
-        # After a long pause, one revolution visits every slot once.
-        ticks = range(first, target + 1) if target - first < n else range(target - n + 1, target + 1)
-        self._done = target
+        slots, n, ticks = self._slots, len(self._slots), self._ticks
         last_of, tick_of, idle = self._last, self._tick_of, self.idle
         out = []
-        for t in ticks:
+        while ticks and ticks[0] <= target:
+            t = heapq.heappop(ticks)
+            self._marked.discard(t)
             i = t % n
             slot = slots[i]
             if not slot:
@@ -300,22 +303,22 @@ class WheelTracker(_Tracker):
                 if last + idle <= now:
                     out.append((key, last))
                     del last_of[key], tick_of[key]
-                else:  # touched since it was placed: move it to the slot of its new deadline
+                else:  # touched since it was placed: move it to the slot of its new deadline,
+                    # which is after ``target`` as ``last + idle > now``
                     self._place(key, self._tick_at_or_after(last + idle))
         return out
 
     def next_check(self, now: float) -> float | None:
-        # Like HashedWheelTimer, tick every interval while anything is tracked: an empty slot
-        # costs one truth test.
-        return (self._done + 1) * self.interval if self._last else None
+        # A tick whose keys were all forgotten may still be marked: one wasted wake-up.
+        return self._ticks[0] * self.interval if self._last else None
 
     def __len__(self) -> int:
         return len(self._last)
 
     @property
     def entries(self) -> int:
-        """Slot entries held (one per tracked key)."""
-        return sum(len(s) for s in self._slots)
+        """Slot entries held (one per tracked key), and the ticks marked."""
+        return sum(len(s) for s in self._slots) + len(self._marked)
 
 
 STRATEGIES: dict[str, type] = {

@@ -42,8 +42,10 @@ REASON_COLOURS = {
     "peer": "tab:blue", "idle": "tab:orange", "drain": "tab:green", "error": "tab:red",
     "open": "tab:gray",
 }
-PHASES = ("seen", "forked", "ready", "old_gone")
-PHASE_LABELS = ("fork new workers", "import app, report ready", "drain old workers")
+# A reload's phases in order, and what happens between the previous one and each.
+PHASES = ("seen", "forked", "ready", "serving", "old_gone")
+PHASE_LABELS = {"forked": "fork new workers", "ready": "new workers import the app",
+                "serving": "old workers stop accepting", "old_gone": "old workers drain and exit"}
 
 
 class Feed:
@@ -189,6 +191,7 @@ class LiveView(_Refreshing):
         self.status = widgets.HTML()
         self.widget = widgets.VBox([self.image, self.status])
         self.renders = 0
+        self.driver: _Refreshing = self  # who refreshes this view: itself, or a Dashboard
         self._drawn_version = -1
         self._error = ""
         self.update(force=True)
@@ -228,7 +231,8 @@ class LiveView(_Refreshing):
         return redrew
 
     def _state(self) -> str:
-        return f"live, every {self.refresh:g} s" if self.running else "refreshed by update()"
+        driver = self.driver
+        return f"live, every {driver.refresh:g} s" if driver.running else "not refreshing (call update())"
 
     def _show_error(self, text: str) -> None:
         self.status.value = f"<small>{text}</small>"
@@ -277,19 +281,19 @@ class Timeline(LiveView):
         ax.grid(axis="x", alpha=0.3)
 
 
-def _phase_offsets(event: Event) -> list[float] | None:
-    """The reload's phase times as seconds since the trigger was seen.
+def _phase_offsets(event: Event) -> list[tuple[str, float]]:
+    """The reload's phases that were reported, as (name, seconds since the trigger was seen).
 
     The server may report phases as monotonic times or as offsets; a value far from the event's
     own time is an offset.
     """
     phases = event.get("phases") or {}
-    values = [phases.get(name) for name in PHASES]
-    if any(v is None for v in values):
-        return None
-    absolute = abs(values[-1] - event["t"]) < abs(values[-1])
-    start = values[0] if absolute else 0.0
-    return [v - start for v in values]
+    present = [(name, phases[name]) for name in PHASES if isinstance(phases.get(name), (int, float))]
+    if len(present) < 2:
+        return []
+    last = present[-1][1]
+    start = present[0][1] if abs(last - event["t"]) < abs(last) else 0.0
+    return [(name, value - start) for name, value in present]
 
 
 class ReloadPhases(LiveView):
@@ -301,18 +305,16 @@ class ReloadPhases(LiveView):
         ax.set_title(self.title)
         ax.set_xlabel("time since the change was seen (ms)")
         ax.set_ylabel("generation")
-        done = [(e, _phase_offsets(e)) for e in feed.of("reload.done")]
-        done = [(e, offs) for e, offs in done if offs is not None]
+        done = [(e, offs) for e in feed.of("reload.done") if (offs := _phase_offsets(e))]
         failed = feed.of("reload.failed")
         if not done and not failed:
             _empty(ax, "no reload yet: edit a file or send SIGUSR1")
             return
-        colours = ("tab:blue", "tab:orange", "tab:green")
+        colours = dict(zip(PHASE_LABELS, ("tab:blue", "tab:orange", "tab:purple", "tab:green")))
         for e, offs in done:
-            gen = e.get("generation", 0)
-            for i, label in enumerate(PHASE_LABELS):
-                left, width = offs[i] * 1000, (offs[i + 1] - offs[i]) * 1000
-                ax.barh(gen, width, left=left, color=colours[i], label=label, height=0.6)
+            for (_, begin), (name, end) in zip(offs, offs[1:]):
+                ax.barh(e.get("generation", 0), (end - begin) * 1000, left=begin * 1000, height=0.6,
+                        color=colours.get(name, "tab:gray"), label=PHASE_LABELS.get(name, name))
         for e in failed:
             ax.scatter([(e.get("duration") or 0) * 1000], [e.get("generation", 0)], marker="x",
                        color="tab:red", s=80, label="reload failed (old workers kept)")
@@ -328,7 +330,7 @@ class ReloadLatency(LiveView):
 
     def draw(self, ax, feed: Feed) -> None:
         ax.set_title(self.title)
-        ax.set_xlabel("reload number")
+        ax.set_xlabel("reload (generation)")
         ax.set_ylabel("latency (ms)")
         reloads = feed.of("reload.done", "reload.failed", "watch.change")
         xs, durations, saved_to_done, failures = [], [], [], []
@@ -337,7 +339,7 @@ class ReloadLatency(LiveView):
             if e["kind"] == "watch.change":
                 last_change = e["t"] if last_change is None else last_change
                 continue
-            n = len(xs) + len(failures) + 1
+            n = e.get("generation", len(xs) + len(failures) + 1)
             if e["kind"] == "reload.failed":
                 failures.append(n)
             else:
@@ -355,8 +357,8 @@ class ReloadLatency(LiveView):
         if failures:
             ax.scatter(failures, [0] * len(failures), marker="x", color="tab:red", s=80,
                        label="reload failed", zorder=3)
-        ax.set_xticks(range(1, len(xs) + len(failures) + 1))
-        ax.legend(loc="upper left", fontsize="small")
+        ax.set_xticks(sorted(xs + failures))
+        _dedup_legend(ax)
 
 
 def _conn_key(e: Event) -> tuple:
@@ -391,16 +393,20 @@ class Connections(LiveView):
         rows = list(spans.values())[-self.last:]
         for y, (opened, closed, reason) in enumerate(rows):
             end = now if closed is None else closed
-            ax.plot([opened - t0, end - t0], [y, y], linewidth=3, solid_capstyle="butt",
-                    color=REASON_COLOURS.get(reason, "black"), label=f"closed: {reason}" if closed else "still open")
+            # the end marker keeps a connection of a millisecond visible
+            ax.plot([opened - t0, end - t0], [y, y], linewidth=3, solid_capstyle="butt", marker="|",
+                    markevery=[1], markersize=8, color=REASON_COLOURS.get(reason, "black"),
+                    label=f"closed: {reason}" if closed else "still open")
         _dedup_legend(ax)
 
 
 def _dedup_legend(ax) -> None:
+    """One legend entry per label, beside the axes so it never hides data."""
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     if unique:
-        ax.legend(unique.values(), unique.keys(), loc="upper left", fontsize="small")
+        ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  fontsize="small", borderaxespad=0)
 
 
 VIEWS = {"timeline": Timeline, "phases": ReloadPhases, "latency": ReloadLatency,
@@ -418,6 +424,8 @@ class Dashboard(_Refreshing):
         if unknown:
             raise LabError(f"unknown view {unknown[0]!r}: choose from {', '.join(VIEWS)}")
         self.views = {n: VIEWS[n](self.feed, size=(6.4, 2.8), autostart=False) for n in names}
+        for view in self.views.values():
+            view.driver = self
         self.refresh = refresh
         self.widget = widgets.GridBox([v.widget for v in self.views.values()],
                                       layout=widgets.Layout(grid_template_columns="repeat(2, 50%)"))

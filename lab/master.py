@@ -21,6 +21,7 @@ reactor: a handler only notes the signal; the work is done in the loop.
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import random
@@ -45,6 +46,7 @@ READY_TIMEOUT = 60.0  # a new generation that is not ready by then (an import th
 STABLE_AFTER = 5.0  # a worker that lived this long had no crash streak
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
+WATCH_EVENT_PATHS = 20
 
 
 @dataclass(eq=False)
@@ -101,7 +103,7 @@ def summarize_traceback(text: str) -> str:
     if not lines:
         return "no traceback"
     last = lines[-1].strip()
-    places = re.findall(r'File "([^"]+)", line (\d+)', text)
+    places = [p for p in re.findall(r'File "([^"]+)", line (\d+)', text) if not p[0].startswith("<")]
     return f"{last} ({os.path.basename(places[-1][0])}:{places[-1][1]})" if places else last
 
 
@@ -151,8 +153,8 @@ class Master:
             if config.events:
                 self._own_files.add(os.path.abspath(config.events))
             self.reactor = Reactor()
-            for signum, handler in ((signal.SIGCHLD, self._reap), (signal.SIGUSR1, self._on_reload_signal),
-                                    (signal.SIGHUP, self._on_reload_signal),
+            for signum, handler in ((signal.SIGCHLD, self._reap), (signal.SIGUSR1, lambda: self._on_reload_signal("SIGUSR1")),
+                                    (signal.SIGHUP, lambda: self._on_reload_signal("SIGHUP")),
                                     (signal.SIGTERM, self._on_stop_signal),
                                     (signal.SIGINT, self._on_stop_signal),
                                     (signal.SIGQUIT, lambda: self._stop(graceful=False))):
@@ -221,10 +223,15 @@ class Master:
             self._watch_timer.cancel()
             self._watch_timer = None
         now = self.reactor.clock()
-        changes = [c for c in self.watcher.poll(now) if c.path not in self._own_files]
+        try:
+            changes = [c for c in self.watcher.poll(now) if c.path not in self._own_files]
+        except LabError as exc:  # e.g. out of inotify watches: say so, keep serving
+            self.events.emit("watch.error", error=str(exc))
+            changes = []
         if changes:
-            self.events.emit("watch.change", paths=[c.path for c in changes],
-                             kinds=[c.kind for c in changes])
+            shown = changes[:WATCH_EVENT_PATHS]  # one event line must fit in PIPE_BUF
+            self.events.emit("watch.change", paths=[c.path for c in shown], kinds=[c.kind for c in shown],
+                             count=len(changes))
             self.request_reload("watch", now)
         wait = self.watcher.timeout(now)
         if wait is not None:
@@ -232,8 +239,8 @@ class Master:
 
     # --- reload --------------------------------------------------------------------------------------
 
-    def _on_reload_signal(self) -> None:
-        self.request_reload("signal", self.reactor.clock())
+    def _on_reload_signal(self, name: str) -> None:
+        self.request_reload(name, self.reactor.clock())
 
     def request_reload(self, trigger: str, seen: float) -> None:
         if self.stopping:
@@ -339,9 +346,13 @@ class Master:
         # Signals stay blocked across the fork, so none reaches the child while it still has the
         # master's handlers (which would wake the master's loop with the child's signal).
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        # The child's garbage collector leaves the master's objects alone: it does not touch (and
+        # so copy) their pages, and a new worker starts faster. The master unfreezes its own.
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError:
+            gc.unfreeze()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             parent_end.close()
             child_end.close()
@@ -352,11 +363,12 @@ class Master:
                 parent_end.close()
                 self._become_worker()
                 code = worker.run(worker.WorkerSpec(self.config, generation, index, self.listener, child_end,
-                                                    os.getppid(), mask))
+                                                    os.getppid(), mask, self.echo))
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(code)
+        gc.unfreeze()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         parent_end.setblocking(False)
@@ -464,9 +476,9 @@ class Master:
             if not self.workers:
                 self.reactor.stop()
             return
-        if self.pending is not None and w.generation == self.pending.generation and state == "starting":
+        if self.pending is not None and w.generation == self.pending.generation:
             self._reload_failed(self.pending, f"worker {w.index} of generation {w.generation} exited "
-                                              f"before it was ready ({_describe_exit(status)})\n")
+                                              f"before its generation was ready ({_describe_exit(status)})\n")
         elif w.generation == self.generation and state in ("starting", "ready", "serving", "killed") \
                 and self.pending is None:
             self._replace(w)

@@ -205,6 +205,8 @@ class Reactor:
 
     def close(self) -> None:
         """Release the selector and the wake pipe; signal handlers go back to the default."""
+        if self._wake_r < 0:
+            return
         for signum in list(self._signal_callbacks):
             self.remove_signal_handler(signum)
         if signal.set_wakeup_fd(-1) not in (-1, self._wake_w):
@@ -217,6 +219,8 @@ class Reactor:
         The epoll instance is shared with the parent after a fork, so the child must not
         unregister from it (that would change the parent's registrations): it only closes its fd.
         """
+        if self._wake_r < 0:
+            return
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

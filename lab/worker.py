@@ -24,7 +24,7 @@ import socket
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from lab.config import Config
 from lab.errors import LabError
@@ -35,6 +35,8 @@ from lab.reactor import Reactor
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded in the master, so a fork does not pay for it
 _PR_SET_PDEATHSIG = 1
 _ACCEPT_BATCH = 64
+_ACCEPT_PAUSE = 0.1  # out of fds: wait this long before accepting again, instead of spinning
+FRESH_GRACE = 2.0  # while draining: a client that connected but sent nothing gets this long
 
 
 @dataclass
@@ -48,6 +50,7 @@ class WorkerSpec:
     channel: socket.socket  # this worker's end of its socketpair with the master
     master_pid: int
     sigmask: set[int]  # the signal mask to restore once handlers are in place
+    echo: TextIO | None  # where readable log lines go (the master's choice)
 
 
 class Connection:
@@ -144,7 +147,7 @@ class Server:
     # --- accepting ---------------------------------------------------------------------------------
 
     def start_accepting(self) -> None:
-        if not self.accepting and not self.draining:
+        if not self.accepting and not self.draining and self.listener.fileno() >= 0:
             self.accepting = True
             self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
 
@@ -162,7 +165,12 @@ class Server:
             except BlockingIOError:
                 return  # another worker took it
             except OSError as exc:
-                self.events.emit("worker.accept_error", error=exc.strerror or str(exc))
+                # EMFILE and friends: the connection stays queued (the listener stays readable), so
+                # pause, or the loop would spin; another worker, or this one later, takes it.
+                self.events.emit("worker.accept_error", error=exc.strerror or str(exc), pause=_ACCEPT_PAUSE)
+                self.reactor.remove_reader(self.listener.fileno())
+                self.accepting = False
+                self.reactor.call_later(_ACCEPT_PAUSE, self.start_accepting)
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -298,8 +306,16 @@ class Server:
                 self._on_readable(conn)
             if not conn.closed:
                 self._close_if_done(conn)
-        if not self.connections:
+        if self.connections:
+            self.reactor.call_later(FRESH_GRACE, self._close_fresh)
+        else:
             self.reactor.stop()
+
+    def _close_fresh(self) -> None:
+        """A connection that still has not sent anything (a browser's preconnect) is idle too."""
+        for conn in list(self.connections.values()):
+            if conn.fresh and not conn.out:
+                self._close(conn, "drain")
 
 
 # --- importing the app ------------------------------------------------------------------------------
@@ -373,7 +389,7 @@ def run(spec: WorkerSpec) -> int:
     """The worker's main; returns its exit code (the caller ends the process with ``os._exit``)."""
     _die_with_master(spec.master_pid)
     config = spec.config
-    events = EventSink(config.events, echo=sys.stderr)
+    events = EventSink(config.events, echo=spec.echo)
     conn_events = EventSink(config.events) if config.events else None
     reactor = Reactor()
     server: Server | None = None

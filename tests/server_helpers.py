@@ -28,6 +28,8 @@ def on_receive(server, conn, data):
     for line in data.splitlines():
         if line == b"pid":
             server.send(conn, b"%d\\n" % os.getpid())
+        elif line.startswith(b"big "):
+            server.send(conn, b"x" * int(line.split()[1]) + b"\\n")
         elif line == b"boom":
             raise RuntimeError("boom on purpose")
         elif line.startswith(b"slow "):

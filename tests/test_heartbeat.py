@@ -76,7 +76,8 @@ def test_no_growth_after_a_million_touches_on_a_few_keys(strategy):
             assert hb.expired(now) == []
             check = hb.next_check(now)
     assert len(hb) == 5
-    limit = 200 if strategy == "timer" else len(keys)  # the timer heap compacts past 64 cancelled
+    limit = {"timer": 200,  # the timer heap compacts past 64 cancelled timers
+             "wheel": len(keys) + 12}.get(strategy, len(keys))  # + at most idle/interval+2 ticks
     assert hb.entries <= limit
 
 

@@ -18,7 +18,7 @@ def labels(fig):
 
 
 def reload_events(t0: float, absolute: bool) -> list[dict]:
-    phases = {"seen": 0.0, "forked": 0.010, "ready": 0.150, "old_gone": 0.400}
+    phases = {"seen": 0.0, "forked": 0.010, "ready": 0.150, "serving": 0.160, "old_gone": 0.400}
     if absolute:
         phases = {k: t0 + v for k, v in phases.items()}
     return [
@@ -33,7 +33,7 @@ def test_every_plot_has_a_title_and_labelled_axes_with_units(cls):
     view = cls(reload_events(100.0, absolute=False), autostart=False)
     title, xlabel, ylabel = labels(view.figure())
     assert title and xlabel and ylabel
-    assert "(s)" in xlabel or "(ms)" in xlabel or "number" in xlabel
+    assert any(unit in xlabel for unit in ("(s)", "(ms)", "(generation)"))
     assert bytes(view.image.value).startswith(b"\x89PNG")
 
 
@@ -56,8 +56,15 @@ def test_timeline_window_keeps_only_recent_events():
 def test_reload_phases_accept_offsets_or_monotonic_times(absolute):
     ax = live.ReloadPhases(reload_events(5000.0, absolute), autostart=False).figure().axes[0]
     bars = [(round(p.get_x(), 3), round(p.get_width(), 3)) for p in ax.patches]
-    assert bars == [(0.0, 10.0), (10.0, 140.0), (150.0, 250.0)]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(live.PHASE_LABELS)
+    assert bars == [(0.0, 10.0), (10.0, 140.0), (150.0, 10.0), (160.0, 240.0)]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(live.PHASE_LABELS.values())
+
+
+def test_reload_phases_draw_what_a_server_reports_and_skip_the_rest():
+    events = [{"t": 9.0, "kind": "reload.done", "generation": 4, "phases": {"seen": 0.0, "ready": 0.5}},
+              {"t": 9.0, "kind": "reload.done", "generation": 5, "phases": {"seen": 1.0}}]
+    ax = live.ReloadPhases(events, autostart=False).figure().axes[0]
+    assert [(p.get_x(), p.get_width()) for p in ax.patches] == [(0.0, 500.0)]
 
 
 def test_reload_latency_shows_durations_failures_and_save_to_done():
@@ -66,7 +73,7 @@ def test_reload_latency_shows_durations_failures_and_save_to_done():
     ax = live.ReloadLatency(events, autostart=False).figure().axes[0]
     assert [round(p.get_height()) for p in ax.patches] == [400]
     assert list(ax.lines[0].get_ydata()) == pytest.approx([450.0])
-    assert list(ax.collections[0].get_offsets()[:, 0]) == [2]
+    assert list(ax.collections[0].get_offsets()[:, 0]) == [3]
 
 
 def test_connections_are_spans_coloured_by_close_reason():

@@ -44,7 +44,8 @@ def test_signals_and_the_cli_reload(serve, app_dir, tmp_path, trigger):
         assert result.returncode == 0, result.stderr
     else:
         server.signal(getattr(signal, trigger))
-    server.wait_event("reload.done", generation=2)
+    done = server.wait_event("reload.done", generation=2)
+    assert done["trigger"] == ("SIGUSR1" if trigger == "cli" else trigger)
     assert server.ask() == "v2"
     server.wait_event("worker.exit", count=2)
     assert old <= {e["pid"] for e in server.find("worker.exit")}
@@ -117,23 +118,27 @@ def test_in_flight_requests_finish_on_the_old_code(serve, app_dir):
     server = serve(app_dir=app_dir)
     slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=5)  # like a preconnect
     try:
         idle.sendall(b"hi\n")
         assert idle.recv(100) == b"v1\n"
         slow.sendall(b"slow 0.6\n")
-        wait_until(lambda: len(server.find("conn.open")) >= 2, message="both connections accepted")
+        wait_until(lambda: len(server.find("conn.open")) >= 3, message="all connections accepted")
         write_app(app_dir, "v2")
         server.signal(signal.SIGUSR1)
         server.wait_event("reload.start", generation=2)
         wait_until(lambda: server.ask() == "v2", message="new code answering")
         assert slow.recv(100) == b"v1 slow\n", "the old worker finished the request it had"
         assert idle.recv(100) == b"", "an idle keep-alive connection is closed by the drain"
+        assert silent.recv(100) == b"", "a connection that never sent is closed after a grace time"
         server.wait_event("reload.done", generation=2)
         reasons = [e["reason"] for e in server.find("conn.close", generation=1)]
-        assert "drain" in reasons
+        assert reasons.count("drain") == 3, reasons
+        assert not server.find("worker.exit", signal="SIGKILL"), "all left before the graceful timeout"
     finally:
         slow.close()
         idle.close()
+        silent.close()
 
 
 def test_a_burst_of_triggers_queues_one_more_reload(serve, app_dir):
@@ -146,3 +151,31 @@ def test_a_burst_of_triggers_queues_one_more_reload(serve, app_dir):
     last = server.reload()["generation"]
     assert 1 <= last - 2 <= 2, f"the burst caused {last - 2} reloads"
     assert server.ask() == "v1"
+
+
+def test_files_the_server_writes_never_trigger_a_reload(serve, tmp_path):
+    # Events and pid file inside the watched tree, with their suffixes watched: still no reload.
+    write_app(tmp_path, "v1")
+    server = serve(app_dir=tmp_path, args=("--watch", str(tmp_path), "--types", ".py,.jsonl,.pid"))
+    for _ in range(20):
+        assert server.ask() == "v1"  # each request writes conn.open/conn.close events
+    server.reload()  # a reload writes events and forks workers that import app.py
+    write_app(tmp_path, "v2")
+    server.wait_event("reload.done", generation=3)
+    server.reload()  # a sentinel: a reload caused by our own writes would show up before it
+    assert [e["trigger"] for e in server.find("reload.start")] == ["start", "SIGUSR1", "watch", "SIGUSR1"]
+    assert not list(tmp_path.rglob("*.pyc"))
+
+
+def test_a_stale_pyc_is_never_used(serve, app_dir):
+    import os
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(app_dir)], check=True)
+    before = (app_dir / "app.py").stat()
+    server = serve(app_dir=app_dir)
+    write_app(app_dir, "v2")  # same size; give it the old mtime too: the .pyc now looks valid
+    os.utime(app_dir / "app.py", ns=(before.st_atime_ns, before.st_mtime_ns))
+    server.reload()
+    assert server.ask() == "v2"

@@ -98,7 +98,7 @@ def test_fileno_works_in_a_selector_and_idle_means_no_timeout(tree: Path):
         assert w.timeout() is None and sel.select(0) == []
         (tree / "pkg" / "app.py").write_text("x = 2\n")
         assert sel.select(5)  # readable
-        assert w.poll() == [] and 0 < w.timeout() <= 0.02  # held for the quiet time
+        assert w.poll() == [] and 0 <= w.timeout() <= 0.02  # held for the quiet time
         assert summary(collect(w, bool)) == [("modified", str(tree / "pkg" / "app.py"))]
 
 
@@ -307,6 +307,8 @@ def test_an_ignored_directory_created_later_gets_no_watch(tree: Path, clock: Clo
 
 def test_queue_overflow_is_reported_and_the_rescan_finds_what_was_missed(tree: Path):
     limit = inotify_limits()["max_queued_events"]
+    if limit > 100_000:  # bounded: ~limit/3 file operations below
+        pytest.skip(f"max_queued_events={limit}: flooding it would take too long here")
     keep = tree / "pkg" / "app.py"
     with Watcher(tree, debounce=0.005) as w:
         rounds = (limit + 2000) // 3 + 1  # three records a round: create, close, delete
