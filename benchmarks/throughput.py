@@ -126,6 +126,7 @@ def main() -> int:
         "uvicorn": "--workers 2 --loop uvloop --http httptools --no-access-log",
         "median_rps": {k: round(v) for k, v in median.items()},
         "ratio": round(ratio, 3),
+        "ratio_per_round": [round(a["rps"] / b["rps"], 3) for a, b in zip(runs["lab"], runs["uvicorn"])],
         "target_ratio": TARGET_RATIO,
         "met": ratio >= TARGET_RATIO,
         "runs": runs,

@@ -114,8 +114,8 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--watch", action="append", default=[], metavar="PATH",
                    help="reload when files under PATH change (repeatable)")
     p.add_argument("--types", type=_types, default=(".py",), help="watched suffixes (default: .py)")
-    p.add_argument("--debounce", type=float, default=0.02, metavar="S",
-                   help="seconds of quiet before a burst of changes reloads (default: 0.02)")
+    p.add_argument("--debounce", type=float, default=0.01, metavar="S",
+                   help="seconds of quiet before a burst of changes reloads (default: 0.01)")
     p.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S",
                    help="how long old workers may finish their requests before SIGKILL (default: 30)")
     p.add_argument("--pidfile", metavar="PATH", help="write the master's pid here (for reload/stop)")

@@ -15,8 +15,9 @@ A move keeps its origin, so ``a -> b`` is reported as ``moved`` (and ``a -> b ->
 ``a -> c``) while ``a`` is still gone when the batch is taken.
 
 A batch is due ``quiet`` seconds after the LAST fact (every fact restarts the quiet time, even one
-about a path already held, so a file still being written is not reported half-way), or ``max_wait`` seconds after the first one, so that a stream of
-events that never pauses still yields batches.
+about a path already held, so a file still being written is not reported half-way), or
+``max_wait`` seconds after the first one, so that a stream of events that never pauses still
+yields batches.
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-KINDS = ("created", "modified", "deleted", "moved", "rescan")
-
-# A path edited a thousand times in one batch keeps the first records, then a count.
+# A path edited a thousand times in one batch keeps its first lines of ``why``, then a count.
 WHY_LIMIT = 12
 
 

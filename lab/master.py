@@ -3,14 +3,15 @@
 Read it top to bottom like gunicorn's ``arbiter.py``. The master never imports the app: each
 worker does, after the fork, so a new generation runs the code as it is on disk now.
 
-Reload, step by step (``_start_reload`` -> ``_on_ready`` -> ``_commit`` -> ``_go`` -> ``_finish``):
+Reload, step by step (``_start_reload`` -> ``_on_ready`` -> ``_commit`` -> ``_progress``):
 
 1. a trigger (a watched change, SIGUSR1, SIGHUP, ``python -m lab reload``) forks generation N+1;
 2. each new worker imports the app and reports ``ready`` or its traceback;
 3. all ready: generation N is told to drain and stops accepting at once; when every old worker
    has said so (or is gone), generation N+1 is told ``go`` and starts accepting. The listening
    socket, bound here before any fork, stays open throughout, so clients queue in its backlog
-   for that instant and none is refused; old and new code never answer side by side;
+   for that instant and none is refused; once new code accepts, old code never accepts again
+   (unlike gunicorn, whose old and new workers both accept for up to a second);
 4. old workers finish what is in flight and exit (SIGKILL after ``graceful_timeout``).
 
 A failed import removes generation N+1 and generation N keeps serving (``reload.failed``). A
@@ -138,11 +139,14 @@ class Master:
         self.fatal: str | None = None
         self._watch_timer = None
         self._own_files: set[str] = set()
+        self._started = False
 
     # --- start and stop ----------------------------------------------------------------------------
 
     def run(self) -> int:
         config = self.config
+        if not os.path.isdir(config.app_dir):
+            raise LabError(f"app dir {config.app_dir} is not a directory: give --app-dir the folder of the app")
         self.listener = bind_listener(config)
         try:
             if config.pidfile:
@@ -164,6 +168,7 @@ class Master:
             host, port = self.listener.getsockname()[:2]
             self.events.emit("server.start", bind=format_bind(host, port), workers=config.workers,
                              target=config.target, watch=config.watch)
+            self._started = True
             self._start_reload("start", self.reactor.clock())
             self.reactor.run()
         finally:
@@ -190,7 +195,8 @@ class Master:
             self.pidfile.remove()
         self.listener.close()
         if self.events is not None:
-            self.events.emit("server.stop", fatal=self.fatal)
+            if self._started:  # a start-up error says its one line, without a log of a stop
+                self.events.emit("server.stop", fatal=self.fatal)
             self.events.close()
 
     def _on_stop_signal(self) -> None:
@@ -479,8 +485,9 @@ class Master:
         if self.pending is not None and w.generation == self.pending.generation:
             self._reload_failed(self.pending, f"worker {w.index} of generation {w.generation} exited "
                                               f"before its generation was ready ({_describe_exit(status)})\n")
-        elif w.generation == self.generation and state in ("starting", "ready", "serving", "killed") \
-                and self.pending is None:
+        elif w.generation == self.generation and state != "draining" and self.pending is None:
+            # (During a reload the new generation takes its place; if that reload fails,
+            # _reload_failed tops the serving generation up again.)
             self._replace(w)
 
     def _replace(self, w: WorkerProcess) -> None:

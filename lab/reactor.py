@@ -161,13 +161,6 @@ class Reactor:
             if callback is not None:
                 callback()
 
-    def wake(self) -> None:
-        """Make a blocked ``select`` return (safe from a signal handler or another thread)."""
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
-
     # --- running --------------------------------------------------------------------------------
 
     def run(self) -> None:

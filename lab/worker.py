@@ -34,7 +34,7 @@ from lab.reactor import Reactor
 
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded in the master, so a fork does not pay for it
 _PR_SET_PDEATHSIG = 1
-_ACCEPT_BATCH = 64
+_ACCEPT_BATCH = 4  # small: the first worker awake must not take the whole queue (balance)
 _ACCEPT_PAUSE = 0.1  # out of fds: wait this long before accepting again, instead of spinning
 FRESH_GRACE = 2.0  # while draining: a client that connected but sent nothing gets this long
 
@@ -357,6 +357,10 @@ def load_app(target: str, app_dir: str) -> Any:
     sys.path.insert(0, os.path.abspath(app_dir))
     _use_fresh_imports()
     module_name, _, attr = target.partition(":")
+    taken = sys.modules.get(module_name)
+    if taken is not None:  # imported before the fork, so not the app's code: a name clash
+        raise LabError(f"the name {module_name!r} is taken by {getattr(taken, '__file__', None) or 'a built-in'}; "
+                       "rename the app's module")
     app: Any = importlib.import_module(module_name)
     for part in attr.split(".") if attr else ():
         try:

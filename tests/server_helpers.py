@@ -8,11 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from lab.events import EventTail
 from lab.pidfile import is_alive
@@ -170,9 +168,9 @@ def run_cli(*args: str, timeout: float = 30, cwd: Path | None = None) -> subproc
                           timeout=timeout, cwd=cwd)
 
 
-@pytest.fixture
-def serve(tmp_path):
-    """``serve(**ServerProcess kwargs, wait=True)`` starts a server; all are stopped at the end."""
+def serving(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """The body of a ``serve`` fixture: ``serve(wait=True, **ServerProcess kwargs)`` starts a
+    server; every server started is stopped at the end."""
     started: list[ServerProcess] = []
 
     def start(wait: bool = True, **kwargs: Any) -> ServerProcess:

@@ -141,7 +141,8 @@ def page():
 def _run_all(page, name: str) -> tuple[list[str], dict[int, bytes]]:
     """Run All and wait until every cell ran; returns the prompts and an early picture of each
     live view, taken as soon as the view appeared (while the cells after it still run)."""
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    # not awaited: the command's promise resolves only when every cell has run
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     views = page.locator("img.widget-image")
     early: dict[int, bytes] = {}
     deadline = time.monotonic() + RUN_TIMEOUT

@@ -170,7 +170,8 @@ def test_default_strategy_and_make_tracker():
 
 
 @pytest.mark.parametrize("idle, interval", [(0, 1), (-1, 1), (1, 0), (math.nan, 1), (1, math.inf),
-                                            ("1", 1), (True, 1)])
+                                            ("1", 1), (True, 1)],
+                         ids=["zero", "negative", "zero interval", "nan", "inf", "text", "bool"])
 def test_bad_numbers_are_a_clear_error(idle, interval):
     with pytest.raises(LabError, match="must be a positive number of seconds"):
         make_tracker(None, idle, interval)

@@ -10,8 +10,9 @@ import sys
 import time
 
 import pytest
-from server_helpers import ServerProcess, run_cli, serve, wait_until, write_app  # noqa: F401
+from server_helpers import ServerProcess, ask, run_cli, serving, wait_until, write_app
 
+from lab.events import read_events
 from lab.heartbeat import STRATEGIES
 from lab.pidfile import is_alive
 
@@ -28,6 +29,11 @@ def on_start(server):
 def on_receive(server, conn, data):
     server.send(conn, (TEXT + "\\n").encode())
 '''
+
+
+@pytest.fixture
+def serve(tmp_path):
+    yield from serving(tmp_path)
 
 
 @pytest.fixture
@@ -136,6 +142,8 @@ def test_a_running_server_is_not_started_twice(serve, app_dir, tmp_path):
     (("--workers", "0"), "workers must be"),
     (("--graceful-timeout", "-1"), "graceful_timeout must be"),
     (("--heartbeat-strategy", "bogus"), "unknown heartbeat strategy"),
+    (("--app-dir", "/nonexistent/app"), "not a directory"),
+    (("--watch", "/nonexistent/app"), "/nonexistent/app"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, args, message):
     result = run_cli("serve", "app", "--app-dir", str(tmp_path), *args)
@@ -157,10 +165,13 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path):
     (None, "No module named 'missing'"),
     ("def on_receive(server, conn, data)\n", "SyntaxError"),
     ("TEXT = 1\n", "no on_receive"),
+    ("", "'json' is taken"),
 ])
 def test_an_app_that_cannot_start_is_a_one_line_error(tmp_path, source, message):
     target = "missing"
-    if source is not None:
+    if source == "":
+        target = "json"  # the name of a module the server itself imported
+    elif source is not None:
         (tmp_path / "broken.py").write_text(source)
         target = "broken"
     events = tmp_path / "events.jsonl"
@@ -169,7 +180,6 @@ def test_an_app_that_cannot_start_is_a_one_line_error(tmp_path, source, message)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.pid").exists()
-    from lab.events import read_events
     started = [e["pid"] for e in read_events(events) if e["kind"] == "worker.start"]
     assert started and not any(is_alive(pid) for pid in started)
 
@@ -178,22 +188,21 @@ def test_ipv6_loopback(serve, app_dir):
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     server = serve(app_dir=app_dir, bind="[::1]:0")
-    from server_helpers import ask
     assert ask(server.port, host="::1") == "v1"
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_the_heartbeat_closes_idle_connections_only(serve, app_dir, strategy):
-    server = serve(app_dir=app_dir, workers=1, args=("--heartbeat-idle", "0.3", "--heartbeat-interval", "0.05",
+    server = serve(app_dir=app_dir, workers=1, args=("--heartbeat-idle", "0.5", "--heartbeat-interval", "0.05",
                                                      "--heartbeat-strategy", strategy))
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle, \
             socket.create_connection(("127.0.0.1", server.port), timeout=5) as busy:
-        for _ in range(8):  # 0.8 s of chatting, well past the idle time: never closed
+        for _ in range(10):  # 1 s of chatting, well past the idle time: never closed
             busy.sendall(b"hi\n")
             assert busy.recv(100) == b"v1\n"
             time.sleep(0.1)  # the pace of the client is what is tested, not a synchronisation
         closed = server.wait_event("conn.close", reason="idle")
-        assert closed["idle"] >= 0.3
+        assert closed["idle"] >= 0.5
         assert idle.recv(100) == b""
         assert len(server.find("conn.close", reason="idle")) == 1
         busy.sendall(b"hi\n")
@@ -214,3 +223,16 @@ def test_a_large_answer_reaches_a_slow_reader_whole(serve, app_dir):
         assert received == size + 1
         s.sendall(b"hi\n")
         assert s.recv(100) == b"v1\n"
+
+
+def test_a_module_attribute_target_and_a_class_app(serve, app_dir):
+    (app_dir / "classy.py").write_text(
+        "class Echo:\n"
+        "    def __init__(self):\n"
+        "        self.count = 0\n"
+        "    def on_receive(self, server, conn, data):\n"
+        "        self.count += 1\n"
+        "        server.send(conn, b'%d ' % self.count + data)\n")
+    server = serve(app_dir=app_dir, target="classy:Echo", workers=1)
+    assert server.ask(b"one") == "1 one"
+    assert server.ask(b"two") == "2 two", "one instance per worker, made after the import"

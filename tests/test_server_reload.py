@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from server_helpers import ask, run_cli, serve, wait_until, write_app  # noqa: F401 (serve: fixture)
+from server_helpers import ask, run_cli, serving, wait_until, write_app
+
+
+@pytest.fixture
+def serve(tmp_path):
+    yield from serving(tmp_path)
 
 
 @pytest.fixture
@@ -113,8 +122,6 @@ def test_no_failed_request_and_no_old_answer_across_reloads(serve, app_dir):
 
 
 def test_in_flight_requests_finish_on_the_old_code(serve, app_dir):
-    import socket
-
     server = serve(app_dir=app_dir)
     slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
@@ -168,10 +175,6 @@ def test_files_the_server_writes_never_trigger_a_reload(serve, tmp_path):
 
 
 def test_a_stale_pyc_is_never_used(serve, app_dir):
-    import os
-    import subprocess
-    import sys
-
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(app_dir)], check=True)
     before = (app_dir / "app.py").stat()
     server = serve(app_dir=app_dir)

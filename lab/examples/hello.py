@@ -10,6 +10,7 @@ To see hot reload, copy this file somewhere, serve it from there with ``--watch`
 
 from __future__ import annotations
 
+import functools
 import re
 
 
@@ -22,9 +23,7 @@ class Greeting:
 MAX_REQUEST = 64 * 1024  # a request head that grows past this is refused, never buffered forever
 
 _HTTP_LINE = re.compile(rb"[A-Z]+ \S+ HTTP/1\.([01])\r?$")
-_CONNECTION = re.compile(rb"\nconnection:[ \t]*([a-z-]+)")
-_CONTENT_LENGTH = re.compile(rb"\ncontent-length:[ \t]*(\d+)")
-_CHUNKED = re.compile(rb"\ntransfer-encoding:")
+_FIELDS = re.compile(rb"\n(content-length|transfer-encoding|connection):[ \t]*([^\r\n]*)")
 
 
 def on_connect(server, conn) -> None:
@@ -47,33 +46,36 @@ def on_receive(server, conn, data: bytes) -> None:
         if end < 0:
             break  # the head is not complete yet
         head = pending[pos:end].lower()
-        body_length = _CONTENT_LENGTH.search(head)
-        request_end = end + 4 + (int(body_length.group(1)) if body_length else 0)
-        if _CHUNKED.search(head):
-            _answer(server, conn, b"501 Not Implemented", b"chunked request bodies are not supported\n", False)
+        fields = dict(_FIELDS.findall(head))
+        length = fields.get(b"content-length", b"0").strip()
+        if b"transfer-encoding" in fields or not length.isdigit():
+            server.send(conn, _response(b"501 Not Implemented", "send a body with a Content-Length", False))
+            server.close(conn)
             return
+        request_end = end + 4 + int(length)
         if request_end > len(pending):
             break  # the body is not complete yet
         pos = request_end
-        connection = _CONNECTION.search(head)
-        token = connection.group(1) if connection else b""
+        token = fields.get(b"connection", b"").strip()
         keep_alive = token != b"close" if http.group(1) == b"1" else token == b"keep-alive"
-        body = b"" if head.startswith(b"head ") else f"{Greeting.text}\n".encode()
-        _answer(server, conn, b"200 OK", body, keep_alive, len(f"{Greeting.text}\n".encode()))
+        server.send(conn, _response(b"200 OK", Greeting.text, keep_alive, head.startswith(b"head ")))
         if not keep_alive:
+            server.close(conn)
             return
     rest = pending[pos:]
     if len(rest) > MAX_REQUEST:
-        _answer(server, conn, b"431 Request Header Fields Too Large", b"request too large\n", False)
+        server.send(conn, _response(b"431 Request Header Fields Too Large", "request too large", False))
+        server.close(conn)
         return
     conn.data = rest
 
 
-def _answer(server, conn, status: bytes, body: bytes, keep_alive: bool, length: int | None = None) -> None:
+@functools.lru_cache(maxsize=32)
+def _response(status: bytes, text: str, keep_alive: bool, head_only: bool = False) -> bytes:
+    """A whole HTTP/1.1 response; cached, as the same few are sent again and again."""
+    body = f"{text}\n".encode()
     headers = [b"HTTP/1.1 " + status, b"Content-Type: text/plain; charset=utf-8",
-               b"Content-Length: %d" % (len(body) if length is None else length)]
+               b"Content-Length: %d" % len(body)]
     if not keep_alive:
         headers.append(b"Connection: close")
-    server.send(conn, b"\r\n".join(headers) + b"\r\n\r\n" + body)
-    if not keep_alive:
-        server.close(conn)
+    return b"\r\n".join(headers) + b"\r\n\r\n" + (b"" if head_only else body)
