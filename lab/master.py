@@ -153,7 +153,10 @@ class Master:
                 self.pidfile = PidFile(config.pidfile)
                 self.pidfile.create()
                 self._own_files.add(self.pidfile.path)
-            self.events = EventSink(config.events, echo=self.echo)
+            try:
+                self.events = EventSink(config.events, echo=self.echo)
+            except OSError as exc:
+                raise LabError(f"cannot open the events file {config.events}: {exc.strerror}") from None
             if config.events:
                 self._own_files.add(os.path.abspath(config.events))
             self.reactor = Reactor()

@@ -269,7 +269,7 @@ class Server:
 
     def _report_app_error(self, conn: Connection, callback: str) -> None:
         self.events.emit("app.error", conn=conn.id, callback=callback, generation=self.generation,
-                         traceback=traceback.format_exc())
+                         traceback=app_traceback())
 
     # --- heartbeat -----------------------------------------------------------------------------------
 
@@ -319,6 +319,16 @@ class Server:
 
 
 # --- importing the app ------------------------------------------------------------------------------
+
+def app_traceback() -> str:
+    """The exception being handled, with only the app's frames: not this module's, not importlib's."""
+    exc = sys.exc_info()[1]
+    report = traceback.TracebackException.from_exception(exc)
+    report.stack = traceback.StackSummary.from_list(
+        [f for f in report.stack if f.filename != __file__ and f.filename != importlib.__file__
+         and not f.filename.startswith("<frozen importlib")])
+    return "".join(report.format())
+
 
 class FreshSourceLoader(importlib.machinery.SourceFileLoader):
     """Compiles from the source every time: never trusts a ``.pyc``.
@@ -433,11 +443,7 @@ def run(spec: WorkerSpec) -> int:
     try:
         app = load_app(config.target, config.app_dir)
     except BaseException as exc:
-        if isinstance(exc, LabError):
-            text = f"LabError: {exc}\n"
-        else:
-            text = traceback.format_exc()
-        _tell(spec.channel, failed=text)
+        _tell(spec.channel, failed=f"LabError: {exc}\n" if isinstance(exc, LabError) else app_traceback())
         return 1
 
     spec.channel.setblocking(False)
@@ -447,7 +453,7 @@ def run(spec: WorkerSpec) -> int:
         try:
             on_start(server)
         except Exception:
-            _tell(spec.channel, failed=traceback.format_exc())
+            _tell(spec.channel, failed=app_traceback())
             return 1
     reactor.add_reader(spec.channel.fileno(), on_channel)
     events.emit("worker.ready", generation=spec.generation, index=spec.index)

@@ -70,8 +70,11 @@ def jupyterlab(tmp_path):
     shutil.copytree(nbutil.NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
-    # Render every cell (no virtual scrolling), so the test can see all outputs.
-    (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    # Render every cell (no virtual scrolling), so the test can see all outputs; start the
+    # notebook's kernel without asking (a "Select Kernel" dialog appears when the kernel specs
+    # load late).
+    (settings / "tracker.jupyterlab-settings").write_text(
+        json.dumps({"windowingMode": "none", "autoStartDefaultKernel": True}))
     # No "get notified about Jupyter news?" toast over the screenshots (and no network).
     apputils = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
     apputils.mkdir(parents=True)
@@ -153,7 +156,9 @@ def _run_all(page, name: str) -> tuple[list[str], dict[int, bytes]]:
         if prompts and all(p not in ("[*]:", "[ ]:", "[]:") for p in prompts):
             return prompts, early
         if time.monotonic() > deadline:
-            raise AssertionError(f"Run All did not finish in {RUN_TIMEOUT} s: prompts {prompts}")
+            _screenshot(page, f"{name}-stuck")
+            outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            raise AssertionError(f"Run All did not finish in {RUN_TIMEOUT} s: prompts {prompts}\n{outputs[-2000:]}")
         time.sleep(0.2)
 
 
@@ -172,6 +177,8 @@ def test_notebook_runs_in_jupyterlab_with_live_views(jupyterlab, page, name):
     page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook-ExecutionIndicator')"
                            " && document.querySelector('.jp-Notebook-ExecutionIndicator').dataset.status === 'idle'",
                            timeout=60_000)
+    page.wait_for_function("() => window.jupyterapp.serviceManager.sessions.running().next().value"
+                           "?.kernel?.name === 'python3'", timeout=60_000)
     page.evaluate(WATCH_IMAGES)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     prompts, early = _run_all(page, name)

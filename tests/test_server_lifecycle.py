@@ -56,6 +56,28 @@ def test_graceful_stop_exits_0_and_removes_the_pid_file(serve, app_dir, signum):
     assert server.find("server.stop")
 
 
+def test_a_graceful_stop_finishes_in_flight_requests(serve, app_dir):
+    server = serve(app_dir=app_dir)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as slow:
+        slow.sendall(b"slow 0.5\n")
+        wait_until(lambda: server.find("conn.open"), message="the slow request accepted")
+        server.signal(signal.SIGTERM)
+        assert slow.recv(100) == b"v1 slow\n"
+    assert server.proc.wait(5) == 0
+    assert not server.find("worker.exit", signal="SIGKILL")
+
+
+def test_a_request_longer_than_the_graceful_timeout_is_cut(serve, app_dir):
+    server = serve(app_dir=app_dir, args=("--graceful-timeout", "0.3"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as slow:
+        slow.sendall(b"slow 30\n")
+        wait_until(lambda: server.find("conn.open"), message="the slow request accepted")
+        server.signal(signal.SIGTERM)
+        assert server.proc.wait(5) == 0
+        assert slow.recv(100) == b""
+    assert server.find("worker.exit", signal="SIGKILL")
+
+
 def test_the_stop_command_waits_until_the_server_is_gone(serve, app_dir):
     server = serve(app_dir=app_dir)
     result = run_cli("stop", "--pidfile", str(server.pidfile))
@@ -143,6 +165,8 @@ def test_a_running_server_is_not_started_twice(serve, app_dir, tmp_path):
     (("--graceful-timeout", "-1"), "graceful_timeout must be"),
     (("--heartbeat-strategy", "bogus"), "unknown heartbeat strategy"),
     (("--app-dir", "/nonexistent/app"), "not a directory"),
+    (("--events", "/nonexistent/events.jsonl"), "cannot open the events file"),
+    (("--pidfile", "/nonexistent/s.pid"), "cannot create pid file"),
     (("--watch", "/nonexistent/app"), "/nonexistent/app"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, args, message):

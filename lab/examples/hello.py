@@ -1,4 +1,4 @@
-"""The tutorial's demo app: ``hello world client`` to each line, and the same over HTTP/1.1.
+r"""The tutorial's demo app: ``hello world client`` to each line, and the same over HTTP/1.1.
 
     python -m lab serve lab.examples.hello --watch lab/examples
     printf 'hi\n' | nc -q1 127.0.0.1 9000      # hello world client
