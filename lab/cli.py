@@ -102,6 +102,8 @@ def _print_change(change, as_json: bool, explain: bool, json) -> None:
 
 @command
 def _cmd_serve(sub: argparse._SubParsersAction) -> None:
+    from lab.heartbeat import DEFAULT_STRATEGY, STRATEGIES  # pure logic: cheap to import
+
     p = sub.add_parser("serve", help="run the prefork reactor server with hot reload",
                        description="Serve TARGET (module or module:attr with on_receive(server, conn, "
                                    "data)) with a prefork master; SIGUSR1/SIGHUP or a watched change "
@@ -122,7 +124,12 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", metavar="PATH", help="append events as JSON lines to PATH")
     p.add_argument("--heartbeat-idle", type=float, metavar="S", help="close connections idle this long")
     p.add_argument("--heartbeat-interval", type=float, metavar="S", help="how often idleness is checked")
-    p.add_argument("--heartbeat-strategy", metavar="NAME", help="timer, scan, lazy (default) or wheel")
+    p.add_argument("--heartbeat-strategy", metavar="NAME",
+                   help=f"{', '.join(STRATEGIES)} (default: {DEFAULT_STRATEGY})")
+    p.add_argument("--worker-timeout", type=float, metavar="S",
+                   help="replace a worker whose loop has been stuck this long (default: never)")
+    p.add_argument("--max-output", type=int, default=64 << 20, metavar="BYTES",
+                   help="close a connection whose unsent output grows past this (default: 64 MiB)")
     p.add_argument("--quiet", action="store_true", help="no log lines on stderr")
     p.set_defaults(func=_serve)
 
@@ -133,7 +140,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     options = {name: getattr(args, name) for name in (
         "target", "app_dir", "bind", "watch", "types", "debounce", "graceful_timeout", "pidfile",
-        "events", "heartbeat_idle", "heartbeat_interval", "heartbeat_strategy")}
+        "events", "heartbeat_idle", "heartbeat_interval", "heartbeat_strategy", "worker_timeout",
+        "max_output")}
     if args.workers is not None:
         options["workers"] = args.workers
     return Master(Config(**options), echo=None if args.quiet else sys.stderr).run()
@@ -170,6 +178,47 @@ def _stop(args: argparse.Namespace) -> int:
 
     pid = stop_server(args.pidfile, args.timeout)
     print(f"server {pid} stopped")
+    return 0
+
+
+@command
+def _cmd_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the tutorial's story on a real server, in the terminal",
+                       description="Start a server in a scratch directory, edit its app and watch it "
+                                   "reload (a syntax error included), then let the heartbeat close "
+                                   "silent clients. Everything is stopped at the end, Ctrl-C too.")
+    p.add_argument("scenario", nargs="?", default="all", choices=("reload", "heartbeat", "all"))
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default: 2)")
+    p.add_argument("--edits", type=int, default=3, metavar="K", help="edits that reload the app (default: 3)")
+    p.add_argument("--port", type=int, default=None, metavar="P",
+                   help="serve on 127.0.0.1:P (default: a free port)")
+    p.add_argument("--pace", type=float, default=None, metavar="S",
+                   help="pause between steps (default: 0.8 s on a terminal, 0 otherwise)")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lab.demo import run
+
+    return run(args.scenario, workers=args.workers, edits=args.edits, port=args.port, pace=args.pace)
+
+
+@command
+def _cmd_figures(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("figures", help="regenerate the pictures in pic/ from real runs and benchmark results",
+                       description="Draw the architecture sketch, a reload timeline and heartbeat "
+                                   "lifetimes from real server runs, and plot benchmarks/results/*.json.")
+    p.add_argument("--out", default="pic", metavar="DIR", help="where to write the PNGs (default: pic)")
+    p.add_argument("--results", default="benchmarks/results", metavar="DIR",
+                   help="benchmark JSON files to plot (default: benchmarks/results)")
+    p.add_argument("--quick", action="store_true", help="tiny real runs (about a second each)")
+    p.set_defaults(func=_figures)
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from lab.figures import render
+
+    render(args.out, quick=args.quick, results=args.results)
     return 0
 
 

@@ -67,7 +67,9 @@ class Config:
     heartbeat_interval: float | None = None
     heartbeat_strategy: str | None = None
     backlog: int = 1024
-    max_buffer: int = 1 << 20
+    max_buffer: int = 1 << 20  # queued output above this: stop reading that client (backpressure)
+    max_output: int = 64 << 20  # queued output above this: the app outran its client; close it
+    worker_timeout: float | None = None  # a worker silent this long (stuck in app code) is replaced
 
     def __post_init__(self) -> None:
         self._check()
@@ -105,16 +107,18 @@ class Config:
         self.types = tuple(t if t.startswith(".") else "." + t for t in self.types)
         for name in ("debounce", "graceful_timeout"):
             _non_negative(name, getattr(self, name))
-        for name in ("backlog", "max_buffer"):
+        for name in ("backlog", "max_buffer", "max_output"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise LabError(f"{name} must be a positive integer, not {value!r}")
-        for name in ("heartbeat_idle", "heartbeat_interval"):
+        if self.max_output < self.max_buffer:
+            raise LabError(f"max_output ({self.max_output}) must be >= max_buffer ({self.max_buffer})")
+        for name in ("heartbeat_idle", "heartbeat_interval", "worker_timeout"):
             value = getattr(self, name)
             if value is not None:
                 _non_negative(name, value)
                 if value == 0:
-                    raise LabError(f"{name} must be > 0 (leave it unset to turn the heartbeat off)")
+                    raise LabError(f"{name} must be > 0 (leave it unset to turn it off)")
         # Swoole's defaults when only one is given: idle = 2 x interval, interval = idle / 2.
         if self.heartbeat_idle is None and self.heartbeat_interval is not None:
             self.heartbeat_idle = 2 * self.heartbeat_interval

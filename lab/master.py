@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import socket
 import sys
@@ -47,7 +48,9 @@ READY_TIMEOUT = 60.0  # a new generation that is not ready by then (an import th
 STABLE_AFTER = 5.0  # a worker that lived this long had no crash streak
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
+DEGRADED_AFTER = 3  # quick deaths in a row of one worker slot that make the server "degraded"
 WATCH_EVENT_PATHS = 20
+REWATCH_EVERY = 0.5  # a deleted watched root: look for it again this often
 
 
 @dataclass(eq=False)
@@ -61,6 +64,7 @@ class WorkerProcess:
     inbox: bytes = b""
     kill_timer: Any = None
     stopped_accepting: bool = False  # it said "draining": its listening fd is closed
+    heard: float = 0.0  # when its last message came (the liveness signal of --worker-timeout)
 
 
 @dataclass(eq=False)
@@ -96,6 +100,16 @@ def bind_listener(config: Config) -> socket.socket:
         raise LabError(f"cannot bind {where}: {exc.strerror}") from None
     sock.setblocking(False)  # shared by the workers: one accept never blocks a worker
     return sock
+
+
+def raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (workers inherit it): one fd per connection."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # e.g. an unlimited hard limit the kernel caps lower: keep what we have
 
 
 def summarize_traceback(text: str) -> str:
@@ -135,9 +149,12 @@ class Master:
         self.queued: str | None = None  # the one trigger that came during ``pending``
         self.finishing: list[Reload] = []  # committed reloads waiting for old workers to leave
         self.crashes: dict[int, int] = {}  # worker index -> quick deaths in a row
+        self.degraded = False  # a worker slot is in a crash loop (until the next good reload)
         self.stopping = False
         self.fatal: str | None = None
         self._watch_timer = None
+        self._rewatch_timer = None
+        self._watch_limited = False
         self._own_files: set[str] = set()
         self._started = False
 
@@ -147,6 +164,7 @@ class Master:
         config = self.config
         if not os.path.isdir(config.app_dir):
             raise LabError(f"app dir {config.app_dir} is not a directory: give --app-dir the folder of the app")
+        raise_fd_limit()
         self.listener = bind_listener(config)
         try:
             if config.pidfile:
@@ -156,6 +174,9 @@ class Master:
             try:
                 self.events = EventSink(config.events, echo=self.echo)
             except OSError as exc:
+                if exc.errno == errno.ELOOP:  # O_NOFOLLOW: never write through a planted link
+                    raise LabError(f"the events file {config.events} is a symlink: refusing it; "
+                                   "remove it or choose another path") from None
                 raise LabError(f"cannot open the events file {config.events}: {exc.strerror}") from None
             if config.events:
                 self._own_files.add(os.path.abspath(config.events))
@@ -168,6 +189,8 @@ class Master:
                 self.reactor.add_signal_handler(signum, handler)
             if config.watch:
                 self._start_watcher()
+            if config.worker_timeout is not None:
+                self.reactor.call_every(config.worker_timeout / 4, self._check_alive)
             host, port = self.listener.getsockname()[:2]
             self.events.emit("server.start", bind=format_bind(host, port), workers=config.workers,
                              target=config.target, watch=config.watch)
@@ -226,6 +249,40 @@ class Master:
 
         self.watcher = Watcher(self.config.watch, types=self.config.types, debounce=self.config.debounce)
         self.reactor.add_reader(self.watcher.fileno(), self._poll_watcher)
+        self._report_watch_problems()  # e.g. an unreadable directory found by the first scan
+
+    def _report_watch_problems(self) -> None:
+        """Never silence: what the watcher could not watch is said, and a lost root looked for."""
+        while self.watcher.problems:
+            problem, text = self.watcher.problems.popleft()
+            self.events.emit("watch.error", error=text, problem=problem)
+            if problem == "watch-limit" and not self._watch_limited:
+                self._watch_limited = True  # said once: every later directory would say it again
+                self.events.emit("server.degraded", reason="inotify watch limit", error=text)
+        lost = self.watcher.lost_roots
+        if lost and self._rewatch_timer is None:
+            self.events.emit("server.degraded", reason="watched root gone", paths=lost)
+            self._rewatch_timer = self.reactor.call_later(REWATCH_EVERY, self._rewatch)
+
+    def _rewatch(self) -> None:
+        """A watched root was deleted: once every path is back, watch anew and reload."""
+        from lab.watcher import Watcher
+
+        self._rewatch_timer = None
+        try:
+            watcher = Watcher(self.config.watch, types=self.config.types, debounce=self.config.debounce)
+        except LabError:  # not back yet (or still not watchable): look again later
+            self._rewatch_timer = self.reactor.call_later(REWATCH_EVERY, self._rewatch)
+            return
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+            self._watch_timer = None
+        self.reactor.remove_reader(self.watcher.fileno())
+        self.watcher.close()
+        self.watcher = watcher
+        self.reactor.add_reader(watcher.fileno(), self._poll_watcher)
+        self.events.emit("watch.restored", paths=self.config.watch)
+        self.request_reload("watch", self.reactor.clock())  # what changed while unwatched
 
     def _poll_watcher(self) -> None:
         if self._watch_timer is not None:
@@ -237,6 +294,7 @@ class Master:
         except LabError as exc:  # e.g. out of inotify watches: say so, keep serving
             self.events.emit("watch.error", error=str(exc))
             changes = []
+        self._report_watch_problems()
         if changes:
             shown = changes[:WATCH_EVENT_PATHS]  # one event line must fit in PIPE_BUF
             self.events.emit("watch.change", paths=[c.path for c in shown], kinds=[c.kind for c in shown],
@@ -321,6 +379,9 @@ class Master:
             reload.phases["old_gone"] = self.reactor.clock()
             self.finishing.remove(reload)
             self.crashes.clear()
+            if self.degraded:
+                self.degraded = False
+                self.events.emit("server.recovered", generation=reload.generation)
             self.events.emit("reload.done", generation=reload.generation, trigger=reload.trigger,
                              duration=round(reload.phases["old_gone"] - reload.phases["seen"], 6),
                              phases=reload.phases)
@@ -381,7 +442,8 @@ class Master:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         parent_end.setblocking(False)
-        w = WorkerProcess(pid, generation, index, parent_end, self.reactor.clock())
+        now = self.reactor.clock()
+        w = WorkerProcess(pid, generation, index, parent_end, now, heard=now)
         self.workers[pid] = w
         self.reactor.add_reader(parent_end.fileno(), self._on_channel, w)
         return w
@@ -393,7 +455,10 @@ class Master:
         signal.set_wakeup_fd(-1)
         self.reactor.forget()
         if self.watcher is not None:
-            os.close(self.watcher.fileno())  # close() could touch the master's watches
+            # Closing the child's copy of the inotify fd leaves the master's watches alone, and
+            # the object is marked closed, so its collection never closes a reused fd number.
+            self.watcher.close()
+            self.watcher = None
         for w in self.workers.values():
             w.channel.close()
         self.events.close()
@@ -409,6 +474,7 @@ class Master:
             if not data:
                 self.reactor.remove_reader(w.channel.fileno())  # the worker is gone; SIGCHLD follows
                 return
+            w.heard = self.reactor.clock()
             w.inbox += data
             *lines, w.inbox = w.inbox.split(b"\n")
             for line in lines:
@@ -434,6 +500,16 @@ class Master:
             self.events.emit("worker.failed", generation=w.generation, index=w.index,
                              error=summarize_traceback(text), traceback=text)
             self._kill(w)
+
+    def _check_alive(self) -> None:
+        """Kill a serving worker that has been silent for ``worker_timeout`` (gunicorn's --timeout)."""
+        now = self.reactor.clock()
+        for w in list(self.workers.values()):
+            silent = now - w.heard
+            if w.state in ("ready", "serving", "draining") and silent > self.config.worker_timeout:
+                self.events.emit("worker.timeout", pid=w.pid, generation=w.generation, index=w.index,
+                                 silent=round(silent, 3))
+                self._kill(w)  # SIGCHLD follows; _on_exit replaces it like any dead worker
 
     def _send(self, w: WorkerProcess, message: bytes) -> None:
         try:
@@ -506,6 +582,10 @@ class Master:
         delay = min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_MAX) * (1 + 0.25 * random.random())
         self.events.emit("worker.backoff", generation=w.generation, index=w.index, failures=failures,
                          delay=round(delay, 4))
+        if failures >= DEGRADED_AFTER and not self.degraded:
+            self.degraded = True  # said once; a good reload clears it (server.recovered)
+            self.events.emit("server.degraded", reason="crash loop", generation=w.generation,
+                             index=w.index, failures=failures)
         self.reactor.call_later(delay, self._respawn, w.generation, w.index)
 
     def _respawn(self, generation: int, index: int) -> None:

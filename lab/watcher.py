@@ -143,6 +143,10 @@ class Watcher:
         # Dropped raw records with the reason, newest last: a notebook can show why a save of a
         # swap file did not count.
         self.log: deque[str] = deque(maxlen=log_size)
+        # What a user must hear of (also in ``log``), as (kind, text): kind is "unwatched" (a
+        # directory that cannot be watched), "watch-limit", "root-lost" or "rescan-incomplete".
+        # A server reports these; ``popleft`` them once said.
+        self.problems: deque[tuple[str, str]] = deque(maxlen=log_size)
         self.limits = inotify_limits()
         self._debouncer = Debouncer(debounce, max_wait, on_drop=self._dropped)
         self._dir_roots, self._file_roots = _check_paths(paths)
@@ -180,6 +184,11 @@ class Watcher:
     def watched_files(self) -> int:
         """Files of the watched types known now (the tutorial's ``getWatchedFileCount``)."""
         return len(self._files)
+
+    @property
+    def lost_roots(self) -> list[str]:
+        """Watched root directories deleted or moved away since: nothing under them is watched."""
+        return [root for root in self._dir_roots if root not in self._path_wd]
 
     @property
     def closed(self) -> bool:
@@ -236,6 +245,10 @@ class Watcher:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.watched_dirs} dirs, {self.watched_files} files"
         return f"<Watcher {', '.join(self._dir_roots + self._file_roots)}: {state}>"
+
+    def _problem(self, kind: str, text: str) -> None:
+        self.log.append(text)
+        self.problems.append((kind, text))
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -332,7 +345,7 @@ class Watcher:
             except OSError as exc:  # unreadable, replaced by a file, ...: say so, go on
                 if strict and is_top:
                     raise
-                self.log.append(f"not watched: {directory}: {exc.strerror}")
+                self._problem("unwatched", f"not watched: {directory}: {exc.strerror}")
                 continue
             count += 1
             with entries:
@@ -424,7 +437,16 @@ class Watcher:
         if mask & (flags.DELETE_SELF | flags.MOVE_SELF):
             if directory in self._dir_roots:
                 what = "deleted" if mask & flags.DELETE_SELF else "moved away"
-                self.log.append(f"watched root {directory} was {what}: no longer watched")
+                self._problem("root-lost", f"watched root {directory} was {what}: no longer watched")
+                if mask & flags.MOVE_SELF:  # its watches live on under paths that are now wrong
+                    for path in self._subtree(directory):
+                        wd = self._path_wd.get(path)
+                        if wd is not None:
+                            self._forget_wd(wd)
+                            try:
+                                self._inotify.rm_watch(wd)
+                            except OSError:
+                                pass
             return  # other directories: handled by their parent's records
         name = event.name
         only = self._only.get(event.wd)
@@ -529,7 +551,7 @@ class Watcher:
             self._walk(path, found)
         except _WatchLimit:
             limit = self.limits.get("max_user_watches", "?")
-            self.log.append(f"NOT WATCHED {path}: inotify watch limit reached "
+            self._problem("watch-limit", f"NOT WATCHED {path}: inotify watch limit reached "
                             f"(fs.inotify.max_user_watches={limit}); raise it and restart")
 
     def _subtree(self, top: str) -> list[str]:
@@ -622,7 +644,7 @@ class Watcher:
                 except OSError:
                     pass
         except (_WatchLimit, OSError) as exc:
-            self.log.append(f"rescan incomplete: {exc!r}")
+            self._problem("rescan-incomplete", f"rescan incomplete: {exc!r}")
         for wd in old_wds - set(self._wd_path):
             try:
                 self._inotify.rm_watch(wd)

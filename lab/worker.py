@@ -65,7 +65,7 @@ class Connection:
         self.fd = sock.fileno()
         self.peer = peer
         self.out = bytearray()  # queued output not yet taken by the kernel
-        self.closing = False  # close once ``out`` is flushed
+        self.closing: str | None = None  # close (for this reason) once ``out`` is flushed
         self.closed = False
         self.fresh = True  # nothing received yet: a client that just connected
         self.awaiting = False  # received data not yet answered with a send
@@ -93,6 +93,7 @@ class Server:
         self._conn_events = conn_events
         self._next_id = 0
         self._max_buffer = config.max_buffer
+        self._max_output = config.max_output
         self._on_receive = app.on_receive
         self._on_connect = getattr(app, "on_connect", None)
         self._on_close = getattr(app, "on_close", None)
@@ -107,6 +108,11 @@ class Server:
     def send(self, conn: Connection, data: bytes) -> bool:
         """Queue ``data`` for ``conn``; False if the connection is closed or closing."""
         if conn.closed or conn.closing:
+            return False
+        if len(conn.out) + len(data) > self._max_output:
+            # The app queues faster than this client takes (backpressure only stops reading it):
+            # give up on the client rather than let one connection take the worker's memory.
+            self._close(conn, "error", error=f"unsent output over max_output={self._max_output} bytes")
             return False
         conn.awaiting = False
         if conn.out:
@@ -136,7 +142,7 @@ class Server:
         if conn.closed:
             return
         if conn.out:
-            conn.closing = True
+            conn.closing = "server"
         else:
             self._close(conn, "server")
 
@@ -200,7 +206,11 @@ class Server:
             self._close(conn, "peer")
             return
         if not data:
-            self._close(conn, "peer")
+            if conn.out:  # a half-close (SHUT_WR): the peer still reads what was asked for
+                conn.closing = "peer"
+                self.reactor.remove_reader(conn.fd)  # EOF stays readable: stop looking at it
+            else:
+                self._close(conn, "peer")
             return
         conn.fresh = False
         conn.awaiting = True
@@ -229,7 +239,7 @@ class Server:
             return
         self.reactor.remove_writer(conn.fd)
         if conn.closing:
-            self._close(conn, "server")
+            self._close(conn, conn.closing)
             return
         if conn.paused:
             conn.paused = False
@@ -456,6 +466,9 @@ def run(spec: WorkerSpec) -> int:
             _tell(spec.channel, failed=app_traceback())
             return 1
     reactor.add_reader(spec.channel.fileno(), on_channel)
+    if config.worker_timeout is not None:
+        # The liveness signal is sent from the loop: a loop stuck in app code falls silent.
+        reactor.call_every(config.worker_timeout / 4, lambda: _tell(spec.channel, alive=True))
     events.emit("worker.ready", generation=spec.generation, index=spec.index)
     _tell(spec.channel, ready=True)
     reactor.run()

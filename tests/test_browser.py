@@ -49,6 +49,15 @@ PROMPTS = """() => Array.from(document.querySelectorAll(
   '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')).map(p => p.textContent.trim())"""
 
 
+KERNEL_READY = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const kernel = panel && panel.sessionContext && panel.sessionContext.session
+                 && panel.sessionContext.session.kernel;
+  return Boolean(panel && panel.sessionContext.isReady && kernel && kernel.name === 'python3'
+                 && kernel.connectionStatus === 'connected' && kernel.status === 'idle');
+}"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -177,8 +186,8 @@ def test_notebook_runs_in_jupyterlab_with_live_views(jupyterlab, page, name):
     page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook-ExecutionIndicator')"
                            " && document.querySelector('.jp-Notebook-ExecutionIndicator').dataset.status === 'idle'",
                            timeout=60_000)
-    page.wait_for_function("() => window.jupyterapp.serviceManager.sessions.running().next().value"
-                           "?.kernel?.name === 'python3'", timeout=60_000)
+    # Run All before the panel's kernel connection is up runs nothing: wait until it is.
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
     page.evaluate(WATCH_IMAGES)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     prompts, early = _run_all(page, name)

@@ -1,0 +1,234 @@
+"""``python -m lab demo``: the tutorial's story in a terminal, on a real server.
+
+    reload     start the server, ask it (as the tutorial's curl), edit the app K times and show
+               each answer change with the reload's phases in ms; a syntax error is refused
+               while the old code keeps answering, then fixed; clients run throughout and
+               none of their requests fails.
+    heartbeat  silent and chatty clients against a short heartbeat: the silent ones are closed
+               after their idle time, the chatty ones stay.
+
+Built on ``lab.playground.Lab``, so the notebooks and the terminal tell one story. Everything
+started here is stopped on the way out, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from lab.errors import LabError
+from lab.playground import Lab, wait_until
+
+SCENARIOS = ("reload", "heartbeat")
+GREETING = "hello world client"  # lab/examples/hello.py's Greeting.text
+PHASE_NAMES = (("forked", "fork"), ("ready", "import"), ("serving", "switch"), ("old_gone", "old gone"))
+HEARTBEAT_IDLE, HEARTBEAT_INTERVAL = 1.0, 0.25
+
+_COLOURS = {"title": "1;36", "ok": "32", "bad": "31", "dim": "2", "value": "1"}
+
+
+class Say:
+    """Readable progress lines; ANSI colour only when the stream is a terminal."""
+
+    def __init__(self, out: TextIO, pace: float = 0.0):
+        self.out = out
+        self.colour = out.isatty()
+        self.pace = pace
+        self.t0 = time.monotonic()
+
+    def beat(self) -> None:
+        """A pause between steps, so a class can read along (none when ``pace`` is 0)."""
+        if self.pace:
+            time.sleep(self.pace)
+
+    def paint(self, text: str, style: str) -> str:
+        return f"\033[{_COLOURS[style]}m{text}\033[0m" if self.colour else text
+
+    def __call__(self, text: str = "", style: str | None = None) -> None:
+        stamp = self.paint(f"[{time.monotonic() - self.t0:5.1f}s]", "dim")
+        print(f"{stamp} {self.paint(text, style) if style else text}", file=self.out, flush=True)
+
+    def title(self, text: str) -> None:
+        print(file=self.out)
+        self(f"== {text} ==", "title")
+
+
+def run(scenario: str = "all", *, workers: int = 2, edits: int = 3, port: int | None = None,
+        pace: float | None = None, out: TextIO = sys.stdout) -> int:
+    """Play ``scenario`` (``reload``, ``heartbeat`` or ``all``); returns an exit code.
+
+    ``pace``: seconds of pause between steps (default: 0.8 on a terminal, 0 otherwise).
+    """
+    if scenario not in (*SCENARIOS, "all"):
+        raise LabError(f"no demo {scenario!r}: choose one of {', '.join(SCENARIOS)} or all")
+    if not (1 <= workers <= 32 and 1 <= edits <= 50):
+        raise LabError(f"--workers {workers} --edits {edits}: give 1-32 workers and 1-50 edits for a demo")
+    if port is not None and not 0 <= port <= 65535:
+        raise LabError(f"--port {port} is not a TCP port: give 1-65535 (or 0 for any free port)")
+    if pace is not None and not 0 <= pace <= 10:
+        raise LabError(f"--pace {pace:g} is out of range: give 0-10 seconds")
+    say = Say(out, pace if pace is not None else (0.8 if out.isatty() else 0.0))
+    try:
+        with _sigterm_as_interrupt():
+            if scenario in ("reload", "all"):
+                reload_story(say, workers=workers, edits=edits, port=port)
+            if scenario in ("heartbeat", "all"):
+                heartbeat_story(say, workers=workers, port=port)
+    except KeyboardInterrupt:
+        # The ``with Lab`` blocks have stopped their servers while this unwound.
+        say.title("interrupted: every server and client started by the demo is stopped")
+        return 130
+    say.title("done: every server and client started by the demo is stopped")
+    return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the ``with Lab`` blocks stop their servers either way."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _lab(say: Say, port: int | None, **options: Any) -> Lab:
+    # The last --bind wins in the server's argparse: a fixed port replaces the playground's :0.
+    extra = ("--bind", f"127.0.0.1:{port}") if port else ()
+    lab = Lab(extra_args=extra, **options)
+    say(f"server pid {lab.pid} serving {lab.target}.py on 127.0.0.1:{lab.port} "
+        f"with {options.get('workers', 2)} workers (scratch dir {lab.root})")
+    return lab
+
+
+def http_get(address: tuple[str, int]) -> str:
+    """What ``curl http://HOST:PORT/`` prints: the body of one HTTP/1.1 GET."""
+    with socket.create_connection(address, timeout=5.0) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise LabError(f"the server answered {head.splitlines()[0] if head else b'nothing'!r} to GET /")
+    return body.decode(errors="replace").strip()
+
+
+def phase_line(done: dict[str, Any], saved: float) -> str:
+    """``save->seen 21 | fork 2 | import 38 | switch 0 | old gone 4 | total 65 ms`` for a reload.done."""
+    phases = done.get("phases") or {}
+    parts = []
+    if isinstance(phases.get("seen"), (int, float)):
+        parts.append(f"save->seen {(phases['seen'] - saved) * 1000:.0f}")
+    previous = phases.get("seen")
+    for key, name in PHASE_NAMES:
+        value = phases.get(key)
+        if isinstance(value, (int, float)) and isinstance(previous, (int, float)):
+            parts.append(f"{name} {(value - previous) * 1000:.0f}")
+            previous = value
+    if isinstance(previous, (int, float)):
+        parts.append(f"total {(previous - saved) * 1000:.0f} ms")
+    return " | ".join(parts)
+
+
+def reload_story(say: Say, *, workers: int, edits: int, port: int | None) -> None:
+    say.title("hot reload: edit the app while it serves")
+    with _lab(say, port, workers=workers, watch=True) as lab:
+        say(f"$ curl http://127.0.0.1:{lab.port}/")
+        say(f"  {http_get(lab.address)}", "value")
+        say(f"$ printf 'hi\\n' | nc 127.0.0.1 {lab.port}")
+        say(f"  {lab.request('hi')}", "value")
+        load = lab.load(threads=2, duration=120, pause=0.01)
+        say("2 background clients now send requests on fresh connections, all through the edits")
+        say("reload phases in ms: save->seen (inotify + debounce), fork, import (new workers load the "
+            "app), switch (old workers stop accepting), old gone (they drain and exit)", "dim")
+        text = GREETING
+        for k in range(1, edits + 1):
+            new = f"hello, edit {k}"
+            say.beat()
+            say(f"edit {k}: Greeting.text = {new!r} in {lab.target}.py (saved in place)")
+            lab.replace(f"{lab.target}.py", f'text = "{text}"', f'text = "{new}"')
+            done = lab.wait_for("reload.done", timeout=15)
+            text = new
+            say(f"  generation {done['generation']} serving: {phase_line(done, _edit_time(lab))}")
+            say(f"  answer: {lab.request('hi')}", "value")
+        say.beat()
+        say("edit: a syntax error (an unclosed string)", "bad")
+        lab.replace(f"{lab.target}.py", f'text = "{text}"', 'text = "oops')
+        failed = lab.wait_for("reload.failed", timeout=15)
+        say(f"  generation {failed['generation']} refused and removed: {failed.get('error', '?')}", "bad")
+        say(f"  the old workers keep answering: {lab.request('hi')}", "value")
+        say.beat()
+        fixed = "hello, fixed"
+        lab.replace(f"{lab.target}.py", 'text = "oops', f'text = "{fixed}"')
+        done = lab.wait_for("reload.done", timeout=15)
+        say(f"fixed: generation {done['generation']} serving: {phase_line(done, _edit_time(lab))}")
+        say(f"  answer: {lab.request('hi')}", "value")
+        say.beat()
+        load.stop()
+        verdict = "ok" if load.failed == 0 else "bad"
+        say(f"background clients: {load.ok} answers, {load.failed} failed during {edits + 2} edits", verdict)
+        for error in load.errors[:3]:
+            say(f"  {error}", "bad")
+        lab.stop()
+        say("server stopped (SIGTERM: a graceful stop)")
+
+
+def _edit_time(lab: Lab) -> float:
+    """When the last edit was saved (the lab notes each edit on the server's clock)."""
+    return lab.of("lab.edit")[-1]["t"]
+
+
+def heartbeat_story(say: Say, *, workers: int, port: int | None, silent: int = 3, chatty: int = 2,
+                    idle: float = HEARTBEAT_IDLE, interval: float = HEARTBEAT_INTERVAL) -> None:
+    say.title(f"heartbeat: idle {idle:g} s, checked every {interval:g} s")
+    with _lab(say, port, workers=workers, watch=False, heartbeat_idle=idle, heartbeat_interval=interval) as lab:
+        start = time.monotonic()
+        quiet = [lab.silent() for _ in range(silent)]
+        silent_peers = {"%s:%d" % c.sock.getsockname()[:2] for c in quiet}
+        talkers = [lab.chatty(every=idle / 4, duration=60) for _ in range(chatty)]
+        say(f"opened {silent} silent clients (never send) and {chatty} chatty ones (a line every {idle / 4:g} s)")
+        wait_until(lambda: len(lab.of("conn.open")) >= silent + chatty, timeout=10, what="all connections open")
+        first = len(lab.history)
+        opened = {_key(e): e for e in lab.of("conn.open")}
+        closed = 0
+        # Watch until the silent ones are closed and the chatty ones have outlived the idle time
+        # twice over (so staying open means something); give up well past the lateness bound.
+        settled, deadline = start + 2 * idle, start + 3 * idle + 4 * interval
+        while (closed < silent or time.monotonic() < settled) and time.monotonic() < deadline:
+            for e in lab.read_events()[first:]:
+                if e["kind"] != "conn.close":
+                    continue
+                peer = opened.get(_key(e), {}).get("peer", "?")
+                who = "silent" if peer in silent_peers else "chatty"
+                closed += who == "silent"
+                idle_for = f"idle {e['idle']:.2f} s" if "idle" in e else "no idle time"
+                say(f"  closed {who} client {peer} after {e['t'] - start:.2f} s: reason {e.get('reason')}, "
+                    f"{idle_for}", "ok" if who == "silent" else "bad")
+            first = len(lab.history)
+            time.sleep(0.02)
+        if closed < silent:
+            raise LabError(f"only {closed} of {silent} silent clients were closed within "
+                           f"{deadline - start:.1f} s: see {lab.log_path}")
+        for c in quiet:
+            if not c.wait_closed(timeout=2):
+                raise LabError("a silent client's socket is still open after the server closed it")
+        alive = sum(not t.closed_by_server for t in talkers)
+        answers = sum(t.ok for t in talkers)
+        say(f"after {time.monotonic() - start:.2f} s: {alive} of {chatty} chatty clients still open "
+            f"({answers} answers so far)", "ok" if alive == chatty else "bad")
+        lab.stop()
+        say("server stopped")
+
+
+def _key(e: dict[str, Any]) -> tuple[int, int]:
+    """Connection ids are per worker: a connection is (worker pid, id)."""
+    return e["pid"], e["conn"]

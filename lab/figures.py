@@ -1,0 +1,437 @@
+"""``python -m lab figures``: regenerate the pictures in ``pic/`` from real runs and benchmark results.
+
+    architecture.png        who starts whom, who signals whom, where events flow
+    reload_timeline.png     a real server edited a few times: workers per generation, reload phases
+    heartbeat_lifetimes.png real silent and chatty clients under a short heartbeat
+    bench_*.png             benchmarks/results/*.json plotted against the peers measured with them
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects (no pyplot, no global backend), so this
+runs headless and never touches a notebook's matplotlib state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+from lab.errors import LabError
+from lab.playground import Lab, wait_until
+
+Event = dict[str, Any]
+DPI = 110
+GREETING = "hello world client"
+PHASES = (("forked", "fork new workers", "tab:blue"), ("ready", "new workers import the app", "tab:orange"),
+          ("serving", "old workers stop accepting", "tab:purple"),
+          ("old_gone", "old workers drain and exit", "tab:green"))
+
+
+@dataclass
+class Plan:
+    """How big the real runs are: ``quick`` makes them tiny (for tests), the default readable."""
+
+    edits: int = 3
+    edit_gap: float = 0.4  # seconds between edits, so generations are apart on the time axis
+    silent: int = 4
+    chatty: int = 2
+    idle: float = 1.0
+    interval: float = 0.25
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(edits=1, edit_gap=0.1, silent=2, chatty=1, idle=0.3, interval=0.1)
+
+
+def render(out: str | Path = "pic", *, quick: bool = False, results: str | Path = "benchmarks/results",
+           log: Callable[[str], None] = print) -> list[Path]:
+    """Draw every figure into ``out``; returns the files written.
+
+    Benchmark figures whose JSON is missing from ``results`` are skipped (and said so).
+    """
+    out, results = Path(out), Path(results)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabError(f"cannot create {out}: {exc.strerror}; give --out a writable directory") from None
+    plan = Plan.quick() if quick else Plan()
+    written = [_save(architecture(), out / "architecture.png")]
+    log(f"wrote {written[-1]}")
+    # Benchmarks first: a malformed result file stops us before the real runs, not after.
+    for name, draw in BENCHMARKS.items():
+        source = results / f"{name}.json"
+        if not source.exists():
+            log(f"skipped bench_{name}.png: no {source} (run benchmarks/{name}.py)")
+            continue
+        try:
+            data = json.loads(source.read_text())
+            figure = draw(data)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, ZeroDivisionError) as exc:
+            raise LabError(f"{source} is not what benchmarks/{name}.py writes ({type(exc).__name__}: {exc}); "
+                           f"re-run the benchmark") from None
+        written.append(_save(figure, out / f"bench_{name}.png"))
+        log(f"wrote {written[-1]} (from {source})")
+    events = record_reload_run(plan)
+    written.append(_save(reload_timeline(events), out / "reload_timeline.png"))
+    log(f"wrote {written[-1]} (a real run: {_count(plan.edits, 'edit')} and a syntax error)")
+    events, silent_peers = record_heartbeat_run(plan)
+    written.append(_save(heartbeat_lifetimes(events, silent_peers, plan), out / "heartbeat_lifetimes.png"))
+    log(f"wrote {written[-1]} (a real run: {plan.silent} silent, {_count(plan.chatty, 'chatty client')})")
+    return written
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _plain_log(axis: Any) -> None:
+    """Log-scale ticks as plain numbers (30, 300) rather than 3x10^1, for readers of any level."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+# --- the architecture sketch ---------------------------------------------------------------------
+
+def architecture() -> Figure:
+    """Boxes and arrows: notebook -> playground -> master -> workers of a generation."""
+    fig = Figure(figsize=(11, 6.4))
+    ax = fig.add_axes((0, 0, 1, 0.93))
+    ax.set_xlim(0, 110)
+    ax.set_ylim(0, 64)
+    ax.axis("off")
+    fig.suptitle("reactor-lab: who starts whom, who signals whom, where events flow", fontsize=14,
+                 fontweight="bold")
+
+    def box(x: float, y: float, w: float, h: float, title: str, body: str, colour: str) -> None:
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.6", facecolor=colour,
+                                    edgecolor="black", linewidth=1.2))
+        ax.text(x + w / 2, y + h - 1.8, title, ha="center", va="top", fontsize=11, fontweight="bold")
+        ax.text(x + w / 2, y + h - 5.2, body, ha="center", va="top", fontsize=9, linespacing=1.35)
+
+    def arrow(a: tuple[float, float], b: tuple[float, float], label: str, colour: str = "black",
+              style: str = "-|>", rad: float = 0.0, where: tuple[float, float] | None = None) -> None:
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, mutation_scale=16, color=colour, linewidth=1.6,
+                                     connectionstyle=f"arc3,rad={rad}"))
+        x, y = where or ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+        ax.text(x, y, label, fontsize=8.5, color=colour, ha="center", va="center",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.2})
+
+    box(2, 47, 24, 13, "notebook kernel", "notebooks/*.ipynb\nor python -m lab demo\nnever forks", "#e8f0fe")
+    box(2, 25, 24, 14, "lab.playground.Lab", "edits the app files\nopens clients\nsends signals\n"
+        "reads the events", "#e8f0fe")
+    box(2, 4, 24, 12, "lab.live", "timeline, reload phases,\nconnections: drawn\nfrom the events", "#e8f0fe")
+    box(38, 25, 30, 35, "master  (python -m lab serve)", "pid file\nsignals: USR1/HUP reload,\n"
+        "TERM/INT stop, QUIT now\nwatcher: inotify on the app dir\nsupervisor: replace dead workers,\n"
+        "fork gen N+1, drain gen N", "#fff4e0")
+    box(41, 26.5, 24, 7, "listening socket", "127.0.0.1:PORT, bound before the fork", "#ffe2b8")
+    box(80, 44, 28, 16, "worker gen N #0", "reactor (selectors + timers)\nheartbeat: close idle conns\n"
+        "app: imported after fork", "#e6f4ea")
+    box(80, 24, 28, 16, "worker gen N #1", "reactor (selectors + timers)\nheartbeat: close idle conns\n"
+        "app: imported after fork", "#e6f4ea")
+    box(80, 4, 28, 12, "clients", "curl, nc, lab.request(),\nsilent and chatty ones", "#f3e8fd")
+    box(38, 4, 30, 12, "events.jsonl", "one JSON line per event,\nt = CLOCK_MONOTONIC,\n"
+        "O_APPEND single writes", "#f1f3f4")
+
+    arrow((14, 46.4), (14, 39.6), "drives")
+    arrow((27, 33), (37.4, 33), "spawns\n(subprocess)", where=(32, 36))
+    arrow((27, 28), (37.4, 28), "SIGUSR1 / SIGTERM", colour="tab:red", where=(32, 25.5))
+    arrow((68.6, 50), (79.4, 52), "fork, then\n'go' on a pipe")
+    arrow((68.6, 34), (79.4, 32), "fork")
+    arrow((65.6, 29), (79.4, 27), "inherited:\nall accept()", colour="tab:purple", where=(73, 25))
+    arrow((79.4, 47), (68.6, 44), "ready /\ntraceback", colour="tab:gray", where=(74, 42))
+    arrow((94, 16.6), (94, 23.4), "TCP on 127.0.0.1\n(shared accept queue)", colour="tab:purple", style="<|-|>")
+    arrow((53, 24.4), (53, 16.6), "events", colour="tab:green")
+    arrow((84, 23.4), (68.6, 12), "events", colour="tab:green", rad=-0.25, where=(76, 14.5))
+    arrow((37.4, 10), (26.6, 10), "tails", colour="tab:green")
+    arrow((40, 16.6), (20, 24.4), "tails", colour="tab:green", rad=0.2, where=(31, 21.5))
+    return fig
+
+
+# --- the reload timeline from a real run ---------------------------------------------------------
+
+def record_reload_run(plan: Plan) -> list[Event]:
+    """Serve the example app, edit it ``plan.edits`` times, break it once, fix it; all its events."""
+    with Lab(workers=2, watch=True) as lab:
+        def edit(old: str, new: str, outcome: str) -> None:
+            time.sleep(plan.edit_gap)  # spacing for the picture only: each step waits on its event
+            lab.replace("hello.py", f"text = {old}", f"text = {new}")
+            lab.wait_for(outcome, timeout=15)
+
+        texts = [f'"{GREETING}"', *(f'"hello, edit {k}"' for k in range(1, plan.edits + 1))]
+        for old, new in zip(texts, texts[1:]):
+            edit(old, new, "reload.done")
+        edit(texts[-1], '"broken', "reload.failed")  # refused: the old generation keeps serving
+        edit('"broken', '"hello, fixed"', "reload.done")
+        lab.stop()
+        return list(lab.read_events())
+
+
+def reload_timeline(events: list[Event]) -> Figure:
+    """Top: each worker's life, by generation, with the edits. Bottom: each reload's phases in ms."""
+    fig = Figure(figsize=(10, 8))
+    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": (3, 2.2)})
+    edits = [e["t"] for e in events if e["kind"] == "lab.edit"]
+    t0 = min(e["t"] for e in events if e["kind"] == "worker.start")
+    end = max(e["t"] for e in events)
+    failed = {e["generation"] for e in events if e["kind"] == "reload.failed"}
+    starts = {e["pid"]: e for e in events if e["kind"] == "worker.start"}
+    exits = {e["pid"]: e["t"] for e in events if e["kind"] == "worker.exit"}
+    ready = {e["pid"]: e["t"] for e in events if e["kind"] == "worker.ready"}
+    rows = sorted(starts.values(), key=lambda e: (e["generation"], e.get("index", 0)))
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    for y, e in enumerate(rows):
+        gen, start = e["generation"], e["t"]
+        stop = exits.get(e["pid"], end)
+        colour = "tab:red" if gen in failed else palette[(gen - 1) % len(palette)]
+        top.barh(y, stop - start, left=start - t0, height=0.6, color=colour, alpha=0.85)
+        if e["pid"] in ready and gen not in failed:
+            top.plot([ready[e["pid"]] - t0], [y], marker="|", markersize=12, color="black")
+        label = f"gen {gen} #{e.get('index', 0)}" + (" (syntax error)" if gen in failed else "")
+        top.text(stop - t0 + 0.01, y, label, va="center", fontsize=8.5)
+    outcomes = sorted((e["t"], e["kind"]) for e in events if e["kind"] in ("reload.done", "reload.failed"))
+    for i, t in enumerate(edits):
+        answer = next((kind for when, kind in outcomes if when > t), None)
+        label = f"edit {i + 1}" + (": syntax error" if answer == "reload.failed" else "")
+        top.axvline(t - t0, color="tab:red" if answer == "reload.failed" else "black", linestyle="--", linewidth=1)
+        top.text(t - t0, len(rows) - 0.3, label, rotation=90, va="top", ha="right", fontsize=8.5)
+    top.set_yticks([])
+    top.set_ylim(-0.7, len(rows) + 0.3)
+    top.set_xlim(0, (end - t0) * 1.12)
+    top.set_xlabel("time since the first worker started (s)")
+    top.set_ylabel("worker processes")
+    top.set_title("Each edit forks a new generation; the old one leaves only once the new one is ready\n"
+                  "(bar: a worker's life; tick: ready; red: refused, the old generation kept serving)",
+                  fontsize=10.5)
+    top.grid(axis="x", alpha=0.3)
+
+    # Reloads that answered an edit (not the first generation), with the time the change was seen.
+    done = [e for e in events if e["kind"] == "reload.done"
+            and isinstance((e.get("phases") or {}).get("seen"), (int, float))
+            and any(t <= e["phases"]["seen"] for t in edits)]
+    right = 0.0
+    for e in done:
+        phases = e["phases"]
+        saved = max(t for t in edits if t <= phases["seen"])  # the edit this reload answered
+        segments = [("seen", "inotify + debounce (save -> seen)", "tab:gray"), *PHASES]
+        previous = saved
+        for key, label, colour in segments:
+            if isinstance(phases.get(key), (int, float)):
+                bottom.barh(e["generation"], (phases[key] - previous) * 1000, left=(previous - saved) * 1000,
+                            height=0.6, color=colour, label=label)
+                previous = phases[key]
+        total = (previous - saved) * 1000
+        right = max(right, total)
+        bottom.text(total + 0.5, e["generation"], f"{total:.0f} ms", va="center", fontsize=8.5)
+    for e in events:
+        if e["kind"] == "reload.failed":
+            bottom.text(0.5, e["generation"], f"gen {e['generation']} refused: {e.get('error', '')[:60]}",
+                        va="center", fontsize=8.5, color="tab:red")
+    handles, labels = bottom.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    bottom.legend(unique.values(), unique.keys(), fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.3),
+                  ncol=3, frameon=False)
+    gens = sorted({e["generation"] for e in done} | failed)
+    bottom.set_yticks(gens, [f"gen {g}" for g in gens])
+    bottom.set_xlim(0, right * 1.15 + 1)
+    bottom.set_xlabel("time since the file was saved (ms)")
+    bottom.set_ylabel("reload")
+    bottom.set_title("Reload phases per generation", fontsize=10.5)
+    bottom.grid(axis="x", alpha=0.3)
+    fig.suptitle("Hot reload on a real server (2 workers, lab/examples/hello.py)", fontsize=13, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+# --- heartbeat lifetimes from a real run ---------------------------------------------------------
+
+def record_heartbeat_run(plan: Plan) -> tuple[list[Event], set[str]]:
+    """Silent and chatty clients under a short heartbeat; the events and the silent clients' peers."""
+    with Lab(workers=2, watch=False, heartbeat_idle=plan.idle, heartbeat_interval=plan.interval) as lab:
+        quiet = [lab.silent() for _ in range(plan.silent)]
+        peers = {"%s:%d" % c.sock.getsockname()[:2] for c in quiet}
+        talkers = [lab.chatty(every=plan.idle / 4, duration=60) for _ in range(plan.chatty)]
+        for c in quiet:
+            if not c.wait_closed(timeout=plan.idle + plan.interval + 5):
+                raise LabError("a silent client was not closed by the heartbeat: see the server's log")
+        # The chatty ones outlive twice the idle time, so their staying open means something.
+        opened = wait_until(lambda: lab.of("conn.open")[:1], timeout=5, what="a connection")[0]["t"]
+        time.sleep(max(0.0, opened + 2 * plan.idle - time.monotonic()))
+        lab.note("figure.end")
+        for t in talkers:
+            t.stop()
+        lab.stop()
+        return list(lab.read_events()), peers
+
+
+def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan) -> Figure:
+    """One bar per connection from open to close, silent vs chatty, with why and when it closed."""
+    opens = [e for e in events if e["kind"] == "conn.open"]
+    closes = {(e["pid"], e["conn"]): e for e in events if e["kind"] == "conn.close"}
+    end = next((e["t"] for e in events if e["kind"] == "figure.end"), max(e["t"] for e in events))
+    t0 = min(e["t"] for e in opens)
+    opens.sort(key=lambda e: (e["peer"] not in silent_peers, e["t"]))
+    fig = Figure(figsize=(10, 2.4 + 0.5 * len(opens)))
+    ax = fig.add_subplot()
+    ax.axvspan(plan.idle, plan.idle + plan.interval, color="tab:orange", alpha=0.15,
+               label=f"closing window: idle + up to one check interval ({plan.interval:g} s)")
+    ax.axvline(plan.idle, color="tab:orange", linestyle="--", linewidth=1)
+    for y, e in enumerate(opens):
+        silent = e["peer"] in silent_peers
+        close = closes.get((e["pid"], e["conn"]))
+        # A chatty connection closed only by the final graceful stop was open until the figure's end.
+        closed_early = close is not None and close["t"] <= end
+        stop = close["t"] if closed_early else end
+        colour = "tab:orange" if silent else "tab:blue"
+        ax.barh(y, stop - e["t"], left=e["t"] - t0, height=0.55, color=colour,
+                label="silent client (never sends)" if silent else f"chatty client (a line every {plan.idle / 4:g} s)")
+        if closed_early and close.get("reason") == "idle" and "idle" in close:
+            note = f"closed by the heartbeat after {close['idle']:.2f} s idle"
+        elif closed_early:
+            note = f"closed: {close.get('reason')}"
+        else:
+            note = "still open"
+        ax.text(stop - t0 + 0.02, y, note, va="center", fontsize=9)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8.5, loc="lower right")
+    ax.set_yticks(range(len(opens)), [("silent :" if e["peer"] in silent_peers else "chatty :")
+                                      + e["peer"].rsplit(":", 1)[-1] for e in opens])
+    ax.set_xlim(0, (end - t0) * 1.6)
+    ax.set_ylim(-2.2, len(opens) - 0.4)  # room under the bars for the legend
+    ax.set_xlabel("time since the first connection opened (s)")
+    ax.set_ylabel("client connection (local port)")
+    ax.set_title(f"Heartbeat on a real server: idle {plan.idle:g} s, checked every {plan.interval:g} s\n"
+                 "silent connections are closed, chatty ones stay", fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# --- benchmark results -----------------------------------------------------------------------------
+
+def bench_watcher(data: dict[str, Any]) -> Figure:
+    """Latency, set-up time and burst completeness of the watcher vs watchfiles, watchdog, inotifywait."""
+    tools = data["tools"]
+    names = list(tools)
+    fig = Figure(figsize=(12, 4.4))
+    axes = fig.subplots(1, 3)
+    panels = [
+        ("change -> report, median (ms)", lambda t: t.get("latency_in_place", {}).get("median_ms"), "{:.1f}"),
+        ("set-up for 10,000 files (s)", lambda t: t.get("setup_10000", {}).get("setup_s"), "{:.3f}"),
+        ("burst of 900 changes: reported (%)",
+         lambda t: 100 * t["burst"]["reported"] / t["burst"]["written"] if "burst" in t else None, "{:.0f}"),
+    ]
+    for ax, (title, value, fmt) in zip(axes, panels):
+        values = [value(tools[n]) for n in names]
+        shown = [(n, v) for n, v in zip(names, values) if v is not None]
+        bars = ax.bar([n for n, _ in shown], [v for _, v in shown],
+                      color=["tab:green" if n == "lab" else "tab:gray" for n, _ in shown])
+        ax.bar_label(bars, [fmt.format(v) for _, v in shown], fontsize=8.5)
+        ax.set_title(title, fontsize=10.5)
+        ax.set_ylabel(title.rsplit("(", 1)[-1].rstrip(")"))
+        ax.set_xlabel("watcher")
+        ax.tick_params(axis="x", labelsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    overflow = ", ".join(n for n in names if tools[n].get("overflow", {}).get("rescan_said"))
+    fig.suptitle("Watcher vs peers (the lab's latency includes its 20 ms debounce; "
+                 f"on IN_Q_OVERFLOW, reports it and rescans: {overflow or 'none'})", fontsize=11.5)
+    fig.tight_layout()
+    return fig
+
+
+def bench_reload(data: dict[str, Any]) -> Figure:
+    """File write -> first answer from the new code, the lab vs uvicorn --reload, per edit."""
+    fig = Figure(figsize=(8.5, 4.6))
+    ax = fig.add_subplot()
+    peers = [("lab", "tab:green"), ("uvicorn", "tab:gray")]
+    for i, (name, colour) in enumerate(peers):
+        run = data[name]
+        ms = [v * 1000 for v in run["latencies_s"]]
+        ax.scatter([i + (j - len(ms) / 2) * 0.02 for j in range(len(ms))], ms, color=colour, s=30, zorder=3)
+        median = run["median_latency_s"] * 1000
+        ax.hlines(median, i - 0.25, i + 0.25, color="black", linewidth=2)
+        ax.text(i + 0.28, median, f"median {median:.0f} ms\n{run['failed_requests']} failed of "
+                f"{run['requests']:,} requests", va="center", fontsize=9)
+    ax.set_xticks(range(len(peers)), [n for n, _ in peers])
+    ax.set_xlim(-0.5, len(peers) - 0.1)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(FixedLocator([10, 20, 30, 50, 100, 200, 300, 500, 1000]))
+    _plain_log(ax.yaxis)
+    ax.set_xlabel("server")
+    ax.set_ylabel("file write -> new answer (ms, log scale)")
+    ax.set_title(f"Reload latency: {data.get('what', '')}\nlab / uvicorn median = {data['ratio_median_latency']:.2f}",
+                 fontsize=10.5)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def bench_throughput(data: dict[str, Any]) -> Figure:
+    """Requests per second under wrk, the lab vs uvicorn, median and each round."""
+    fig = Figure(figsize=(8, 4.6))
+    ax = fig.add_subplot()
+    names = list(data["median_rps"])
+    bars = ax.bar(names, [data["median_rps"][n] for n in names],
+                  color=["tab:green" if n == "lab" else "tab:gray" for n in names], alpha=0.8)
+    ax.bar_label(bars, [f"median\n{data['median_rps'][n]:,.0f}" for n in names], label_type="center",
+                 fontsize=10, color="white", fontweight="bold")
+    for i, n in enumerate(names):
+        rounds = [r["rps"] for r in data.get("runs", {}).get(n, [])]
+        ax.scatter([i] * len(rounds), rounds, color="black", s=14, zorder=3, label="one round" if i == 0 else None)
+    ax.set_xlabel("server (2 workers each)")
+    ax.set_ylabel("requests per second")
+    ax.set_title(f"Throughput: {data.get('wrk', 'wrk')} keep-alive GET / on loopback\n"
+                 f"lab / uvicorn = {data['ratio']:.2f}", fontsize=10.5)
+    ax.legend(fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.margins(y=0.12)
+    fig.tight_layout()
+    return fig
+
+
+def bench_heartbeat(data: dict[str, Any]) -> Figure:
+    """CPU cost of each heartbeat strategy as connections grow, and the cost of one message."""
+    rows = data["steady_state"]
+    strategies = sorted({r["strategy"] for r in rows})
+    default = data.get("default_strategy")
+    fig = Figure(figsize=(11, 4.4))
+    axes = fig.subplots(1, 2)
+    for ax, key, label in ((axes[0], "cpu_percent", "CPU (% of one core)"),
+                           (axes[1], "touch_ns", "work per message (ns)")):
+        for s in strategies:
+            mine = sorted((r["connections"], r[key]) for r in rows if r["strategy"] == s)
+            ax.plot([c for c, _ in mine], [v for _, v in mine], marker="o",
+                    label=s + (" (default)" if s == default else ""), linewidth=2.5 if s == default else 1.2)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_log(ax.yaxis)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.set_xlabel("connections tracked")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].yaxis.set_major_locator(FixedLocator([10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000]))
+    axes[0].set_title("Bookkeeping CPU", fontsize=10.5)
+    axes[1].set_title("Cost of noting one message", fontsize=10.5)
+    axes[0].legend(fontsize=9)
+    settings = data.get("settings", {})
+    fig.suptitle(f"Heartbeat strategies (simulated clock: idle {settings.get('idle', '?')} s, check every "
+                 f"{settings.get('interval', '?')} s, a message every {settings.get('period', '?')} s)", fontsize=11.5)
+    fig.tight_layout()
+    return fig
+
+
+BENCHMARKS: dict[str, Callable[[dict[str, Any]], Figure]] = {
+    "watcher": bench_watcher, "reload": bench_reload, "throughput": bench_throughput, "heartbeat": bench_heartbeat,
+}

@@ -1,0 +1,105 @@
+"""``python -m lab figures`` draws every picture from real runs and the benchmark results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lab.errors import LabError
+from lab.figures import Plan, heartbeat_lifetimes, reload_timeline, render
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+REAL_RUNS = ("architecture", "reload_timeline", "heartbeat_lifetimes")
+BENCH = ("bench_watcher", "bench_reload", "bench_throughput", "bench_heartbeat")
+
+
+def _check_png(path: Path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        assert width >= 600 and height >= 300, (path, image.size)  # readable at README size
+        # Not a blank canvas: a drawn figure has many colours.
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or ()) > 20, path
+
+
+def test_quick_figures_from_real_runs_and_results(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    present = [name for name in ("watcher", "reload", "throughput", "heartbeat") if (RESULTS / f"{name}.json").exists()]
+    for name in present:
+        shutil.copy(RESULTS / f"{name}.json", results)
+    out = tmp_path / "pic"
+    run = subprocess.run([sys.executable, "-m", "lab", "figures", "--quick", "--out", str(out),
+                          "--results", str(results)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    expected = [*REAL_RUNS, *(f"bench_{name}" for name in present)]
+    assert sorted(p.stem for p in out.iterdir()) == sorted(expected)
+    for stem in expected:
+        _check_png(out / f"{stem}.png")
+        assert f"wrote {out / stem}.png" in run.stdout
+    for name in {"watcher", "reload", "throughput", "heartbeat"} - set(present):
+        assert f"skipped bench_{name}.png" in run.stdout
+
+
+def test_a_malformed_result_file_is_one_clear_error_before_any_real_run(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "throughput.json").write_text(json.dumps({"median_rps": {"lab": 1}}))
+    logged: list[str] = []
+    with pytest.raises(LabError, match=r"throughput\.json is not what benchmarks/throughput\.py writes"):
+        render(tmp_path / "pic", quick=True, results=results, log=logged.append)
+    assert not (tmp_path / "pic" / "reload_timeline.png").exists()
+
+
+def test_an_out_path_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "pic").write_text("not a directory")
+    run = subprocess.run([sys.executable, "-m", "lab", "figures", "--quick", "--out", str(tmp_path / "pic")],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and "give --out a writable directory" in run.stderr, run.stderr
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_heartbeat_lifetimes_tells_closed_from_still_open():
+    events = [
+        {"t": 10.0, "kind": "conn.open", "pid": 1, "conn": 1, "peer": "127.0.0.1:5001"},
+        {"t": 10.0, "kind": "conn.open", "pid": 2, "conn": 1, "peer": "127.0.0.1:5002"},
+        {"t": 11.1, "kind": "conn.close", "pid": 1, "conn": 1, "reason": "idle", "idle": 1.1},
+        {"t": 12.0, "kind": "figure.end", "pid": 9},
+        # Closed by the final stop, after the figure's end: drawn as open until the end.
+        {"t": 12.5, "kind": "conn.close", "pid": 2, "conn": 1, "reason": "drain"},
+    ]
+    texts = _texts(heartbeat_lifetimes(events, {"127.0.0.1:5001"}, Plan()))
+    assert "closed by the heartbeat after 1.10 s idle" in texts
+    assert "still open" in texts
+
+
+def test_reload_timeline_marks_the_refused_generation():
+    phases = {"seen": 1.02, "forked": 1.03, "ready": 1.05, "serving": 1.051, "old_gone": 1.06}
+    events = [
+        {"t": 0.0, "kind": "worker.start", "pid": 11, "generation": 1, "index": 0},
+        {"t": 0.1, "kind": "worker.ready", "pid": 11, "generation": 1, "index": 0},
+        {"t": 1.0, "kind": "lab.edit", "pid": 9},
+        {"t": 1.025, "kind": "worker.start", "pid": 12, "generation": 2, "index": 0},
+        {"t": 1.05, "kind": "worker.ready", "pid": 12, "generation": 2, "index": 0},
+        {"t": 1.055, "kind": "worker.exit", "pid": 11, "generation": 1, "index": 0, "code": 0},
+        {"t": 1.06, "kind": "reload.done", "pid": 10, "generation": 2, "phases": phases},
+        {"t": 2.0, "kind": "lab.edit", "pid": 9},
+        {"t": 2.03, "kind": "worker.start", "pid": 13, "generation": 3, "index": 0},
+        {"t": 2.05, "kind": "worker.exit", "pid": 13, "generation": 3, "index": 0, "signal": "SIGKILL"},
+        {"t": 2.05, "kind": "reload.failed", "pid": 10, "generation": 3, "error": "SyntaxError: boom (app.py:3)"},
+    ]
+    texts = _texts(reload_timeline(events))
+    assert "60 ms" in texts  # save at 1.0 -> old generation gone at 1.06
+    assert "gen 3 refused: SyntaxError: boom (app.py:3)" in texts
+    assert "edit 2: syntax error" in texts and "edit 1" in texts
+    assert "gen 3 #0 (syntax error)" in texts
