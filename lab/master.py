@@ -112,6 +112,16 @@ def raise_fd_limit() -> None:
             pass  # e.g. an unlimited hard limit the kernel caps lower: keep what we have
 
 
+def _collect_garbage() -> None:
+    """A full collection before forking (about 2 ms here), as ``_spawn`` freezes the heap.
+
+    ``gc.freeze()`` moves cyclic garbage not yet collected to the permanent generation, and
+    ``gc.unfreeze()`` into the oldest, which is only collected once it grows by a quarter: without
+    this, a few KiB per reload would pile up in the master (found by benchmarks/soak.py).
+    """
+    gc.collect()
+
+
 def summarize_traceback(text: str) -> str:
     """The last line of a traceback, with the file and line it points at."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
@@ -322,6 +332,7 @@ class Master:
         reload = Reload(self._last_generation, trigger, {"seen": seen})
         self.pending = reload
         self.events.emit("reload.start", generation=reload.generation, trigger=trigger)
+        _collect_garbage()
         try:
             for index in range(self.config.workers):
                 self._spawn(reload.generation, index)
@@ -593,6 +604,7 @@ class Master:
             return  # a newer generation is (or will be) serving instead
         if any(x.generation == generation and x.index == index for x in self.workers.values()):
             return
+        _collect_garbage()
         try:
             self._spawn(generation, index)
         except OSError as exc:

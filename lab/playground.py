@@ -249,11 +249,24 @@ class Lab:
                            f"it holds {sorted(p.name for p in self.app_dir.iterdir())}") from None
 
     def edit(self, relpath: str, text: str) -> None:
-        """Write ``text`` to the app file ``relpath`` in place (what most editors' save does)."""
+        """Save ``text`` as the app file ``relpath``, atomically, as many editors do.
+
+        Written to a ``*.tmp`` file beside it (ignored by the watcher), then renamed over it: a
+        reload can never import a half-written file, even when this process is descheduled
+        between truncating and writing (an in-place write can be seen truncated).
+        """
         path = self.path(relpath)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._act("lab.edit", path=str(path))
-        path.write_text(text)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     def replace(self, relpath: str, old: str, new: str) -> None:
         """Replace the first ``old`` with ``new`` in an app file; LabError when ``old`` is not there."""

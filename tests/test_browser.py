@@ -48,7 +48,7 @@ WATCH_IMAGES = """() => {
 PROMPTS = """() => Array.from(document.querySelectorAll(
   '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')).map(p => p.textContent.trim())"""
 
-
+# The notebook's kernel is connected and idle (Run All before that runs nothing).
 KERNEL_READY = """() => {
   const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
   const kernel = panel && panel.sessionContext && panel.sessionContext.session
@@ -157,13 +157,17 @@ def _run_all(page, name: str) -> tuple[list[str], dict[int, bytes]]:
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     views = page.locator("img.widget-image")
     early: dict[int, bytes] = {}
-    deadline = time.monotonic() + RUN_TIMEOUT
+    started = time.monotonic()
+    deadline = started + RUN_TIMEOUT
     while True:
         for i in range(len(early), views.count()):
             early[i] = views.nth(i).screenshot(path=str(SCREENSHOTS / f"{name}-view{i}-early.png"))
         prompts = page.evaluate(PROMPTS)
         if prompts and all(p not in ("[*]:", "[ ]:", "[]:") for p in prompts):
             return prompts, early
+        if all(p in ("[ ]:", "[]:") for p in prompts) and time.monotonic() > started + 20:
+            _screenshot(page, f"{name}-stuck")
+            raise AssertionError("Run All started no cell within 20 s (a dialog? the kernel not connected?)")
         if time.monotonic() > deadline:
             _screenshot(page, f"{name}-stuck")
             outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
@@ -183,21 +187,15 @@ def test_notebook_runs_in_jupyterlab_with_live_views(jupyterlab, page, name):
     base, token = jupyterlab
     page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}")
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
-    page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook-ExecutionIndicator')"
-                           " && document.querySelector('.jp-Notebook-ExecutionIndicator').dataset.status === 'idle'",
-                           timeout=60_000)
-    # Run All before the panel's kernel connection is up runs nothing: wait until it is.
     page.wait_for_function(KERNEL_READY, timeout=60_000)
     page.evaluate(WATCH_IMAGES)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     prompts, early = _run_all(page, name)
+    # Run All stops at a cell error, leaving the cells after it unrun ("[ ]:")
     assert all(p.startswith("[") and p[1:-2].isdigit() for p in prompts), prompts
-
-    outputs = page.locator(".jp-OutputArea-output")
-    errors = page.locator('[data-mime-type="application/vnd.jupyter.error"]')
-    assert errors.count() == 0, errors.first.inner_text()
-    texts = "\n".join(outputs.all_inner_texts())
-    assert "Traceback" not in texts and "Error displaying widget" not in texts
+    # JupyterLab shows an error output as stderr text with the traceback
+    texts = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+    assert "Traceback" not in texts and "Error displaying widget" not in texts, texts[-2000:]
 
     # widgets rendered, with a real picture; static figures rendered too
     widget_sizes = page.evaluate("() => Array.from(document.querySelectorAll('img.widget-image'))"

@@ -197,12 +197,12 @@ def test_a_half_closing_client_gets_what_it_asked_for(serve):
         assert s.makefile("rb").read() == b"ok\nok\n"
     with connect(server.port, rcvbuf=4096) as s:
         port = s.getsockname()[1]
-        s.sendall(b"big %d\n" % (4 * MIB))
+        s.sendall(b"big %d\n" % (32 * MIB))
         s.shutdown(socket.SHUT_WR)
         got = 0
         while chunk := s.recv(MIB):
             got += len(chunk)
-        assert got == 4 * MIB + 1, "a large answer is flushed whole before the close"
+        assert got == 32 * MIB + 1, "a large answer is flushed whole before the close"
     assert close_event(server, port)["reason"] == "peer"
     assert_serves_on(server, workers)
 

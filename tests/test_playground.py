@@ -33,6 +33,8 @@ def test_an_edit_reloads_the_server_without_a_failed_request(lab):
     done = lab.wait_for("reload.done")
     assert done["generation"] == 2 and set(done["phases"]) >= {"seen", "forked", "ready", "old_gone"}
     assert lab.request() == "hello, reloaded"
+    assert not list(lab.app_dir.glob("*.tmp")) and oct(lab.path("hello.py").stat().st_mode)[-3:] == "644"
+    assert not lab.of("reload.failed")  # the save is atomic: no reload sees a half-written file
     load.stop()
     assert load.failed == 0 and load.ok > 20, load.errors
     kinds = [e["kind"] for e in lab.history]

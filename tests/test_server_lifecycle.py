@@ -94,7 +94,10 @@ def test_sigquit_stops_at_once(serve, app_dir):
         wait_until(lambda: server.find("conn.open"), message="the slow request accepted")
         server.signal(signal.SIGQUIT)
         server.proc.wait(5)
-        assert slow.recv(100) == b""
+        try:
+            assert slow.recv(100) == b""
+        except ConnectionResetError:
+            pass  # killed before it read the request: unread data makes the kernel send an RST
     assert not any(is_alive(pid) for pid in server.worker_pids())
 
 

@@ -1,0 +1,15 @@
+"""Solutions to the exercises of notebooks/02_hot_reload.ipynb (try them yourself first!).
+
+Each ``# %% TAG`` block replaces the notebook cell tagged ``TAG``; tests/test_notebooks.py runs
+the notebook with them and expects every check cell to pass.
+"""
+
+# %% exercise-phases
+STEPS = {"fork": ("seen", "forked"), "import": ("forked", "ready"),
+         "switch": ("ready", "serving"), "drain": ("serving", "old_gone")}
+
+
+def phase_durations(done: dict) -> dict[str, float]:
+    # each phase is a time on the shared monotonic clock: a step is the gap between two of them
+    phases = done["phases"]
+    return {step: (phases[end] - phases[start]) * 1000 for step, (start, end) in STEPS.items()}
