@@ -15,9 +15,11 @@ A move keeps its origin, so ``a -> b`` is reported as ``moved`` (and ``a -> b ->
 ``a -> c``) while ``a`` is still gone when the batch is taken.
 
 A batch is due ``quiet`` seconds after the LAST fact (every fact restarts the quiet time, even one
-about a path already held, so a file still being written is not reported half-way), or
-``max_wait`` seconds after the first one, so that a stream of events that never pauses still
-yields batches.
+about a path already held), or ``max_wait`` seconds after the first one, so that a stream of
+events that never pauses still yields batches. While a held file is still open for writing (it
+was modified, or created, and not yet closed), quiet alone does not end the batch: a writer that
+stalls between truncating a file and writing it (a loaded machine) must not get a half-written
+file reloaded. Only its close, or ``max_wait``, does.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class _Entry:
     why: list[str] = field(default_factory=list)
     lines: int = 0  # explanation lines given, kept or not
     facts: int = 0
+    writing: bool = False  # modified or created, and not closed since
 
     def note(self, why: Iterable[str]) -> None:
         self.facts += 1
@@ -76,25 +79,33 @@ class Debouncer:
         self._entries: dict[str, _Entry] = {}
         self._first: float | None = None
         self._last: float | None = None
+        self._writing = 0  # entries still open for writing
 
     # --- feeding facts ------------------------------------------------------------------------
 
-    def created(self, path: str, now: float, why: Iterable[str] = ()) -> None:
+    def created(self, path: str, now: float, why: Iterable[str] = (),
+                writing: bool = False) -> None:
+        """``writing``: created by an open for writing that is not closed yet (IN_CREATE)."""
         entry = self._entry(path, now, existed=False)
         if not entry.exists:
             entry.origin = None  # new content, unrelated to whatever was there before
         entry.exists = True
+        self._set_writing(entry, writing)
         entry.note(why)
 
-    def modified(self, path: str, now: float, why: Iterable[str] = ()) -> None:
+    def modified(self, path: str, now: float, why: Iterable[str] = (),
+                 writing: bool = False) -> None:
+        """``writing``: still open for writing (IN_MODIFY); False once closed (IN_CLOSE_WRITE)."""
         entry = self._entry(path, now, existed=True)
         entry.exists = True
+        self._set_writing(entry, writing)
         entry.note(why)
 
     def deleted(self, path: str, now: float, why: Iterable[str] = ()) -> None:
         entry = self._entry(path, now, existed=True)
         entry.exists = False
         entry.origin = None
+        self._set_writing(entry, False)
         entry.note(why)
 
     def moved(self, src: str, dst: str, now: float, why: Iterable[str] = (),
@@ -103,6 +114,7 @@ class Debouncer:
         why = tuple(why)
         old = self._entry(src, now, existed=True)
         old.exists = False
+        self._set_writing(old, False)
         # The content keeps where it came from: a -> b -> c is a move a -> c; a file created in
         # this batch and then renamed is simply created under its new name.
         origin = old.origin if old.origin is not None else (src if old.existed else None)
@@ -129,9 +141,12 @@ class Debouncer:
         return bool(self._entries)
 
     def deadline(self) -> float | None:
-        """When the batch is due: quiet after the last fact, capped at max_wait after the first."""
+        """When the batch is due: quiet after the last fact (and every file closed), capped at
+        max_wait after the first."""
         if self._first is None or self._last is None:
             return None
+        if self._writing:
+            return self._first + self.max_wait
         return min(self._last + self.quiet, self._first + self.max_wait)
 
     def timeout(self, now: float) -> float | None:
@@ -154,6 +169,7 @@ class Debouncer:
         """The batch as changes (in the order paths were first seen), and start a new one."""
         entries, self._entries = self._entries, {}
         self._first = self._last = None
+        self._writing = 0
         moved_away = {e.origin for e in entries.values()
                       if e.exists and e.origin is not None
                       and e.origin in entries and not entries[e.origin].exists}
@@ -185,7 +201,13 @@ class Debouncer:
         paths = list(self._entries)
         self._entries = {}
         self._first = self._last = None
+        self._writing = 0
         return paths
+
+    def _set_writing(self, entry: _Entry, writing: bool) -> None:
+        if entry.writing != writing:
+            entry.writing = writing
+            self._writing += 1 if writing else -1
 
     def _entry(self, path: str, now: float, existed: bool) -> _Entry:
         if self._first is None:

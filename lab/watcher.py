@@ -492,9 +492,9 @@ class Watcher:
         if not wanted:
             self._drop(path, name, why)
         elif mask & flags.CREATE:
-            self._debouncer.created(path, now, (why,))
+            self._debouncer.created(path, now, (why,), writing=True)
         elif mask & (flags.MODIFY | flags.CLOSE_WRITE):
-            self._debouncer.modified(path, now, (why,))
+            self._debouncer.modified(path, now, (why,), writing=not mask & flags.CLOSE_WRITE)
         elif mask & flags.DELETE:
             self._debouncer.deleted(path, now, (why,))
 

@@ -122,3 +122,30 @@ def test_change_to_json():
     change = Change("moved", "/b.py", "/a.py", ("why",))
     assert change.to_json() == {"kind": "moved", "path": "/b.py", "src": "/a.py", "why": ["why"]}
     assert Change("created", "/c.py").to_json() == {"kind": "created", "path": "/c.py", "why": []}
+
+
+def test_a_file_still_open_for_writing_holds_the_batch_until_it_is_closed():
+    d = Debouncer(quiet=0.25, max_wait=4)
+    d.modified("/a.py", 0.0, writing=True)  # truncated (IN_MODIFY), the writer then stalls
+    assert not d.ready(1.0) and d.timeout(1.0) == 3.0
+    d.modified("/a.py", 1.5)  # IN_CLOSE_WRITE: now quiet time counts again
+    assert not d.ready(1.625) and d.ready(1.75)
+    assert kinds(d.take()) == [("modified", "/a.py", None)]
+    assert d.timeout(2.0) is None
+
+
+def test_an_open_writer_cannot_hold_a_batch_past_max_wait():
+    d = Debouncer(quiet=0.25, max_wait=2)
+    d.created("/log.py", 0.0, writing=True)  # a writer that never closes
+    d.modified("/b.py", 0.5)
+    assert not d.ready(1.5) and d.ready(2.0)
+    assert [c.path for c in d.take()] == ["/log.py", "/b.py"]
+
+
+def test_deleting_or_renaming_an_open_file_releases_the_batch():
+    d = Debouncer(quiet=0.25, max_wait=8)
+    d.created("/tmp.py", 0.0, writing=True)
+    d.moved("/tmp.py", "/a.py", 0.5)
+    d.modified("/b.py", 0.5, writing=True)
+    d.deleted("/b.py", 0.75)
+    assert d.ready(1.0)

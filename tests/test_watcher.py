@@ -478,3 +478,14 @@ def test_iterating_yields_batches(tree: Path):
         assert w.read_batch(timeout=0.05) == []
     with pytest.raises(LabError, match="closed"):
         w.poll()
+
+
+def test_a_half_written_file_is_not_reported_until_its_writer_closes_it(tree: Path, clock: Clock):
+    app = tree / "pkg" / "app.py"
+    with Watcher(tree, debounce=0.02, max_wait=1000, clock=clock) as w:
+        with open(app, "w") as f:  # truncated: the file is empty, a reload now would break
+            f.write("x = ")
+            f.flush()
+            assert settle(w, clock) == []  # quiet for 200 s of made-up time: still held
+            f.write("2\n")
+        assert summary(settle(w, clock)) == [("modified", str(app))]
