@@ -7,6 +7,7 @@ import time
 
 import psutil
 import pytest
+from server_helpers import serving, write_app
 
 
 def _children() -> dict[int, str]:
@@ -41,3 +42,18 @@ def no_leftover_processes(request):
         except ProcessLookupError:
             pass
     pytest.fail(f"processes left behind: {left}")
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """``serve(*args)`` starts ``python -m lab serve`` and stops it (and checks it) afterwards."""
+    yield from serving(tmp_path)
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    """A folder with a versioned app (``app.py`` answering ``v1``)."""
+    directory = tmp_path / "app"
+    directory.mkdir()
+    write_app(directory, "v1")
+    return directory

@@ -73,7 +73,6 @@ def test_random_bytes(serve, tmp_path):
     rng = random.Random(7)
     for size in (1, 100, 4096, MIB):
         with connect(server.port) as s:
-            port = s.getsockname()[1]
             try:
                 s.sendall(rng.randbytes(size))
                 s.shutdown(socket.SHUT_WR)

@@ -16,23 +16,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from server_helpers import ServerProcess, serving, wait_until, write_app
+from server_helpers import ServerProcess, wait_until, write_app
 
 import lab
 from lab.watcher import Watcher, inotify_limits
-
-
-@pytest.fixture
-def serve(tmp_path):
-    yield from serving(tmp_path)
-
-
-@pytest.fixture
-def app_dir(tmp_path):
-    directory = tmp_path / "app"
-    directory.mkdir()
-    write_app(directory, "v1")
-    return directory
 
 
 def watched_tree(top: Path) -> Path:

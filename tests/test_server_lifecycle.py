@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from server_helpers import ServerProcess, ask, run_cli, serving, wait_until, write_app
+from server_helpers import ServerProcess, ask, run_cli, wait_until, write_app
 
 from lab.events import read_events
 from lab.heartbeat import STRATEGIES
@@ -29,19 +29,6 @@ def on_start(server):
 def on_receive(server, conn, data):
     server.send(conn, (TEXT + "\\n").encode())
 '''
-
-
-@pytest.fixture
-def serve(tmp_path):
-    yield from serving(tmp_path)
-
-
-@pytest.fixture
-def app_dir(tmp_path):
-    directory = tmp_path / "app"
-    directory.mkdir()
-    write_app(directory, "v1")
-    return directory
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

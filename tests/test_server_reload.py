@@ -11,20 +11,7 @@ import threading
 import time
 
 import pytest
-from server_helpers import ask, run_cli, serving, wait_until, write_app
-
-
-@pytest.fixture
-def serve(tmp_path):
-    yield from serving(tmp_path)
-
-
-@pytest.fixture
-def app_dir(tmp_path):
-    directory = tmp_path / "app"
-    directory.mkdir()
-    write_app(directory, "v1")
-    return directory
+from server_helpers import ask, run_cli, wait_until, write_app
 
 
 def test_a_watched_change_reloads_and_the_new_code_answers(serve, app_dir):
