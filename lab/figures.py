@@ -215,8 +215,9 @@ def reload_timeline(events: list[Event]) -> Figure:
                   fontsize=10.5)
     top.grid(axis="x", alpha=0.3)
 
-    # Reloads that answered an edit (not the first generation), with the time the change was seen.
-    done = [e for e in events if e["kind"] == "reload.done"
+    # Reloads that answered an edit (not the first generation, nor one sent by a signal), with the
+    # time the change was seen.
+    done = [e for e in events if e["kind"] == "reload.done" and e.get("trigger", "watch") == "watch"
             and isinstance((e.get("phases") or {}).get("seen"), (int, float))
             and any(t <= e["phases"]["seen"] for t in edits)]
     right = 0.0

@@ -65,9 +65,14 @@ def test_start_here_runs_in_the_venv_kernel():
 
 
 @pytest.mark.notebook
-def test_inotify_exercises_are_checked_and_the_solutions_pass():
-    starter, _ = run("01_inotify")
-    solved, _ = run("01_inotify", solved=True)
-    for check in ("check-wanted", "check-due"):
+@pytest.mark.parametrize("name, checks", [
+    ("01_inotify", ("check-wanted", "check-due")),
+    ("02_hot_reload", ("check-phases",)),
+    ("03_heartbeat", ("check-tracker",)),
+])
+def test_exercises_are_checked_and_the_solutions_pass(name, checks):
+    starter, _ = run(name)
+    solved, _ = run(name, solved=True)
+    for check in checks:
         assert "cases fail" in nbutil.text(nbutil.outputs(starter, check))
         assert "✓ all" in nbutil.text(nbutil.outputs(solved, check))
