@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import selectors
-import signal
 import socket
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from lab.events import EventTail  # noqa: E402
 from lab.heartbeat import DEFAULT_STRATEGY  # noqa: E402
+from lab.playground import terminate  # noqa: E402
 
 APP = "lab.examples.hello"  # answers each line with one line
 
@@ -95,12 +95,7 @@ def serve(strategy: str, idle: float, interval: float, workers: int) -> Iterator
             sys.stderr.write(stderr.read()[-4000:])
             raise
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
             stderr.close()
 
 

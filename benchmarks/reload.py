@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import socket
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from lab.playground import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "reload.json"
@@ -170,12 +171,7 @@ def measure(kind: str, edits: int, workdir: Path) -> dict:
             requests = len(clients.answers)
             failures = list(clients.failures)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
     return {
         "median_latency_s": round(statistics.median(latencies), 4) if latencies else None,
         "latencies_s": [round(x, 4) for x in latencies],

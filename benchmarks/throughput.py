@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -23,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from lab.playground import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "throughput.json"
@@ -72,18 +73,9 @@ def start(kind: str, port: int, app_dir: str) -> subprocess.Popen:
         time.sleep(1.0)  # uvicorn's second worker may still be starting: let both be up
         wait_http(port)
     except BaseException:
-        stop(proc)
+        terminate(proc)
         raise
     return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def wrk(port: int, duration: float, connections: int) -> dict:
@@ -114,7 +106,7 @@ def main() -> int:
                     wrk(port, 1, args.connections)  # warm-up
                     result = wrk(port, args.duration, args.connections)
                 finally:
-                    stop(proc)
+                    terminate(proc)
                 runs[kind].append(result)
                 print(f"round {round_ + 1} {kind:8} {result['rps']:>10.0f} req/s  p99 {result['p99']}"
                       f"  errors {result['socket_errors']}", flush=True)

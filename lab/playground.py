@@ -578,3 +578,15 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = 
             raise LabError(f"{what} did not happen within {timeout:g} s")
         time.sleep(0.01)
     return value
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 30.0) -> int:
+    """SIGTERM (a server's graceful stop), SIGKILL if it is not gone within ``timeout``; reaped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -14,6 +14,7 @@ from typing import Any
 
 from lab.events import EventTail
 from lab.pidfile import is_alive
+from lab.playground import terminate
 
 # An app whose answers carry a version text, so a test sees which code answered.
 VERSIONED_APP = '''\
@@ -151,13 +152,7 @@ class ServerProcess:
         """SIGTERM and wait (SIGKILL if it hangs); then make sure no worker of it is left."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         pids = [e["pid"] for e in self.find("worker.start")]
         wait_until(lambda: not any(is_alive(p) for p in pids), 5, message="workers gone")
         return self.proc.returncode

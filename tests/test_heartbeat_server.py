@@ -7,7 +7,6 @@ in ``benchmarks/heartbeat_server.py``.
 from __future__ import annotations
 
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 
 from lab.events import EventTail
 from lab.heartbeat import STRATEGIES
+from lab.playground import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -75,12 +75,7 @@ def serve(tmp_path: Path, idle: float, interval: float, strategy: str | None = N
         served.port = int(bind.rsplit(":", 1)[1])
         yield served
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 15)
 
 
 def connect(port: int, rcvbuf: int | None = None) -> socket.socket:
