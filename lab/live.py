@@ -27,6 +27,7 @@ from typing import Any
 
 import ipywidgets as widgets
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lab.errors import LabError
 from lab.events import EventTail
@@ -384,6 +385,7 @@ class Connections(LiveView):
         ax.set_title(self.title)
         ax.set_xlabel("time since the first event (s)")
         ax.set_ylabel(f"connection (last {self.last})")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         t0 = feed.t0
         spans: dict[tuple, list] = {}
         for e in feed.of("conn.open", "conn.close"):
