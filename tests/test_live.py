@@ -10,6 +10,7 @@ import pytest
 from lab import live
 from lab.errors import LabError
 from lab.events import EventSink
+from lab.watcher import Watcher
 
 
 def labels(fig):
@@ -107,8 +108,7 @@ def test_feed_is_shared_and_takes_events_by_hand():
 
 
 def test_feed_reads_a_watcher(tmp_path):
-    watcher_mod = pytest.importorskip("lab.watcher")
-    with watcher_mod.Watcher([tmp_path], debounce=0.01) as watcher:
+    with Watcher([tmp_path], debounce=0.01) as watcher:
         feed = live.Feed(watcher)
         (tmp_path / "app.py").write_text("x = 1\n")
         deadline = time.monotonic() + 5
