@@ -414,14 +414,13 @@ def _in_user_namespace(code: str, *args: str) -> subprocess.CompletedProcess:
     return out
 
 
-def test_running_out_of_watches_is_a_clear_error(tmp_path: Path):
-    for i in range(20):
-        (tmp_path / f"d{i}" / "sub").mkdir(parents=True)
+def _error_with_lowered_limit(limit: str, value: int, path: Path) -> str:
+    """What ``Watcher(path)`` says with ``/proc/sys/user/max_inotify_<limit>`` set to ``value``."""
     out = _in_user_namespace("""
         import sys
         try:
-            with open("/proc/sys/user/max_inotify_watches", "w") as f:
-                f.write("10")
+            with open(f"/proc/sys/user/max_inotify_{sys.argv[2]}", "w") as f:
+                f.write(sys.argv[3])
         except OSError:
             sys.exit(99)
         from lab.watcher import Watcher
@@ -430,32 +429,24 @@ def test_running_out_of_watches_is_a_clear_error(tmp_path: Path):
             Watcher(sys.argv[1])
         except LabError as exc:
             print(exc)
-    """, str(tmp_path))
+    """, str(path), limit, str(value))
     assert out.returncode == 0, out.stderr
-    message = out.stdout.strip()
+    return out.stdout.strip()
+
+
+def test_running_out_of_watches_is_a_clear_error(tmp_path: Path):
+    for i in range(20):
+        (tmp_path / f"d{i}" / "sub").mkdir(parents=True)
+    message = _error_with_lowered_limit("watches", 10, tmp_path)
     assert "inotify watch limit reached: watching needs 41 watches" in message
     assert "only 10 could be added" in message
     assert "max_user_watches=10" in message and "sysctl fs.inotify.max_user_watches=" in message
 
 
 def test_running_out_of_instances_is_a_clear_error(tmp_path: Path):
-    out = _in_user_namespace("""
-        import sys
-        try:
-            with open("/proc/sys/user/max_inotify_instances", "w") as f:
-                f.write("0")
-        except OSError:
-            sys.exit(99)
-        from lab.watcher import Watcher
-        from lab.errors import LabError
-        try:
-            Watcher(sys.argv[1])
-        except LabError as exc:
-            print(exc)
-    """, str(tmp_path))
-    assert out.returncode == 0, out.stderr
-    assert "cannot create an inotify instance" in out.stdout
-    assert "max_user_instances=0" in out.stdout
+    message = _error_with_lowered_limit("instances", 0, tmp_path)
+    assert "cannot create an inotify instance" in message
+    assert "max_user_instances=0" in message
 
 
 def test_limits_are_read_from_the_kernel():
