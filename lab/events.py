@@ -17,6 +17,16 @@ from typing import Any, TextIO
 
 LINE_MAX = select.PIPE_BUF  # 4096 on Linux
 
+# A reload's phases in order, as ``reload.done`` carries them (``phases``: monotonic times), each
+# with what happens between the previous phase and it. One definition for every view of a reload.
+RELOAD_PHASES: dict[str, str] = {
+    "seen": "the change is seen (inotify + debounce)",
+    "forked": "fork new workers",
+    "ready": "new workers import the app",
+    "serving": "old workers stop accepting",
+    "old_gone": "old workers drain and exit",
+}
+
 
 def record(kind: str, **fields: Any) -> dict[str, Any]:
     """An event as a dict: ``t`` (monotonic seconds), ``kind``, ``pid`` and the given fields."""

@@ -23,14 +23,14 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from lab.errors import LabError
+from lab.events import RELOAD_PHASES
+from lab.live import PHASE_COLOURS
 from lab.playground import Lab, wait_until
 
 Event = dict[str, Any]
 DPI = 110
 GREETING = "hello world client"
-PHASES = (("forked", "fork new workers", "tab:blue"), ("ready", "new workers import the app", "tab:orange"),
-          ("serving", "old workers stop accepting", "tab:purple"),
-          ("old_gone", "old workers drain and exit", "tab:green"))
+PHASES = tuple((name, RELOAD_PHASES[name], colour) for name, colour in PHASE_COLOURS.items())
 
 
 @dataclass

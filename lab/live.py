@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lab.errors import LabError
-from lab.events import EventTail
+from lab.events import RELOAD_PHASES, EventTail
 
 Event = dict[str, Any]
 
@@ -43,10 +43,7 @@ REASON_COLOURS = {
     "peer": "tab:blue", "idle": "tab:orange", "drain": "tab:green", "error": "tab:red",
     "open": "tab:gray",
 }
-# A reload's phases in order, and what happens between the previous one and each.
-PHASES = ("seen", "forked", "ready", "serving", "old_gone")
-PHASE_LABELS = {"forked": "fork new workers", "ready": "new workers import the app",
-                "serving": "old workers stop accepting", "old_gone": "old workers drain and exit"}
+PHASE_COLOURS = dict(zip(list(RELOAD_PHASES)[1:], ("tab:blue", "tab:orange", "tab:purple", "tab:green")))
 
 
 class Feed:
@@ -295,7 +292,7 @@ def _phase_offsets(event: Event) -> list[tuple[str, float]]:
     own time is an offset.
     """
     phases = event.get("phases") or {}
-    present = [(name, phases[name]) for name in PHASES if isinstance(phases.get(name), (int, float))]
+    present = [(name, phases[name]) for name in RELOAD_PHASES if isinstance(phases.get(name), (int, float))]
     if len(present) < 2:
         return []
     last = present[-1][1]
@@ -317,11 +314,10 @@ class ReloadPhases(LiveView):
         if not done and not failed:
             _empty(ax, "no reload yet: edit a file or send SIGUSR1")
             return
-        colours = dict(zip(PHASE_LABELS, ("tab:blue", "tab:orange", "tab:purple", "tab:green")))
         for e, offs in done:
             for (_, begin), (name, end) in zip(offs, offs[1:]):
                 ax.barh(e.get("generation", 0), (end - begin) * 1000, left=begin * 1000, height=0.6,
-                        color=colours.get(name, "tab:gray"), label=PHASE_LABELS.get(name, name))
+                        color=PHASE_COLOURS.get(name, "tab:gray"), label=RELOAD_PHASES[name])
         for e in failed:
             ax.scatter([(e.get("duration") or 0) * 1000], [e.get("generation", 0)], marker="x",
                        color="tab:red", s=80, label="reload failed (old workers kept)")
