@@ -343,6 +343,12 @@ class Master:
         reload.timeout = self.reactor.call_later(READY_TIMEOUT, self._reload_failed, reload,
                                                  f"not ready after {READY_TIMEOUT:g} s (an import that hangs?)\n")
 
+    def _start_queued(self) -> None:
+        """The one trigger that came during the reload that just ended, if any."""
+        if self.queued is not None:
+            trigger, self.queued = self.queued, None
+            self._start_reload(trigger, self.reactor.clock())
+
     def _on_ready(self, w: WorkerProcess) -> None:
         w.state = "ready"
         reload = self.pending
@@ -374,9 +380,7 @@ class Master:
             w.state = "serving"
         self.finishing.append(reload)
         self._progress(reload)
-        if self.queued is not None:
-            trigger, self.queued = self.queued, None
-            self._start_reload(trigger, self.reactor.clock())
+        self._start_queued()
 
     def _progress(self, reload: Reload) -> None:
         """``go`` once no old worker can accept; ``reload.done`` once they are all gone."""
@@ -414,9 +418,7 @@ class Master:
             return
         for index in range(self.config.workers):  # serving workers that died meanwhile
             self._respawn(self.generation, index)
-        if self.queued is not None:
-            trigger, self.queued = self.queued, None
-            self._start_reload(trigger, self.reactor.clock())
+        self._start_queued()
 
     # --- workers -------------------------------------------------------------------------------------
 
