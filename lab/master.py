@@ -45,6 +45,10 @@ from lab.reactor import Reactor
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT,
                    signal.SIGQUIT)
 READY_TIMEOUT = 60.0  # a new generation that is not ready by then (an import that hangs) fails
+# Old workers that have not confirmed their drain by then are unresponsive (stuck in app code): the
+# new generation accepts without them. Longer than worker.ORDERS_FRESH, so such a worker's accepts
+# still come before the new generation's (it reads its orders again before each accept).
+DRAIN_CONFIRM_WAIT = 15 * worker.ORDERS_FRESH  # 75 ms
 STABLE_AFTER = 5.0  # a worker that lived this long had no crash streak
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
@@ -76,6 +80,7 @@ class Reload:
     not_stopped: set[int] = field(default_factory=set)  # old pids that may still accept
     went: bool = False
     timeout: Any = None
+    give_up: Any = None  # the timer that stops waiting for unresponsive old workers
 
 
 def bind_listener(config: Config) -> socket.socket:
@@ -379,13 +384,27 @@ class Master:
         for w in new:
             w.state = "serving"
         self.finishing.append(reload)
+        if reload.not_stopped:
+            reload.give_up = self.reactor.call_later(DRAIN_CONFIRM_WAIT, self._stop_waiting, reload)
         self._progress(reload)
         self._start_queued()
+
+    def _stop_waiting(self, reload: Reload) -> None:
+        """Old workers that did not confirm their drain in time are stuck: go without them."""
+        for pid in sorted(reload.not_stopped):
+            w = self.workers.get(pid)
+            if w is not None:
+                self.events.emit("worker.unresponsive", pid=pid, generation=w.generation, index=w.index,
+                                 waited=DRAIN_CONFIRM_WAIT)
+        reload.not_stopped.clear()
+        self._progress(reload)
 
     def _progress(self, reload: Reload) -> None:
         """``go`` once no old worker can accept; ``reload.done`` once they are all gone."""
         if not reload.went and not reload.not_stopped:
             reload.went = True
+            if reload.give_up is not None:
+                reload.give_up.cancel()
             reload.phases["serving"] = self.reactor.clock()
             for w in self.workers.values():
                 if w.generation == reload.generation and w.state == "serving":
@@ -488,8 +507,7 @@ class Master:
                 self.reactor.remove_reader(w.channel.fileno())  # the worker is gone; SIGCHLD follows
                 return
             w.heard = self.reactor.clock()
-            w.inbox += data
-            *lines, w.inbox = w.inbox.split(b"\n")
+            lines, w.inbox = worker.take_lines(w.inbox, data)
             for line in lines:
                 self._on_message(w, json.loads(line))
 

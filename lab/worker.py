@@ -8,6 +8,8 @@ Life of a worker (the master forks it; see ``master.py``):
 3. Wait for ``go``: the master sends it once the old generation has stopped accepting, so old
    and new code never answer side by side.
 4. Serve: accept, read, call the app, write what it queued (partial writes, a high-water mark).
+   Before an accept, orders from the master not read for ``ORDERS_FRESH`` seconds are read first:
+   a worker that was stuck in app code sees its ``drain`` before it can accept again.
 5. ``drain`` (from the channel or SIGTERM): stop accepting at once, let in-flight requests finish,
    close idle keep-alive connections, exit when none is left.
 """
@@ -23,6 +25,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -37,6 +40,55 @@ _PR_SET_PDEATHSIG = 1
 _ACCEPT_BATCH = 4  # small: the first worker awake must not take the whole queue (balance)
 _ACCEPT_PAUSE = 0.1  # out of fds: wait this long before accepting again, instead of spinning
 FRESH_GRACE = 2.0  # while draining: a client that connected but sent nothing gets this long
+# Orders read longer ago than this are read again before an accept. The master waits longer than
+# this for a drain to be confirmed before it lets the next generation accept (see master.py), so
+# an accept by a worker that did not confirm in time still happens before the next generation's.
+ORDERS_FRESH = 0.005
+
+
+def take_lines(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines of ``pending + data``, and the partial line to keep for the next read."""
+    *lines, rest = (pending + data).split(b"\n")
+    return lines, rest
+
+
+class Channel:
+    """The worker's end of its socketpair with the master: orders in (lines), reports out (JSON)."""
+
+    def __init__(self, sock: socket.socket, clock: Callable[[], float]):
+        self.sock = sock
+        self.clock = clock
+        self.checked = clock()  # when the orders were last read
+        self._pending = b""  # an order not complete yet
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def stale(self) -> bool:
+        """True when orders may have come since they were last read longer than ORDERS_FRESH ago."""
+        return self.clock() - self.checked > ORDERS_FRESH
+
+    def read(self) -> list[bytes] | None:
+        """The complete orders that arrived (non-blocking); None once the master is gone."""
+        self.checked = self.clock()  # before reading: whatever came after this is read next time
+        orders: list[bytes] = []
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return orders
+            except OSError:
+                data = b""
+            if not data:
+                return None
+            lines, self._pending = take_lines(self._pending, data)
+            orders += lines
+
+    def tell(self, **message: Any) -> None:
+        try:
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
+        except OSError:
+            pass  # the master is gone (PDEATHSIG ends this process) or not reading for now
 
 
 @dataclass
@@ -80,8 +132,10 @@ class Server:
     """What the app's callbacks get as ``server``: ``send``, ``close``, the reactor, connections."""
 
     def __init__(self, reactor: Reactor, listener: socket.socket, app: Any, config: Config,
-                 generation: int, events: EventSink, conn_events: EventSink | None):
+                 generation: int, events: EventSink, conn_events: EventSink | None,
+                 channel: Channel | None = None):
         self.reactor = reactor
+        self.channel = channel
         self.listener = listener
         self.app = app
         self.config = config
@@ -164,8 +218,24 @@ class Server:
             self.listener.close()
         self.accepting = False
 
+    def take_orders(self) -> None:
+        """Carry out the master's orders: ``go`` accepts, ``drain`` drains (so does its absence)."""
+        orders = self.channel.read()
+        if orders is None:  # the master is gone
+            self.drain()
+            return
+        for order in orders:
+            if order == b"go":
+                self.start_accepting()
+            elif order == b"drain":
+                self.drain()
+
     def _on_acceptable(self) -> None:
         for _ in range(_ACCEPT_BATCH):
+            if self.channel is not None and self.channel.stale():
+                self.take_orders()  # a drain already sent (while app code ran) comes first
+                if not self.accepting:
+                    return
             try:
                 sock, peer = self.listener.accept()
             except BlockingIOError:
@@ -192,7 +262,7 @@ class Server:
             if self._on_connect is not None:
                 try:
                     self._on_connect(self, conn)
-                except Exception:
+                except BaseException:  # sys.exit() or KeyboardInterrupt too: never the worker
                     self._app_error(conn, "on_connect")
 
     # --- reading and writing ------------------------------------------------------------------------
@@ -218,7 +288,7 @@ class Server:
             self._touch(conn)
         try:
             self._on_receive(self, conn, data)
-        except Exception:
+        except BaseException:  # sys.exit() or KeyboardInterrupt too: never the worker
             self._app_error(conn, "on_receive")
             return
         if self.draining and not conn.closed:
@@ -267,7 +337,7 @@ class Server:
         if self._on_close is not None:
             try:
                 self._on_close(self, conn)
-            except Exception:
+            except BaseException:
                 self._report_app_error(conn, "on_close")
         if self.draining and not self.connections:
             self.reactor.stop()
@@ -305,11 +375,14 @@ class Server:
     # --- draining -------------------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """Stop accepting at once; finish in-flight work; close idle connections; stop when none is left."""
+        """Stop accepting at once (and tell the master); finish in-flight work; close idle
+        connections; stop when none is left."""
         if self.draining:
             return
         self.draining = True
         self.stop_accepting()
+        if self.channel is not None:
+            self.channel.tell(draining=True)
         for conn in list(self.connections.values()):
             # Take in a request that already arrived before judging the connection idle.
             if not conn.closed and not conn.paused:
@@ -402,50 +475,30 @@ def _die_with_master(master_pid: int) -> None:
         os._exit(1)
 
 
-def _tell(channel: socket.socket, **message: Any) -> None:
-    try:
-        channel.sendall(json.dumps(message).encode() + b"\n")
-    except OSError:
-        pass  # the master is gone; PDEATHSIG ends this process
-
-
 def run(spec: WorkerSpec) -> int:
     """The worker's main; returns its exit code (the caller ends the process with ``os._exit``)."""
     _die_with_master(spec.master_pid)
+    # A process group of its own (the master sets it too, whichever runs first): what the app
+    # forks is in it, and the master kills the group when this worker leaves.
+    os.setpgid(0, 0)
     config = spec.config
     events = EventSink(config.events, echo=spec.echo)
     conn_events = EventSink(config.events) if config.events else None
     reactor = Reactor()
+    channel = Channel(spec.channel, reactor.clock)
     server: Server | None = None
 
     def drain() -> None:
         if server is not None:
-            if not server.draining:
-                server.drain()
-                _tell(spec.channel, draining=True)
+            server.drain()
         else:
             reactor.stop()
 
-    def on_channel() -> None:
-        try:
-            data = spec.channel.recv(4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:  # the master is gone
-            drain()
-            return
-        for word in data.split():
-            if word == b"go" and server is not None:
-                server.start_accepting()
-            elif word == b"drain":
-                drain()
-
     reactor.add_signal_handler(signal.SIGTERM, drain)
     reactor.add_signal_handler(signal.SIGQUIT, lambda: os._exit(0))
-    for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
-        # Ctrl-C and reload signals reach the whole process group: the master decides.
+    # Ctrl-C and reload signals sent to a process group: the master decides. A worker is not in the
+    # terminal's foreground group: its writes there must not stop it (a terminal with ``tostop``).
+    for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN):
         signal.signal(ignored, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, spec.sigmask)
     events.emit("worker.start", generation=spec.generation, index=spec.index)
@@ -453,23 +506,23 @@ def run(spec: WorkerSpec) -> int:
     try:
         app = load_app(config.target, config.app_dir)
     except BaseException as exc:
-        _tell(spec.channel, failed=f"LabError: {exc}\n" if isinstance(exc, LabError) else app_traceback())
+        channel.tell(failed=f"LabError: {exc}\n" if isinstance(exc, LabError) else app_traceback())
         return 1
 
     spec.channel.setblocking(False)
-    server = Server(reactor, spec.listener, app, config, spec.generation, events, conn_events)
+    server = Server(reactor, spec.listener, app, config, spec.generation, events, conn_events, channel)
     on_start = getattr(app, "on_start", None)
     if on_start is not None:
         try:
             on_start(server)
-        except Exception:
-            _tell(spec.channel, failed=app_traceback())
+        except BaseException:  # sys.exit() too: reported as the generation's failure
+            channel.tell(failed=app_traceback())
             return 1
-    reactor.add_reader(spec.channel.fileno(), on_channel)
+    reactor.add_reader(channel.fileno(), server.take_orders)
     if config.worker_timeout is not None:
         # The liveness signal is sent from the loop: a loop stuck in app code falls silent.
-        reactor.call_every(config.worker_timeout / 4, lambda: _tell(spec.channel, alive=True))
+        reactor.call_every(config.worker_timeout / 4, lambda: channel.tell(alive=True))
     events.emit("worker.ready", generation=spec.generation, index=spec.index)
-    _tell(spec.channel, ready=True)
+    channel.tell(ready=True)
     reactor.run()
     return 0

@@ -1,0 +1,160 @@
+"""Server defects found by hostile use: a stuck worker at reload, orphans of the app, a stalled
+master, a hung import, an app that raises SystemExit, orders split across reads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from server_helpers import ask, read_line, wait_until, write_app
+
+from lab.pidfile import is_alive
+from lab.reactor import Reactor
+from lab.worker import Channel, Server, take_lines
+
+# A versioned app whose ``block S`` request keeps the worker in app code for S seconds.
+BLOCKING_APP = '''\
+import os
+import time
+
+TEXT = {text!r}
+
+
+def on_receive(server, conn, data):
+    for line in data.splitlines():
+        if line == b"pid":
+            server.send(conn, b"%d\\n" % os.getpid())
+        elif line.startswith(b"block "):
+            server.emit("test.blocking")
+            time.sleep(float(line.split()[1]))
+            server.send(conn, (TEXT + " woke\\n").encode())
+        else:
+            server.send(conn, (TEXT + "\\n").encode())
+'''
+
+EXITING_APP = '''\
+import os
+import sys
+
+
+def on_receive(server, conn, data):
+    line = data.strip()
+    if line == b"exit":
+        sys.exit(3)
+    if line == b"interrupt":
+        raise KeyboardInterrupt
+    server.send(conn, b"%d\\n" % os.getpid())
+'''
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def ask_pid(s: socket.socket) -> int:
+    s.sendall(b"pid\n")
+    return int(read_line(s))
+
+
+# --- the worker's orders ---------------------------------------------------------------------------
+
+def test_take_lines_keeps_a_partial_order_for_the_next_read():
+    assert take_lines(b"", b"go\ndra") == ([b"go"], b"dra")
+    assert take_lines(b"dra", b"in\n") == ([b"drain"], b"")
+    assert take_lines(b"", b"") == ([], b"")
+
+
+def test_an_order_split_across_reads_is_carried_out():
+    master_end, worker_end = socket.socketpair()
+    with master_end, worker_end:
+        worker_end.setblocking(False)
+        channel = Channel(worker_end, time.monotonic)
+        master_end.sendall(b"go\ndra")
+        assert channel.read() == [b"go"]
+        master_end.sendall(b"in\n")
+        assert channel.read() == [b"drain"]
+        master_end.close()
+        assert channel.read() is None, "the master gone"
+
+
+class EchoApp:
+    def on_receive(self, server, conn, data):
+        server.send(conn, data)
+
+
+def test_a_drain_sent_while_app_code_ran_is_seen_before_the_next_accept(tmp_path):
+    """A worker back from a long callback reads its orders before it accepts (fake clock)."""
+    from lab.config import Config
+    from lab.events import EventSink
+
+    now = [100.0]
+    reactor = Reactor(clock=lambda: now[0])
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    master_end, worker_end = socket.socketpair()
+    worker_end.setblocking(False)
+    server = Server(reactor, listener, EchoApp(), Config(target="x"), 1, EventSink(), None,
+                    Channel(worker_end, reactor.clock))
+    try:
+        server.start_accepting()
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        master_end.sendall(b"drain\n")  # sent while the app was busy (the clock moves on)
+        now[0] += 1.0
+        server._on_acceptable()  # what the loop calls next: the listener is readable
+        assert not server.connections, "accepted after a drain order was sent"
+        assert server.draining and listener.fileno() == -1
+        assert b"draining" in master_end.recv(100)
+        client.close()
+    finally:
+        reactor.close()
+        listener.close()
+        master_end.close()
+        worker_end.close()
+
+
+# --- a stuck worker at reload (issue item 2) ----------------------------------------------------------
+
+def test_a_worker_stuck_in_app_code_does_not_hold_up_a_reload(serve, tmp_path):
+    write_app(tmp_path, "v1", source=BLOCKING_APP)
+    server = serve(app_dir=tmp_path, args=("--graceful-timeout", "30"))
+    with connect(server.port) as stuck_client:
+        stuck = ask_pid(stuck_client)
+        stuck_client.sendall(b"block 6\n")
+        server.wait_event("test.blocking", pid=stuck)
+        write_app(tmp_path, "v2", source=BLOCKING_APP)
+        server.signal(signal.SIGUSR1)
+        # The new generation accepts without waiting for the stuck worker's drain ...
+        unresponsive = server.wait_event("worker.unresponsive", timeout=5)
+        assert unresponsive["pid"] == stuck
+        # ... so fresh connections are answered by the new code long before the graceful timeout.
+        assert [ask(server.port, timeout=5) for _ in range(5)] == ["v2"] * 5
+        # Awake again, it answers what it was doing, drains and leaves; it never accepts again.
+        assert read_line(stuck_client) == "v1 woke"
+        server.wait_event("worker.exit", pid=stuck, timeout=15)
+    assert server.find("worker.exit", pid=stuck, code=0), "drained, not killed"
+    opened_by_stuck = [e for e in server.find("conn.open") if e["pid"] == stuck]
+    assert len(opened_by_stuck) == 1, "the stuck worker accepted again after its drain"
+    assert server.ask() == "v2"
+    server.wait_event("reload.done", generation=2)
+
+
+# --- BaseException from app callbacks (issue item 7) ---------------------------------------------------
+
+@pytest.mark.parametrize("request_line, exc", [(b"exit", "SystemExit"), (b"interrupt", "KeyboardInterrupt")])
+def test_system_exit_and_keyboard_interrupt_in_on_receive_cost_only_the_connection(serve, tmp_path,
+                                                                                   request_line, exc):
+    write_app(tmp_path, "", source=EXITING_APP)
+    server = serve(app_dir=tmp_path, workers=1)
+    with connect(server.port) as s:
+        pid = ask_pid(s)
+        s.sendall(request_line + b"\n")
+        assert s.recv(100) == b"", "the connection is closed"
+    error = server.wait_event("app.error", callback="on_receive")
+    assert exc in error["traceback"]
+    with connect(server.port) as s:
+        assert ask_pid(s) == pid, "the same worker serves on"
+    assert not server.find("worker.exit")
