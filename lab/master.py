@@ -45,6 +45,11 @@ from lab.reactor import Reactor
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT,
                    signal.SIGQUIT)
 READY_TIMEOUT = 60.0  # a new generation that is not ready by then (an import that hangs) fails
+SLOW_IMPORT = 2.0  # a new generation not ready by then is reported (reload.slow)
+# A trigger that comes while a generation has been importing this long supersedes it at once
+# (the code on disk is newer than what it imports); before that the trigger waits in the queue,
+# so that a burst of triggers cannot keep every generation from becoming ready.
+SUPERSEDE_AFTER = 0.5
 # Old workers that have not confirmed their drain by then are unresponsive (stuck in app code): the
 # new generation accepts without them. Longer than worker.ORDERS_FRESH, so such a worker's accepts
 # still come before the new generation's (it reads its orders again before each accept).
@@ -79,7 +84,7 @@ class Reload:
     old: set[int] = field(default_factory=set)  # pids of the previous generation still running
     not_stopped: set[int] = field(default_factory=set)  # old pids that may still accept
     went: bool = False
-    timeout: Any = None
+    timers: list[Any] = field(default_factory=list)  # while it imports: slow, supersede, fail
     give_up: Any = None  # the timer that stops waiting for unresponsive old workers
 
 
@@ -172,6 +177,7 @@ class Master:
         self._watch_limited = False
         self._own_files: set[str] = set()
         self._started = False
+        self._alive_checked = 0.0  # when _check_alive last ran: a gap means the master was stalled
 
     # --- start and stop ----------------------------------------------------------------------------
 
@@ -205,6 +211,7 @@ class Master:
             if config.watch:
                 self._start_watcher()
             if config.worker_timeout is not None:
+                self._alive_checked = self.reactor.clock()
                 self.reactor.call_every(config.worker_timeout / 4, self._check_alive)
             host, port = self.listener.getsockname()[:2]
             self.events.emit("server.start", bind=format_bind(host, port), workers=config.workers,
@@ -329,6 +336,8 @@ class Master:
             return
         if self.pending is not None:
             self.queued = self.queued or trigger  # exactly one more, however many triggers come
+            if self.reactor.clock() - self.pending.phases["forked"] >= SUPERSEDE_AFTER:
+                self._supersede(self.pending)
             return
         self._start_reload(trigger, seen)
 
@@ -345,8 +354,36 @@ class Master:
             self._reload_failed(reload, f"fork failed: {exc}\n")
             return
         reload.phases["forked"] = self.reactor.clock()
-        reload.timeout = self.reactor.call_later(READY_TIMEOUT, self._reload_failed, reload,
-                                                 f"not ready after {READY_TIMEOUT:g} s (an import that hangs?)\n")
+        reload.timers = [
+            self.reactor.call_later(SLOW_IMPORT, self._report_slow, reload),
+            self.reactor.call_later(SUPERSEDE_AFTER, self._supersede, reload),
+            self.reactor.call_later(READY_TIMEOUT, self._reload_failed, reload,
+                                    f"not ready after {READY_TIMEOUT:g} s (an import that hangs?)\n")]
+
+    def _report_slow(self, reload: Reload) -> None:
+        """Said as it happens: a generation still importing after SLOW_IMPORT s, and who."""
+        waiting = sorted((w.index, w.pid) for w in self.workers.values()
+                         if w.generation == reload.generation and w.state == "starting")
+        self.events.emit("reload.slow", generation=reload.generation, trigger=reload.trigger,
+                         waited=SLOW_IMPORT, workers=[pid for _, pid in waiting])
+
+    def _supersede(self, reload: Reload) -> None:
+        """A trigger queued behind a generation importing for SUPERSEDE_AFTER s replaces it now."""
+        if self.pending is not reload or self.queued is None:
+            return
+        self._remove_pending(reload)
+        self.events.emit("reload.superseded", generation=reload.generation, trigger=reload.trigger,
+                         importing=round(self.reactor.clock() - reload.phases["forked"], 3))
+        self._start_queued()
+
+    def _remove_pending(self, reload: Reload) -> None:
+        """Generation N+1 is given up: its timers cancelled, its workers killed."""
+        self.pending = None
+        for timer in reload.timers:
+            timer.cancel()
+        for w in list(self.workers.values()):
+            if w.generation == reload.generation:
+                self._kill(w)
 
     def _start_queued(self) -> None:
         """The one trigger that came during the reload that just ended, if any."""
@@ -367,7 +404,8 @@ class Master:
             self._commit(reload, new)
 
     def _commit(self, reload: Reload, new: list[WorkerProcess]) -> None:
-        reload.timeout.cancel()
+        for timer in reload.timers:
+            timer.cancel()
         reload.phases["ready"] = self.reactor.clock()
         self.pending = None
         self.generation = reload.generation
@@ -423,12 +461,7 @@ class Master:
     def _reload_failed(self, reload: Reload, text: str) -> None:
         if self.pending is not reload:
             return
-        self.pending = None
-        if reload.timeout is not None:
-            reload.timeout.cancel()
-        for w in list(self.workers.values()):
-            if w.generation == reload.generation:
-                self._kill(w)
+        self._remove_pending(reload)
         self.events.emit("reload.failed", generation=reload.generation, trigger=reload.trigger,
                          error=summarize_traceback(text), traceback=text)
         if self.generation == 0:  # the first generation: nothing to keep serving
@@ -533,8 +566,19 @@ class Master:
             self._kill(w)
 
     def _check_alive(self) -> None:
-        """Kill a serving worker that has been silent for ``worker_timeout`` (gunicorn's --timeout)."""
+        """Kill a serving worker that has been silent for ``worker_timeout`` (gunicorn's --timeout).
+
+        It runs every timeout/4; a longer gap since its last run means the master itself was not
+        running (SIGSTOP, a swapped-out or starved process) and did not listen meanwhile: it cannot
+        tell who was silent, so every worker's silence is counted again from now.
+        """
         now = self.reactor.clock()
+        gap, self._alive_checked = now - self._alive_checked, now
+        if gap > self.config.worker_timeout / 2:
+            self.events.emit("server.stalled", gap=round(gap, 3))
+            for w in self.workers.values():
+                w.heard = max(w.heard, now)
+            return
         for w in list(self.workers.values()):
             silent = now - w.heard
             if w.state in ("ready", "serving", "draining") and silent > self.config.worker_timeout:

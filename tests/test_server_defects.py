@@ -158,3 +158,46 @@ def test_system_exit_and_keyboard_interrupt_in_on_receive_cost_only_the_connecti
     with connect(server.port) as s:
         assert ask_pid(s) == pid, "the same worker serves on"
     assert not server.find("worker.exit")
+
+
+# --- a stalled master (issue item 5) -------------------------------------------------------------------
+
+def test_a_stopped_master_does_not_blame_its_workers_for_its_own_silence(serve, app_dir):
+    server = serve(app_dir=app_dir, args=("--worker-timeout", "1"))
+    clients = [connect(server.port) for _ in range(4)]
+    try:
+        pids = {ask_pid(s) for s in clients}
+        server.signal(signal.SIGSTOP)
+        try:
+            time.sleep(3)  # the stall itself: three worker timeouts long
+        finally:
+            server.signal(signal.SIGCONT)
+        stalled = server.wait_event("server.stalled")
+        assert stalled["gap"] > 2
+        assert {ask_pid(s) for s in clients} == pids, "every keep-alive client is still served"
+        assert not server.find("worker.timeout"), "no healthy worker is killed"
+    finally:
+        for s in clients:
+            s.close()
+
+
+# --- a hung import (issue item 6) ------------------------------------------------------------------------
+
+HANGING_APP = "import time\ntime.sleep(1000)\n"
+
+
+def test_a_hung_import_is_reported_and_a_newer_change_supersedes_it(serve, app_dir):
+    server = serve(app_dir=app_dir)
+    (app_dir / "app.py").write_text(HANGING_APP)
+    server.signal(signal.SIGUSR1)
+    slow = server.wait_event("reload.slow", generation=2)
+    hung = slow["workers"]
+    assert len(hung) == 2
+    assert server.ask() == "v1", "the old code serves meanwhile"
+    write_app(app_dir, "v3")
+    server.signal(signal.SIGUSR1)
+    server.wait_event("reload.superseded", generation=2)
+    server.wait_event("reload.done", generation=3)  # long before the 60 s of READY_TIMEOUT
+    assert server.ask() == "v3"
+    assert not server.find("reload.failed")
+    wait_until(lambda: not any(is_alive(pid) for pid in hung), 5, message="the hung workers killed")
