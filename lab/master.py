@@ -59,6 +59,8 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
 DEGRADED_AFTER = 3  # quick deaths in a row of one worker slot that make the server "degraded"
 WATCH_EVENT_PATHS = 20
+_PR_SET_CHILD_SUBREAPER = 36
+ORPHAN_ROUNDS = 10  # at stop: orphans killed, then the orphans they leave, this many times at most
 REWATCH_EVERY = 0.5  # a deleted watched root: look for it again this often
 
 
@@ -142,6 +144,27 @@ def summarize_traceback(text: str) -> str:
     return f"{last} ({os.path.basename(places[-1][0])}:{places[-1][1]})" if places else last
 
 
+def _kill_group(pid: int) -> None:
+    """SIGKILL a worker and every process its app started in the worker's process group."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # no group (yet): the worker alone
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _children() -> list[int]:
+    """This single-threaded process's children (Linux's /proc/PID/task/TID/children)."""
+    pid = os.getpid()
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN: the groups must do
+        return []
+
+
 def _describe_exit(status: int) -> dict[str, Any]:
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
@@ -186,6 +209,9 @@ class Master:
         if not os.path.isdir(config.app_dir):
             raise LabError(f"app dir {config.app_dir} is not a directory: give --app-dir the folder of the app")
         raise_fd_limit()
+        # Processes the app starts and leaves behind become this master's children, not init's:
+        # it can find and kill them, so none keeps the port (or anything else) after a stop.
+        worker.prctl(_PR_SET_CHILD_SUBREAPER, 1)
         self.listener = bind_listener(config)
         try:
             if config.pidfile:
@@ -235,6 +261,7 @@ class Master:
                 pass
             w.channel.close()
         self.workers.clear()
+        self._kill_orphans()
         if self.watcher is not None:
             self.watcher.close()
         if self.reactor is not None:
@@ -505,6 +532,10 @@ class Master:
                 os._exit(code)
         gc.unfreeze()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        try:
+            os.setpgid(pid, pid)  # the worker does it too: its group exists whoever runs first
+        except OSError:
+            pass  # it has already exited (SIGCHLD tells)
         child_end.close()
         parent_end.setblocking(False)
         now = self.reactor.clock()
@@ -603,22 +634,45 @@ class Master:
             w.kill_timer = None
         if w.pid in self.workers:
             w.state = "killed"
-            try:
-                os.kill(w.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill_group(w.pid)
 
     def _reap(self) -> None:
+        """Reap exited children: workers (and what their app left in their process group), and
+        orphans of the app adopted by this master (a subreaper)."""
         while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+            try:  # WNOWAIT: a worker's pid, so its group id, stays taken until the group is killed
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None:
                 return
+            if info.si_pid in self.workers:
+                _kill_group(info.si_pid)
+            try:
+                pid, status = os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
+                continue
             w = self.workers.pop(pid, None)
             if w is not None:
                 self._on_exit(w, status)
+
+    def _kill_orphans(self) -> None:
+        """At the end: the app's processes that left their worker's group (``setsid``) are
+        this master's children by now; kill them, and the orphans they leave in turn."""
+        for _ in range(ORPHAN_ROUNDS):
+            orphans = [pid for pid in _children() if pid not in self.workers]
+            if not orphans:
+                return
+            for pid in orphans:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for pid in orphans:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
 
     def _on_exit(self, w: WorkerProcess, status: int) -> None:
         self._on_channel(w)  # its last words (a traceback) may still be in the channel

@@ -469,8 +469,15 @@ def load_app(target: str, app_dir: str) -> Any:
 
 # --- the worker's main ----------------------------------------------------------------------------------
 
+def prctl(option: int, arg: int) -> None:
+    """``prctl(2)`` with one argument (OSError on failure)."""
+    if _libc.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def _die_with_master(master_pid: int) -> None:
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != master_pid:  # the master died before prctl took effect
         os._exit(1)
 

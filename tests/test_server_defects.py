@@ -201,3 +201,70 @@ def test_a_hung_import_is_reported_and_a_newer_change_supersedes_it(serve, app_d
     assert server.ask() == "v3"
     assert not server.find("reload.failed")
     wait_until(lambda: not any(is_alive(pid) for pid in hung), 5, message="the hung workers killed")
+
+
+# --- processes the app starts (issue item 4) --------------------------------------------------------------
+
+# At import, two children that hold the listening socket: one stays in the worker's process group,
+# one leaves it (setsid, then a second fork: the classic daemon). Each writes "pid kind" to KIDS.
+FORKING_APP = '''\
+import os
+import time
+
+KIDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kids.txt")
+
+
+def _child(kind):
+    pid = os.fork()
+    if pid:
+        if kind == "daemon":
+            os.waitpid(pid, 0)  # the intermediate, which leaves at once
+        return
+    try:
+        if kind == "daemon":
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+        with open(KIDS, "a") as f:
+            f.write("%d %s\\n" % (os.getpid(), kind))
+        time.sleep(1000)
+    finally:
+        os._exit(0)
+
+
+_child("child")
+_child("daemon")
+
+
+def on_receive(server, conn, data):
+    server.send(conn, b"ok\\n")
+'''
+
+
+def kids(app_dir: Path) -> list[tuple[int, str]]:
+    path = app_dir / "kids.txt"
+    lines = path.read_text().split() if path.exists() else []
+    return [(int(pid), kind) for pid, kind in zip(lines[::2], lines[1::2])]
+
+
+def test_processes_the_app_starts_die_with_their_worker_and_the_server(serve, tmp_path):
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "app.py").write_text(FORKING_APP)
+    server = serve(app_dir=app_dir, workers=1)
+    try:
+        first = wait_until(lambda: len(kids(app_dir)) == 2 and kids(app_dir), message="the app's children")
+        server.reload()
+        child = next(pid for pid, kind in first if kind == "child")
+        wait_until(lambda: not is_alive(child), 5, message="the child of a worker that left killed")
+        wait_until(lambda: len(kids(app_dir)) == 4, message="the next generation's children")
+        assert server.stop() == 0
+        left = [pid for pid, _ in kids(app_dir) if is_alive(pid)]
+        assert not left, f"the app's processes outlived the server: {left}"
+        socket.create_server(("127.0.0.1", server.port)).close()  # the port is free again
+    finally:
+        for pid, _ in kids(app_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)  # (only if the test failed)
+            except ProcessLookupError:
+                pass
