@@ -11,12 +11,18 @@ Reload, step by step (``_start_reload`` -> ``_on_ready`` -> ``_commit`` -> ``_pr
    has said so (or is gone), generation N+1 is told ``go`` and starts accepting. The listening
    socket, bound here before any fork, stays open throughout, so clients queue in its backlog
    for that instant and none is refused; once new code accepts, old code never accepts again
-   (unlike gunicorn, whose old and new workers both accept for up to a second);
+   (unlike gunicorn, whose old and new workers both accept for up to a second). An old worker
+   stuck in app code does not hold this up for longer than ``DRAIN_CONFIRM_WAIT``
+   (``worker.unresponsive``): it reads its drain order before it can accept again;
 4. old workers finish what is in flight and exit (SIGKILL after ``graceful_timeout``).
 
 A failed import removes generation N+1 and generation N keeps serving (``reload.failed``). A
-trigger during a reload queues exactly one more reload. All signal handling goes through the
-reactor: a handler only notes the signal; the work is done in the loop.
+trigger during a reload queues exactly one more reload; once generation N+1 has imported for
+``SUPERSEDE_AFTER`` s, that trigger replaces it at once (``reload.superseded``). All signal
+handling goes through the reactor: a handler only notes the signal; the work is done in the loop.
+
+Each worker has a process group of its own, killed when the worker leaves, and the master is a
+child subreaper: whatever the app starts dies with its worker, or at the latest with the server.
 """
 
 from __future__ import annotations
