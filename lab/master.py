@@ -463,6 +463,11 @@ class Master:
     def _stop_waiting(self, reload: Reload) -> None:
         """Old workers that did not confirm their drain in time are stuck: go without them."""
         for pid in sorted(reload.not_stopped):
+            if pid in self.workers:  # a confirmation that came while this loop was not running
+                self._on_channel(self.workers[pid])
+        if reload.went:
+            return
+        for pid in sorted(reload.not_stopped):
             w = self.workers.get(pid)
             if w is not None:
                 self.events.emit("worker.unresponsive", pid=pid, generation=w.generation, index=w.index,
