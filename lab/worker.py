@@ -381,14 +381,14 @@ class Server:
             return
         self.draining = True
         self.stop_accepting()
-        if self.channel is not None:
-            self.channel.tell(draining=True)
         for conn in list(self.connections.values()):
             # Take in a request that already arrived before judging the connection idle.
             if not conn.closed and not conn.paused:
                 self._on_readable(conn)
             if not conn.closed:
                 self._close_if_done(conn)
+        if self.channel is not None:
+            self.channel.tell(draining=True)  # once what had arrived is answered: then new code
         if self.connections:
             self.reactor.call_later(FRESH_GRACE, self._close_fresh)
         else:
