@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from server_helpers import ask, read_line, wait_until, write_app
 
+from lab.config import Config
+from lab.events import EventSink
 from lab.pidfile import is_alive
 from lab.reactor import Reactor
 from lab.worker import Channel, Server, take_lines
@@ -88,9 +90,6 @@ class EchoApp:
 
 def test_a_drain_sent_while_app_code_ran_is_seen_before_the_next_accept(tmp_path):
     """A worker back from a long callback reads its orders before it accepts (fake clock)."""
-    from lab.config import Config
-    from lab.events import EventSink
-
     now = [100.0]
     reactor = Reactor(clock=lambda: now[0])
     listener = socket.create_server(("127.0.0.1", 0))
@@ -158,6 +157,16 @@ def test_system_exit_and_keyboard_interrupt_in_on_receive_cost_only_the_connecti
     with connect(server.port) as s:
         assert ask_pid(s) == pid, "the same worker serves on"
     assert not server.find("worker.exit")
+
+
+def test_system_exit_in_on_start_fails_the_reload_with_its_traceback(serve, app_dir):
+    server = serve(app_dir=app_dir)
+    (app_dir / "app.py").write_text("import sys\n\n\ndef on_start(server):\n    sys.exit(2)\n\n\n"
+                                     "def on_receive(server, conn, data):\n    pass\n")
+    server.signal(signal.SIGUSR1)
+    failed = server.wait_event("reload.failed", generation=2)
+    assert "SystemExit" in failed["traceback"]
+    assert server.ask() == "v1"
 
 
 # --- a stalled master (issue item 5) -------------------------------------------------------------------
