@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from inotify_simple import Event, INotify, flags, parse_events
 
-from lab.debounce import Change, Debouncer
+from lab.debounce import DEFAULT_DEBOUNCE, Change, Debouncer
 from lab.errors import LabError
 
 __all__ = ["DEFAULT_IGNORE", "Change", "Watcher", "inotify_limits"]
@@ -131,7 +131,7 @@ class Watcher:
 
     def __init__(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                  types: Iterable[str] | None = (".py",), ignore: Iterable[str] = DEFAULT_IGNORE,
-                 debounce: float = 0.02, max_wait: float = 0.5,
+                 debounce: float = DEFAULT_DEBOUNCE, max_wait: float = 0.5,
                  clock: Callable[[], float] = time.monotonic, log_size: int = 1000):
         self.types = _check_types(types)
         self.ignore = _check_ignore(ignore)
