@@ -27,7 +27,7 @@ WEEK = 7 * 24 * 3600.0
 DURATIONS: dict[str, tuple[float, float]] = {
     "debounce": (0.0, 60.0),
     "graceful_timeout": (0.0, WEEK),
-    "heartbeat_idle": (0.01, WEEK),
+    "heartbeat_idle": (0.02, WEEK),  # its derived interval (idle / 2) stays in range
     "heartbeat_interval": (0.01, WEEK),
     "worker_timeout": (1.0, WEEK),
 }
