@@ -153,22 +153,29 @@ def _open_events(path: str) -> tuple[int, bool]:
     """(fd, torn) of the events file opened for appending; torn: it does not end in a newline.
 
     Without following a link, and without blocking: a FIFO nobody reads would hang the open.
+    A FIFO or a directory is refused: events go to a file that a notebook can read back.
     """
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         fd = os.open(path, flags, 0o600)
-    except OSError as exc:
-        if exc.errno not in (errno.ENXIO, errno.EISDIR):
-            raise
-        fd = -1  # ENXIO: a FIFO with no reader; EISDIR: a directory
-    st = os.fstat(fd) if fd >= 0 else os.stat(path)
-    if stat.S_ISFIFO(st.st_mode) or stat.S_ISDIR(st.st_mode):
-        if fd >= 0:
-            os.close(fd)
-        what = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a directory"
-        raise LabError(f"the events file {path} is {what}: give a path for a regular file")
+    except OSError as exc:  # ENXIO: a FIFO with no reader; EISDIR: a directory
+        if exc.errno in (errno.ENXIO, errno.EISDIR):
+            _refuse_odd(path, os.stat(path).st_mode)
+        raise
+    st = os.fstat(fd)
+    try:
+        _refuse_odd(path, st.st_mode)
+    except LabError:
+        os.close(fd)
+        raise
     os.set_blocking(fd, True)  # appends to a regular file wait for the disk, as before
     return fd, stat.S_ISREG(st.st_mode) and st.st_size > 0 and _last_byte(path, st.st_size) != b"\n"
+
+
+def _refuse_odd(path: str, mode: int) -> None:
+    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            raise LabError(f"the events file {path} is {what}: give a path for a regular file")
 
 
 def _last_byte(path: str, size: int) -> bytes:

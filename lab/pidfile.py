@@ -182,6 +182,10 @@ class PidFile:
             record = inspect(self.path)
         except NotAPidFile as exc:
             raise LabError(f"{exc}: refusing it; remove it or choose another path") from None
+        except LabError:
+            if not os.path.lexists(self.path):
+                return  # removed meanwhile (its server stopped): try again
+            raise
         if record.pid != os.getpid() and runs(record):
             raise LabError(f"a server is already running with pid {record.pid} (pid file {self.path}); "
                            f"stop it with: python -m lab stop --pidfile {self.path}")
