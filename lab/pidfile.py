@@ -118,7 +118,7 @@ def read_record(path: str) -> PidRecord:
     try:
         return inspect(path)
     except NotAPidFile as exc:
-        raise LabError(f"{exc}: not a pid file of a lab server; check --pidfile") from None
+        raise LabError(f"{exc}; check --pidfile") from None
 
 
 def read_pid(path: str) -> int:
@@ -134,7 +134,7 @@ def runs(record: PidRecord) -> bool:
     if record.start is not None:
         return start == record.start
     # An older lab's file: its process started before the file was written (not a later
-    # process given the same pid), and is a ``lab serve`` (1 s: the start time's precision).
+    # process given the same pid; 1 s of slack for the clocks' granularity), and is a ``lab serve``.
     started = time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - start / _CLOCK_TICKS)
     return started <= record.written + 1.0 and is_lab_server(record.pid)
 
