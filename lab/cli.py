@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from lab.debounce import DEFAULT_DEBOUNCE  # pure logic: cheap to import
 from lab.errors import LabError
 
 
@@ -41,8 +42,8 @@ def _cmd_watch(sub: argparse._SubParsersAction) -> None:
                    help="one more name pattern to ignore (repeatable)")
     p.add_argument("--no-default-ignore", action="store_true",
                    help="do not ignore .git, __pycache__, editor swap files, ...")
-    p.add_argument("--debounce", type=float, default=0.02, metavar="S",
-                   help="seconds of quiet before a burst is reported (default: 0.02)")
+    p.add_argument("--debounce", type=float, default=DEFAULT_DEBOUNCE, metavar="S",
+                   help=f"seconds of quiet before a burst is reported (default: {DEFAULT_DEBOUNCE:g})")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument("--explain", action="store_true", help="say how each change was made")
     p.set_defaults(func=_watch)
@@ -54,8 +55,10 @@ def _watch(args: argparse.Namespace) -> int:
     import selectors
     import signal
 
+    from lab.config import check_duration
     from lab.watcher import DEFAULT_IGNORE, Watcher
 
+    check_duration("debounce", args.debounce)
     ignore = (() if args.no_default_ignore else DEFAULT_IGNORE) + tuple(args.ignore)
     types = None if args.all_types else args.types
     # Signals only wake the loop (through the wakeup fd): the loop stops between batches, so
@@ -93,11 +96,23 @@ def _print_change(change, as_json: bool, explain: bool, json) -> None:
             del record["why"]
         print(json.dumps(record))
         return
-    where = f"{change.src} -> {change.path}" if change.src else change.path
+    where = f"{_shown(change.src)} -> {_shown(change.path)}" if change.src else _shown(change.path)
     print(f"{change.kind:<9} {where}")
     if explain:
         for line in change.why:
-            print(f"    {line}")
+            print(f"    {_shown(line)}")
+
+
+def _shown(text: str) -> str:
+    """``text`` on one printable line: a file name may hold a newline (which would forge a line of
+    output), other control characters or undecodable bytes; these and ``\\`` are escaped."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\"
+                   # an undecodable byte of the name (os.fsdecode's surrogateescape) as that byte
+                   else f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                   else repr(c)[1:-1]  # \\ \n \x1b \u200b ...
+                   for c in text)
 
 
 @command
@@ -116,8 +131,8 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--watch", action="append", default=[], metavar="PATH",
                    help="reload when files under PATH change (repeatable)")
     p.add_argument("--types", type=_types, default=(".py",), help="watched suffixes (default: .py)")
-    p.add_argument("--debounce", type=float, default=0.01, metavar="S",
-                   help="seconds of quiet before a burst of changes reloads (default: 0.01)")
+    p.add_argument("--debounce", type=float, default=DEFAULT_DEBOUNCE, metavar="S",
+                   help=f"seconds of quiet before a burst of changes reloads (default: {DEFAULT_DEBOUNCE:g})")
     p.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S",
                    help="how long old workers may finish their requests before SIGKILL (default: 30)")
     p.add_argument("--pidfile", metavar="PATH", help="write the master's pid here (for reload/stop)")

@@ -14,8 +14,24 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.debounce import DEFAULT_DEBOUNCE
 from lab.errors import LabError
 from lab.heartbeat import STRATEGIES
+
+WEEK = 7 * 24 * 3600.0
+
+# Every duration option's sane range in seconds, (least, most), checked at start-up. The ceiling
+# stays far below the 2**31 ms (24.8 days) that a poll timeout or timer may span; the floors are
+# what the loops can honour: a shorter heartbeat spins a worker, and a worker reports it is
+# alive every worker_timeout / 4, which a loaded machine delays by far more than a millisecond.
+DURATIONS: dict[str, tuple[float, float]] = {
+    "debounce": (0.0, 60.0),
+    "graceful_timeout": (0.0, WEEK),
+    "heartbeat_idle": (0.02, WEEK),  # its derived interval (idle / 2) stays in range
+    "heartbeat_interval": (0.01, WEEK),
+    "worker_timeout": (1.0, WEEK),
+}
+OPTIONAL_DURATIONS = frozenset({"heartbeat_idle", "heartbeat_interval", "worker_timeout"})  # None: off
 
 _TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 
@@ -31,7 +47,7 @@ def parse_bind(bind: str) -> tuple[int, str, int]:
         host = host[1:-1]
     elif ":" in host:
         raise LabError(f"bad bind {bind!r}: put an IPv6 address in brackets, e.g. [::1]:9000")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise LabError(f"bad port in bind {bind!r}: use a number from 0 to 65535 (0 = any free port)")
     if host == "localhost":
         host = "127.0.0.1"
@@ -57,9 +73,7 @@ class Config:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     watch: list[str] = field(default_factory=list)
     types: tuple[str, ...] = (".py",)
-    # Short: a reload that catches a half-written file is refused (or followed at once by the
-    # reload of the rest of the write), never served broken, so waiting longer buys nothing.
-    debounce: float = 0.01
+    debounce: float = DEFAULT_DEBOUNCE
     graceful_timeout: float = 30.0
     pidfile: str | None = None
     events: str | None = None
@@ -72,6 +86,9 @@ class Config:
     worker_timeout: float | None = None  # a worker silent this long (stuck in app code) is replaced
 
     def __post_init__(self) -> None:
+        # Which heartbeat option was derived from the other (Swoole's defaults), so that changing
+        # the given one derives it again instead of keeping a stale value.
+        self._derived: str | None = None
         self._check()
 
     def set(self, **options: Any) -> Config:
@@ -80,7 +97,12 @@ class Config:
         unknown = sorted(set(options) - names)
         if unknown:
             raise LabError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        previous = dataclasses.asdict(self)
+        previous, derived = dataclasses.asdict(self), self._derived
+        given = {"heartbeat_idle", "heartbeat_interval"} & set(options)
+        if given and self._derived in given:
+            self._derived = None  # given now
+        elif given and self._derived is not None:
+            options = {**options, self._derived: None}  # derive it again from the new value
         for name, value in options.items():
             setattr(self, name, value)
         try:
@@ -88,6 +110,7 @@ class Config:
         except LabError:
             for name, value in previous.items():
                 setattr(self, name, value)
+            self._derived = derived
             raise
         return self
 
@@ -104,31 +127,39 @@ class Config:
         if isinstance(self.watch, (str, os.PathLike)):
             self.watch = [os.fspath(self.watch)]
         self.watch = [os.fspath(p) for p in self.watch]
+        if isinstance(self.types, str):
+            self.types = (self.types,)  # one suffix, not its letters
         self.types = tuple(t if t.startswith(".") else "." + t for t in self.types)
-        for name in ("debounce", "graceful_timeout"):
-            _non_negative(name, getattr(self, name))
+        self._check_durations()
         for name in ("backlog", "max_buffer", "max_output"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise LabError(f"{name} must be a positive integer, not {value!r}")
         if self.max_output < self.max_buffer:
             raise LabError(f"max_output ({self.max_output}) must be >= max_buffer ({self.max_buffer})")
-        for name in ("heartbeat_idle", "heartbeat_interval", "worker_timeout"):
-            value = getattr(self, name)
-            if value is not None:
-                _non_negative(name, value)
-                if value == 0:
-                    raise LabError(f"{name} must be > 0 (leave it unset to turn it off)")
         # Swoole's defaults when only one is given: idle = 2 x interval, interval = idle / 2.
         if self.heartbeat_idle is None and self.heartbeat_interval is not None:
-            self.heartbeat_idle = 2 * self.heartbeat_interval
+            self.heartbeat_idle, self._derived = 2 * self.heartbeat_interval, "heartbeat_idle"
         elif self.heartbeat_interval is None and self.heartbeat_idle is not None:
-            self.heartbeat_interval = self.heartbeat_idle / 2
+            self.heartbeat_interval, self._derived = self.heartbeat_idle / 2, "heartbeat_interval"
+        elif self.heartbeat_idle is None:
+            self._derived = None
+        self._check_durations()  # a derived value too (2 x interval may pass the ceiling)
         if self.heartbeat_strategy is not None and self.heartbeat_strategy not in STRATEGIES:
             raise LabError(f"unknown heartbeat strategy {self.heartbeat_strategy!r}; "
                            f"choose one of {', '.join(STRATEGIES)}")
 
+    def _check_durations(self) -> None:
+        for name in DURATIONS:
+            value = getattr(self, name)
+            if value is not None or name not in OPTIONAL_DURATIONS:
+                check_duration(name, value)
 
-def _non_negative(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value or value < 0:
-        raise LabError(f"{name} must be a number >= 0 seconds, not {value!r}")
+
+def check_duration(name: str, value: Any) -> None:
+    """LabError unless ``value`` is in the sane range of the duration option ``name``."""
+    least, most = DURATIONS[name]
+    # ``not least <= value <= most`` is also true for nan.
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not least <= value <= most:
+        off = " (leave it unset to turn it off)" if name in OPTIONAL_DURATIONS else ""
+        raise LabError(f"{name} must be a number of seconds from {least:g} to {most:g}{off}, not {value!r}")

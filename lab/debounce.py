@@ -30,6 +30,11 @@ from dataclasses import dataclass, field
 # A path edited a thousand times in one batch keeps its first lines of ``why``, then a count.
 WHY_LIMIT = 12
 
+# Seconds of quiet that end a burst: the one default of every front end (``Watcher``, ``lab
+# watch``, ``lab serve``, ``Config``, ``Lab``). Short, because a file still open for writing
+# holds its batch anyway (see above): waiting longer only adds to every reload's latency.
+DEFAULT_DEBOUNCE = 0.02
+
 
 @dataclass(frozen=True)
 class Change:

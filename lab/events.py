@@ -3,17 +3,25 @@
 Master, workers and a notebook share one clock (``time.monotonic()``), so their events can be
 drawn on one time axis. Each line is written with a single ``write`` of at most ``PIPE_BUF``
 bytes on an ``O_APPEND`` file, so lines from different processes never interleave.
+
+A line torn by a full disk (a short write) must not take the next event with it: a sink whose
+file does not end in a newline when it opens, or whose last write was cut short, starts its next
+line with one; the reader skips what cannot be parsed and finds an event glued to a torn line.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
+import stat
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any, TextIO
+
+from lab.errors import LabError
 
 LINE_MAX = select.PIPE_BUF  # 4096 on Linux
 
@@ -44,7 +52,7 @@ def encode(event: dict[str, Any]) -> bytes:
         strings = [k for k, v in event.items() if isinstance(v, str) and len(v) > 64]
         if not strings:
             event = {k: event[k] for k in ("t", "kind", "pid") if k in event} | {"truncated": True}
-            return (json.dumps(event) + "\n").encode()
+            return (json.dumps(event, separators=(",", ":")) + "\n").encode()
         key = max(strings, key=lambda k: len(event[k]))
         excess = len(data) - LINE_MAX + 32
         value = event[key]
@@ -67,9 +75,9 @@ class EventSink:
         self.echo = echo
         self.failing = False
         self._fd = -1
+        self._torn = False  # the file does not end in a newline: start the next line with one
         if self.path is not None:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            self._fd = os.open(self.path, flags, 0o600)
+            self._fd, self._torn = _open_events(self.path)
 
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Write one event and return it."""
@@ -81,8 +89,10 @@ class EventSink:
         return event
 
     def _write(self, data: bytes) -> None:
+        if self._torn:
+            data = b"\n" + data
         try:
-            os.write(self._fd, data)
+            written = os.write(self._fd, data)
         except OSError as exc:
             if not self.failing:
                 self.failing = True
@@ -90,6 +100,8 @@ class EventSink:
                       "serving on without them", file=self.echo or sys.stderr, flush=True)
         else:
             self.failing = False
+            # Short (the disk filled up): the line is torn; otherwise it ends the line.
+            self._torn = written < len(data)
 
     def _print(self, event: dict[str, Any]) -> None:
         extra = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "kind", "pid"))
@@ -131,17 +143,64 @@ class EventTail:
         data = self._partial + chunk
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        events = []
-        for line in lines:
-            if line.strip():
-                try:
-                    events.append(json.loads(line))
-                except ValueError:
-                    continue
-        return events
+        return [event for line in lines if line.strip() and (event := parse_line(line)) is not None]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.read())
+
+
+def _open_events(path: str) -> tuple[int, bool]:
+    """(fd, torn) of the events file opened for appending; torn: it does not end in a newline.
+
+    Without following a link, and without blocking: a FIFO nobody reads would hang the open.
+    A FIFO or a directory is refused: events go to a file that a notebook can read back.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:  # ENXIO: a FIFO with no reader; EISDIR: a directory
+        if exc.errno in (errno.ENXIO, errno.EISDIR):
+            _refuse_odd(path, os.stat(path).st_mode)
+        raise
+    st = os.fstat(fd)
+    try:
+        _refuse_odd(path, st.st_mode)
+    except LabError:
+        os.close(fd)
+        raise
+    os.set_blocking(fd, True)  # appends to a regular file wait for the disk, as before
+    return fd, stat.S_ISREG(st.st_mode) and st.st_size > 0 and _last_byte(path, st.st_size) != b"\n"
+
+
+def _refuse_odd(path: str, mode: int) -> None:
+    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            raise LabError(f"the events file {path} is {what}: give a path for a regular file")
+
+
+def _last_byte(path: str, size: int) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return b"\n"  # unreadable (a write-only file): assume it ends well
+    try:
+        return os.pread(fd, 1, size - 1)
+    finally:
+        os.close(fd)
+
+
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """The event of one line, or None. A line torn by a full disk may have the next event glued
+    to it: every line starts with ``{"t":``, which no JSON string holds unescaped, so try there."""
+    start = 0
+    while start >= 0:
+        try:
+            event = json.loads(line[start:])
+        except ValueError:
+            start = line.find(b'{"t":', start + 1)
+            continue
+        return event if isinstance(event, dict) else None
+    return None
 
 
 def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

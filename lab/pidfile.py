@@ -1,46 +1,77 @@
 """The master's pid file: how ``python -m lab reload`` and ``stop`` find a running server.
 
+It holds ``PID STARTTIME``: the master's pid and its start time (clock ticks since boot, field 22
+of ``/proc/PID/stat``). A pid is reused by other programs once its server is gone; the pair is
+not, so ``reload`` and ``stop`` signal only the very process that wrote the file (through a
+pidfd, so it cannot be swapped between the check and the signal). A pid file of an older lab
+(only a pid) still works where that is safe: its pid must be a ``lab serve`` process that was
+already running when the file was written.
+
 Created with ``O_EXCL | O_NOFOLLOW`` (two servers racing for one file: one wins; a symlink planted
-at the path is refused), mode 0o644. A file naming a live lab server refuses a second start; a
-stale one (dead pid, or a pid reused by another program) is replaced.
+at the path is refused), mode 0o644. A file naming a live server refuses a second start; a stale
+one (dead pid, or a pid reused by another program) is replaced. Anything that is not a pid file
+of ours -- a user's file, a FIFO, a directory, an empty file -- is refused and never removed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import select
 import signal
+import stat
 import time
+from dataclasses import dataclass
 
 from lab.errors import LabError
 
+MAX_SIZE = 64  # bytes: a pid file of ours is far smaller
+_CONTENT = re.compile(rb"\A([0-9]{1,10})(?: ([0-9]{1,20}))?\n?\Z")  # ASCII digits only
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-def read_pid(path: str) -> int:
-    """The pid written in ``path``; LabError when there is no usable pid file."""
+
+@dataclass(frozen=True)
+class PidRecord:
+    """What a pid file says, and which file said it."""
+
+    pid: int
+    start: int | None  # None: an older lab's file (only a pid)
+    written: float  # the file's mtime (time.time())
+    inode: tuple[int, int]  # (st_dev, st_ino): remove only the file that was read
+
+
+class NotAPidFile(LabError):
+    """The path holds something that is not a pid file of ours (the reason is the message)."""
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first); None if gone."""
     try:
-        with open(path, "rb") as f:
-            text = f.read(64).decode("ascii", "replace").strip()
-    except FileNotFoundError:
-        raise LabError(f"no pid file at {path}: is the server running (serve --pidfile {path})?") from None
-    except OSError as exc:
-        raise LabError(f"cannot read pid file {path}: {exc.strerror}") from None
-    if not text.isdigit() or int(text) <= 0:
-        raise LabError(f"pid file {path} holds {text[:20]!r}, not a pid: remove it if no server runs")
-    return int(text)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name, in parentheses, may itself hold ") ".
+    return data[data.rfind(b")") + 2:].split()
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot); None when it is gone or a zombie."""
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])  # field 22 of the man page; fields[0] is field 3
 
 
 def is_alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    # The state follows the command name in parentheses, which may itself hold ") ".
-    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+    return start_time(pid) is not None
 
 
 def is_lab_server(pid: int) -> bool:
-    """True when ``pid`` is alive and is a ``python -m lab serve`` master (not a reused pid)."""
+    """True when ``pid`` is alive and its command line is a ``lab serve``: a hint only (any
+    program may have such arguments), used for an older lab's pid file alone."""
     if not is_alive(pid):
         return False
     try:
@@ -52,15 +83,85 @@ def is_lab_server(pid: int) -> bool:
                                     for a in argv)
 
 
+def inspect(path: str) -> PidRecord:
+    """The record in pid file ``path``; NotAPidFile when it is something else, LabError when
+    it cannot be read. Opened without following a link and without blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise LabError(f"no pid file at {path}: is the server running (serve --pidfile {path})?") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotAPidFile(f"pid file {path} is a symlink") from None
+        raise LabError(f"cannot read pid file {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) \
+                else "not a regular file"
+            raise NotAPidFile(f"pid file {path} is {what}")
+        data = os.read(fd, MAX_SIZE + 1)
+    finally:
+        os.close(fd)
+    if not data:
+        raise NotAPidFile(f"pid file {path} is empty (a server may be starting)")
+    found = _CONTENT.match(data)
+    if found is None or int(found[1]) == 0:
+        raise NotAPidFile(f"{path} is not a pid file of the lab (it holds {len(data)}"
+                          f"{'+' if len(data) > MAX_SIZE else ''} bytes that are not a pid)")
+    return PidRecord(int(found[1]), None if found[2] is None else int(found[2]), st.st_mtime,
+                     (st.st_dev, st.st_ino))
+
+
+def read_record(path: str) -> PidRecord:
+    """The record in pid file ``path``; LabError (saying what to do) when there is none."""
+    try:
+        return inspect(path)
+    except NotAPidFile as exc:
+        raise LabError(f"{exc}; check --pidfile") from None
+
+
+def read_pid(path: str) -> int:
+    """The pid written in ``path``; LabError when there is no usable pid file."""
+    return read_record(path).pid
+
+
+def runs(record: PidRecord) -> bool:
+    """True while the process that wrote ``record`` runs (not merely a process with its pid)."""
+    start = start_time(record.pid)
+    if start is None:
+        return False
+    if record.start is not None:
+        return start == record.start
+    # An older lab's file: its process started before the file was written (not a later
+    # process given the same pid; 1 s of slack for the clocks' granularity), and is a ``lab serve``.
+    started = time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - start / _CLOCK_TICKS)
+    return started <= record.written + 1.0 and is_lab_server(record.pid)
+
+
+def _unlink_if_same(path: str, inode: tuple[int, int]) -> None:
+    """Remove ``path`` only if it is still the file that was read (not one put there since)."""
+    try:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == inode:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 class PidFile:
     """``create()`` at start, ``remove()`` at exit (only if it still names this process)."""
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self.pid: int | None = None
+        self.start: int | None = None
 
     def create(self, pid: int | None = None) -> None:
         pid = os.getpid() if pid is None else pid
+        start = start_time(pid)
+        if start is None:
+            raise LabError(f"cannot write pid file {self.path}: process {pid} does not run")
         for _attempt in range(2):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -71,53 +172,72 @@ class PidFile:
             except OSError as exc:
                 raise LabError(f"cannot create pid file {self.path}: {exc.strerror}") from None
             with os.fdopen(fd, "w") as f:
-                f.write(f"{pid}\n")
-            self.pid = pid
+                f.write(f"{pid} {start}\n")
+            self.pid, self.start = pid, start
             return
         raise LabError(f"pid file {self.path} keeps coming back: another server is starting; try again")
 
     def _clear_stale(self) -> None:
-        if os.path.islink(self.path):
-            raise LabError(f"pid file {self.path} is a symlink: refusing it; remove it or choose another path")
         try:
-            other = read_pid(self.path)
+            record = inspect(self.path)
+        except NotAPidFile as exc:
+            raise LabError(f"{exc}: refusing it; remove it or choose another path") from None
         except LabError:
-            other = None
-        if other is not None and other != os.getpid() and is_lab_server(other):
-            raise LabError(f"a server is already running with pid {other} (pid file {self.path}); "
+            if not os.path.lexists(self.path):
+                return  # removed meanwhile (its server stopped): try again
+            raise
+        if record.pid != os.getpid() and runs(record):
+            raise LabError(f"a server is already running with pid {record.pid} (pid file {self.path}); "
                            f"stop it with: python -m lab stop --pidfile {self.path}")
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        _unlink_if_same(self.path, record.inode)
 
     def remove(self) -> None:
         if self.pid is None:
             return
         try:
-            if read_pid(self.path) == self.pid:
-                os.unlink(self.path)
+            record = inspect(self.path)
+            if (record.pid, record.start) == (self.pid, self.start):
+                _unlink_if_same(self.path, record.inode)
         except (LabError, OSError):
             pass
-        self.pid = None
+        self.pid = self.start = None
+
+
+def _open_server(path: str) -> tuple[int, int]:
+    """(pid, pidfd) of the running server that wrote pid file ``path``; LabError otherwise."""
+    record = read_record(path)
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except ProcessLookupError:
+        pidfd = -1
+    # Checked after the pidfd is open: from here on the pid cannot go to another process.
+    if pidfd < 0 or not runs(record):
+        if pidfd >= 0:
+            os.close(pidfd)
+        raise LabError(f"pid {record.pid} in {path} is not a running lab server (stale pid file?)")
+    return record.pid, pidfd
 
 
 def signal_server(path: str, signum: int) -> int:
     """Send ``signum`` to the lab server named in pid file ``path``; returns its pid."""
-    pid = read_pid(path)
-    if not is_lab_server(pid):
-        raise LabError(f"pid {pid} in {path} is not a running lab server (stale pid file?)")
-    os.kill(pid, signum)
+    pid, pidfd = _open_server(path)
+    try:
+        signal.pidfd_send_signal(pidfd, signum)
+    finally:
+        os.close(pidfd)
     return pid
 
 
 def stop_server(path: str, timeout: float) -> int:
     """SIGTERM the server of ``path`` and wait until it is gone; returns its pid."""
-    pid = signal_server(path, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while is_alive(pid):
-        if time.monotonic() > deadline:
+    pid, pidfd = _open_server(path)
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)  # readable once the process has exited
+        if not poller.poll(min(timeout, 2e6) * 1000):
             raise LabError(f"server {pid} still runs {timeout:g} s after SIGTERM; "
                            f"send SIGQUIT for an immediate stop: kill -QUIT {pid}")
-        time.sleep(0.02)
+    finally:
+        os.close(pidfd)
     return pid

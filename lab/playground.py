@@ -15,6 +15,10 @@ stopped by ``weakref.finalize``.
 
 Caveat of ``PR_SET_PDEATHSIG``: it fires when the *thread* that started the process ends, so
 create a ``Lab`` from the main thread (as a notebook cell does).
+
+A kernel killed outright runs no finalizer, so its scratch directory stays: each scratch
+directory holds an owner file (the pid and start time of the process that made it, in the pid
+file format), and a new ``Lab`` removes those whose owner and server are both gone.
 """
 
 from __future__ import annotations
@@ -34,12 +38,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab.config import Config
+from lab.debounce import DEFAULT_DEBOUNCE
 from lab.errors import LabError
 from lab.events import EventSink, EventTail
+from lab.pidfile import PidFile, inspect, runs
 
 Event = dict[str, Any]
 
 EXAMPLE_APP = Path(__file__).resolve().parent / "examples" / "hello.py"
+SCRATCH_PREFIX = "reactor-lab-"
+OWNER_FILE = "owner.pid"  # in a scratch directory: who made it (and that the lab made it)
+SERVER_PIDFILE = "server.pid"
 
 # Run in the new process before it becomes the server: die with the parent, then exec.
 _DIE_WITH_PARENT = """\
@@ -62,12 +72,17 @@ class Lab:
     def __init__(self, app: str | os.PathLike[str] = EXAMPLE_APP, *, workers: int = 2, watch: bool = True,
                  heartbeat_idle: float | None = None, heartbeat_interval: float | None = None,
                  heartbeat_strategy: str | None = None, graceful_timeout: float = 5.0,
-                 debounce: float = 0.02, extra_args: tuple[str, ...] = (), start: bool = True,
+                 debounce: float = DEFAULT_DEBOUNCE, extra_args: tuple[str, ...] = (), start: bool = True,
                  ready_timeout: float = 20.0):
         source = Path(app)
         if not source.exists() or not (source.is_dir() or source.suffix == ".py"):
             raise LabError(f"no app at {source}: give a .py file or a package directory")
-        self.root = Path(tempfile.mkdtemp(prefix="reactor-lab-"))
+        # The server's own checks, here: a bad value is one line now, not a server that exits.
+        Config(workers=workers, heartbeat_idle=heartbeat_idle, heartbeat_interval=heartbeat_interval,
+               heartbeat_strategy=heartbeat_strategy, graceful_timeout=graceful_timeout, debounce=debounce)
+        sweep_scratch()
+        self.root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+        PidFile(str(self.root / OWNER_FILE)).create()
         self.app_dir = self.root / "app"
         self.app_dir.mkdir()
         if source.is_dir():
@@ -76,7 +91,7 @@ class Lab:
             shutil.copy(source, self.app_dir / source.name)
         self.target = source.stem
         self.events_path = self.root / "events.jsonl"
-        self.pidfile = self.root / "server.pid"
+        self.pidfile = self.root / SERVER_PIDFILE
         self.log_path = self.root / "server.log"
         options = {"--workers": workers, "--graceful-timeout": graceful_timeout, "--debounce": debounce,
                    "--heartbeat-idle": heartbeat_idle, "--heartbeat-interval": heartbeat_interval,
@@ -102,6 +117,8 @@ class Lab:
         """Start the server and wait until its first generation serves (LabError if it cannot)."""
         if self.running:
             return self
+        if not self._finalizer.alive:
+            raise LabError("this Lab is closed (its scratch directory is removed): create a new Lab()")
         self._mark = len(self.read_events())
         log = open(self.log_path, "ab")
         try:
@@ -568,6 +585,37 @@ class SlowReader(Background):
                     return
                 self._count_ok(data.count(b"\n"))
                 self._stopping.wait(self.pause)
+
+
+def sweep_scratch(tmp: str | None = None) -> list[Path]:
+    """Remove the scratch directories of Labs whose process was killed (no finalizer ran):
+    only this user's, made by a Lab (an owner file), whose owner and server are both gone."""
+    tmp = tempfile.gettempdir() if tmp is None else tmp
+    try:
+        entries = [e for e in os.scandir(tmp) if e.name.startswith(SCRATCH_PREFIX)]
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        try:
+            mine = entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and _abandoned(entry.path):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _abandoned(directory: str) -> bool:
+    """True when a Lab made ``directory`` and neither that Lab's process nor its server runs."""
+    server = os.path.join(directory, SERVER_PIDFILE)
+    try:
+        if runs(inspect(os.path.join(directory, OWNER_FILE))):
+            return False
+        return not (os.path.lexists(server) and runs(inspect(server)))
+    except LabError:  # no owner file (not made by a Lab), or a pid file that is not one
+        return False
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "the condition") -> Any:

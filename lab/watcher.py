@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from inotify_simple import Event, INotify, flags, parse_events
 
-from lab.debounce import Change, Debouncer
+from lab.debounce import DEFAULT_DEBOUNCE, Change, Debouncer
 from lab.errors import LabError
 
 __all__ = ["DEFAULT_IGNORE", "Change", "Watcher", "inotify_limits"]
@@ -131,7 +131,7 @@ class Watcher:
 
     def __init__(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                  types: Iterable[str] | None = (".py",), ignore: Iterable[str] = DEFAULT_IGNORE,
-                 debounce: float = 0.02, max_wait: float = 0.5,
+                 debounce: float = DEFAULT_DEBOUNCE, max_wait: float = 0.5,
                  clock: Callable[[], float] = time.monotonic, log_size: int = 1000):
         self.types = _check_types(types)
         self.ignore = _check_ignore(ignore)
@@ -286,11 +286,8 @@ class Watcher:
             for root in self._dir_roots:
                 try:
                     self._walk(root, remember, strict=True)
-                except PermissionError:
-                    raise LabError(f"{root}: permission denied: cannot read this directory; "
-                                   "watch one you may read, or fix its permissions") from None
                 except OSError as exc:
-                    raise LabError(f"{root}: cannot watch it: {exc.strerror}") from None
+                    raise LabError(_unwatchable(root, exc)) from None
             for path in self._file_roots:
                 try:
                     self._watch_file(path)
@@ -772,6 +769,26 @@ def _check_ignore(ignore: Iterable[str]) -> tuple[str, ...]:
     return checked
 
 
+def _pseudo_devices() -> dict[int, str]:
+    """The devices of /proc and /sys (st_dev -> path), where inotify sees no changes."""
+    found = {}
+    for top in ("/proc", "/sys"):
+        try:
+            found[os.stat(top).st_dev] = top
+        except OSError:
+            continue
+    return found
+
+
+def _unwatchable(root: str, exc: OSError) -> str:
+    """Why the tree at ``root`` cannot be watched, naming the directory that failed."""
+    where = root if exc.filename in (None, root) else f"{root}: {exc.filename} below it"
+    if isinstance(exc, PermissionError):
+        return (f"{where}: permission denied: cannot read this directory; watch one you may "
+                "read, or fix its permissions")
+    return f"{where}: cannot watch it: {exc.strerror}"
+
+
 def _check_paths(paths) -> tuple[list[str], list[str]]:
     """(directories, files) to watch, absolute; nested directories are watched once."""
     if isinstance(paths, (str, bytes, os.PathLike)):
@@ -789,6 +806,13 @@ def _check_paths(paths) -> tuple[list[str], list[str]]:
             raise LabError(f"{path}: permission denied: cannot reach it") from None
         except OSError as exc:
             raise LabError(f"{path}: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode) and os.path.islink(path):
+            # Watches never follow a link (it could be re-pointed while watched).
+            raise LabError(f"{path} is a symlink to the directory {os.path.realpath(path)}: links "
+                           "are not followed; give the directory itself")
+        if stat.S_ISDIR(st.st_mode) and st.st_dev in _pseudo_devices():
+            raise LabError(f"{path} is in {_pseudo_devices()[st.st_dev]}, a kernel file system: its "
+                           "files change without inotify events, so nothing there can be watched")
         if stat.S_ISDIR(st.st_mode):
             dirs.append(path)
         elif stat.S_ISREG(st.st_mode):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from lab.errors import LabError
 from lab.pidfile import is_alive
-from lab.playground import Lab, wait_until
+from lab.playground import Lab, sweep_scratch, wait_until
 
 OLD, NEW = 'text = "hello world client"', 'text = "hello, reloaded"'
 
@@ -100,21 +102,25 @@ def test_a_forgotten_lab_is_stopped_by_the_garbage_collector():
     assert not is_alive(pid) and not root.exists()
 
 
-def test_the_server_dies_with_the_process_that_started_it(tmp_path):
+def test_the_server_dies_with_the_process_that_started_it_and_the_next_lab_sweeps_its_folder(tmp_path):
     script = textwrap.dedent("""
         import sys, time
         from lab.playground import Lab
         lab = Lab(workers=1)
-        print(lab.pid, *lab.workers(), flush=True)
+        print(lab.root, lab.pid, *lab.workers(), flush=True)
         time.sleep(60)
     """)
-    kernel = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # its scratch folder: under tmp_path
+    kernel = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
     try:
-        pids = [int(p) for p in kernel.stdout.readline().split()]
+        root, *pids = kernel.stdout.readline().split()
+        pids = [int(p) for p in pids]
         assert len(pids) == 2 and all(is_alive(p) for p in pids)
         kernel.kill()  # SIGKILL: no atexit, no finalizer runs; only the kernel's own cleanup
         kernel.wait()
         wait_until(lambda: not any(is_alive(p) for p in pids), timeout=15, what="the orphaned server's exit")
+        assert Path(root).is_dir(), "left behind: nothing of the kernel ran"
+        assert sweep_scratch(str(tmp_path)) == [Path(root)], "what a new Lab() sweeps"
     finally:
         kernel.kill()
         kernel.wait()

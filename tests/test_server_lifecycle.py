@@ -14,7 +14,7 @@ from server_helpers import ServerProcess, ask, run_cli, wait_until, write_app
 
 from lab.events import read_events
 from lab.heartbeat import STRATEGIES
-from lab.pidfile import is_alive
+from lab.pidfile import is_alive, read_pid
 
 CRASHING_APP = '''\
 import os
@@ -35,7 +35,7 @@ def on_receive(server, conn, data):
 def test_graceful_stop_exits_0_and_removes_the_pid_file(serve, app_dir, signum):
     server = serve(app_dir=app_dir)
     workers = server.worker_pids()
-    assert server.pidfile.read_text().strip() == str(server.pid)
+    assert read_pid(str(server.pidfile)) == server.pid
     server.signal(signum)
     assert server.proc.wait(10) == 0
     assert not server.pidfile.exists()
@@ -135,7 +135,7 @@ def test_a_stale_pid_file_is_replaced(serve, app_dir, tmp_path):
     pidfile = tmp_path / "server.pid"
     pidfile.write_text(gone.stdout)
     server = serve(app_dir=app_dir, pidfile=pidfile)
-    assert pidfile.read_text().strip() == str(server.pid)
+    assert read_pid(str(pidfile)) == server.pid
 
 
 def test_a_running_server_is_not_started_twice(serve, app_dir, tmp_path):
@@ -145,7 +145,7 @@ def test_a_running_server_is_not_started_twice(serve, app_dir, tmp_path):
     assert second.proc.wait(10) == 2
     assert "already running" in second.stderr() and str(server.pid) in second.stderr()
     assert len(second.stderr().strip().splitlines()) == 1
-    assert server.pidfile.read_text().strip() == str(server.pid)
+    assert read_pid(str(server.pidfile)) == server.pid
 
 
 @pytest.mark.parametrize("args, message", [
