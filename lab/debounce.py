@@ -158,6 +158,10 @@ class Debouncer:
         deadline = self.deadline()
         return deadline is not None and now >= deadline
 
+    def overdue(self, now: float) -> bool:
+        """``max_wait`` has passed since the first fact: due even while facts keep coming."""
+        return self._first is not None and now >= self._first + self.max_wait
+
     # --- taking the batch -----------------------------------------------------------------------
 
     def paths_under(self, directory: str) -> list[str]:

@@ -206,9 +206,11 @@ class Watcher:
             raise LabError("the watcher is closed; create a new Watcher")
         now = self._clock() if now is None else now
         self._backlog = not self._read(now)
-        if self._debouncer.ready(now) or (self._rescans and not self._debouncer.pending):
-            return self._take()
-        return []
+        if self._backlog:  # records read are not all interpreted: only max_wait makes it due
+            due = self._debouncer.overdue(now)
+        else:
+            due = self._debouncer.ready(now) or (self._rescans and not self._debouncer.pending)
+        return self._take() if due else []
 
     def timeout(self, now: float | None = None) -> float | None:
         """Seconds until ``poll`` may return a batch, or 0 while raw records wait to be
