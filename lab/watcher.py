@@ -586,7 +586,8 @@ class Watcher:
         or appeared in this batch."""
         held = self._debouncer.state
         known = [p for d in subtree for p in self._dir_files.get(d, ()) if held(p) is not False]
-        return known + [p for p in self._debouncer.paths_under(directory) if p not in self._files]
+        appeared = self._debouncer.paths_in
+        return known + [p for d in subtree for p in appeared(d) if p not in self._files]
 
     def _rename_tree(self, old: str, new: str, now: float, why: tuple[str, ...]) -> None:
         """A directory renamed inside the tree: its watches now stand for the new paths."""

@@ -44,11 +44,12 @@ def settle(w: Watcher, clock: Clock) -> list[Change]:
 
 
 def collect(w: Watcher, done, timeout: float = 20.0) -> list[Change]:
-    """Batches (real time) until ``done(changes)`` or the deadline."""
+    """Batches (real time) until ``done(changes)`` or the deadline (``done`` may wait on
+    something else than a batch, so it is asked again at least every 0.2 s)."""
     changes: list[Change] = []
     deadline = time.monotonic() + timeout
     while not done(changes) and time.monotonic() < deadline:
-        changes += w.read_batch(timeout=max(0.0, deadline - time.monotonic()))
+        changes += w.read_batch(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
     return changes
 
 
