@@ -10,6 +10,9 @@ What the tutorial's class misses and this one does:
   by the watch (``mkdir -p a/b/c`` + files, at once: every file reported);
 - renames are paired by cookie and followed: a renamed directory's whole subtree keeps its
   watches under the new paths; a directory moved out of the tree loses its watches;
+- a flood (200,000 files deleted at once) is interpreted ``RECORDS_PER_POLL`` records per
+  ``poll``, ``timeout()`` 0 while more wait, so the caller's loop gets its turn between slices;
+  the snapshot and the pending batch are indexed by directory, so the work is linear;
 - ``IN_Q_OVERFLOW`` (events lost) is answered by a rescan against a snapshot of
   ``path -> (inode, size, mtime_ns)`` and a ``Change(kind="rescan")`` that says so;
 - the file type is the real suffix (``a.b.py`` is ``.py``); editor swap/backup files and
@@ -581,9 +584,9 @@ class Watcher:
             stack.extend(self._subdirs.get(directory, ()))
         return out
 
-    def _files_under(self, directory: str, subtree: list[str]) -> list[str]:
-        """Wanted files inside ``directory`` now: known at the last batch and not deleted since,
-        or appeared in this batch."""
+    def _files_under(self, subtree: list[str]) -> list[str]:
+        """Wanted files in the watched directories ``subtree`` now: known at the last batch and
+        not deleted since, or appeared in this batch."""
         held = self._debouncer.state
         known = [p for d in subtree for p in self._dir_files.get(d, ()) if held(p) is not False]
         appeared = self._debouncer.paths_in
@@ -592,7 +595,7 @@ class Watcher:
     def _rename_tree(self, old: str, new: str, now: float, why: tuple[str, ...]) -> None:
         """A directory renamed inside the tree: its watches now stand for the new paths."""
         subtree = self._subtree(old)
-        files = self._files_under(old, subtree)
+        files = self._files_under(subtree)
         self._subdirs.get(os.path.dirname(old), set()).discard(old)
         self._subdirs.setdefault(os.path.dirname(new), set()).add(new)
         for directory in subtree:
@@ -613,7 +616,7 @@ class Watcher:
                    remove_watches: bool) -> None:
         """A directory deleted or moved out: forget its watches; its files are deleted."""
         subtree = self._subtree(old)
-        for path in self._files_under(old, subtree):
+        for path in self._files_under(subtree):
             self._debouncer.deleted(path, now, (*why, f"inside {old}"))
         for directory in subtree:
             wd = self._path_wd.get(directory)
