@@ -24,6 +24,7 @@ file reloaded. Only its close, or ``max_wait``, does.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -82,6 +83,9 @@ class Debouncer:
         self.max_wait = max(max_wait, quiet)
         self.on_drop = on_drop  # told about paths whose facts cancel out (created + deleted)
         self._entries: dict[str, _Entry] = {}
+        # Held paths by directory: a deleted or renamed directory finds its own without a scan
+        # of every held path (one scan per directory was quadratic in a deleted tree).
+        self._dirs: dict[str, dict[str, None]] = {}
         self._first: float | None = None
         self._last: float | None = None
         self._writing = 0  # entries still open for writing
@@ -163,16 +167,22 @@ class Debouncer:
         deadline = self.deadline()
         return deadline is not None and now >= deadline
 
+    def overdue(self, now: float) -> bool:
+        """``max_wait`` has passed since the first fact: due even while facts keep coming."""
+        return self._first is not None and now >= self._first + self.max_wait
+
     # --- taking the batch -----------------------------------------------------------------------
 
-    def paths_under(self, directory: str) -> list[str]:
-        """Held paths inside ``directory`` that exist now (a renamed directory takes them along)."""
-        prefix = directory.rstrip("/") + "/"
-        return [p for p, e in self._entries.items() if e.exists and p.startswith(prefix)]
+    def paths_in(self, directory: str) -> list[str]:
+        """Held paths directly inside ``directory`` that exist now (a renamed directory takes
+        them along)."""
+        entries = self._entries
+        return [p for p in self._dirs.get(directory, ()) if entries[p].exists]
 
     def take(self) -> list[Change]:
         """The batch as changes (in the order paths were first seen), and start a new one."""
         entries, self._entries = self._entries, {}
+        self._dirs = {}
         self._first = self._last = None
         self._writing = 0
         moved_away = {e.origin for e in entries.values()
@@ -205,6 +215,7 @@ class Debouncer:
         """Forget the batch (the caller rescans instead); returns the paths that were held."""
         paths = list(self._entries)
         self._entries = {}
+        self._dirs = {}
         self._first = self._last = None
         self._writing = 0
         return paths
@@ -221,4 +232,5 @@ class Debouncer:
         entry = self._entries.get(path)
         if entry is None:
             entry = self._entries[path] = _Entry(existed=existed, exists=existed)
+            self._dirs.setdefault(posixpath.dirname(path), {})[path] = None
         return entry

@@ -4,11 +4,16 @@ One ``selectors`` selector (epoll on Linux) for file descriptors, one ``TimerHea
 signals turned into ordinary loop events: a signal handler only notes the signal number and the
 C-level ``signal.set_wakeup_fd`` byte wakes the selector; the callback then runs in the loop, never
 inside the handler (as in gunicorn's arbiter and asyncio's ``add_signal_handler``).
+
+A callback that raises does not end the loop (gunicorn's arbiter logs and goes on): the exception
+goes to ``on_error(callback, exc)``, a hook the owner sets (the default logs it with its
+traceback on the ``lab.reactor`` logger), and the loop carries on with the next callback.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import selectors
 import signal
@@ -18,6 +23,8 @@ from functools import partial
 from typing import Any
 
 from lab.timers import TimerHandle, TimerHeap
+
+_log = logging.getLogger(__name__)
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -43,13 +50,16 @@ class Reactor:
     """Readers, writers, timers and signals in one single-threaded loop.
 
     ``clock`` is the time source of the timers (``time.monotonic`` unless a test injects one).
+    ``on_error(callback, exc)`` hears of every exception a callback raises (see the module doc).
     Each registered fd holds a two-slot list ``[reader, writer]`` as its selector data; removing a
     callback clears its slot in place, so an event already returned by ``select`` for a callback
     removed earlier in the same round is skipped instead of calling a stale function.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 on_error: Callable[[Callable[..., Any], Exception], Any] | None = None):
         self.clock = clock
+        self.on_error = on_error
         self._selector = selectors.DefaultSelector()
         self._timers = TimerHeap()
         self._running = False
@@ -142,8 +152,9 @@ class Reactor:
         signal.signal(signum, self._note_signal)
 
     def remove_signal_handler(self, signum: int) -> None:
-        if self._signal_callbacks.pop(signum, None) is not None:
-            signal.signal(signum, signal.SIG_DFL)
+        if signum in self._signal_callbacks:
+            signal.signal(signum, signal.SIG_DFL)  # may raise (not the main thread): still ours
+            del self._signal_callbacks[signum]
 
     def _note_signal(self, signum: int, frame: object) -> None:
         # The only work done in a handler: remember which signal came. deque.append is atomic.
@@ -159,7 +170,10 @@ class Reactor:
         while pending:
             callback = self._signal_callbacks.get(pending.popleft())
             if callback is not None:
-                callback()
+                try:
+                    callback()
+                except Exception as exc:  # the signals noted after it still get their turn
+                    self._report(callback, exc)
 
     # --- running --------------------------------------------------------------------------------
 
@@ -183,28 +197,62 @@ class Reactor:
             if mask & _READ:
                 reader = data[0]
                 if reader is not None:
-                    reader()
+                    try:
+                        reader()
+                    except Exception as exc:
+                        self._report(reader, exc)
             if mask & _WRITE:
                 writer = data[1]
                 if writer is not None:
-                    writer()
+                    try:
+                        writer()
+                    except Exception as exc:
+                        self._report(writer, exc)
         if deadline is not None:
             for handle in self._timers.pop_due(self.clock()):
-                handle.run()
+                try:
+                    handle.run()
+                except Exception as exc:
+                    self._report(handle.callback, exc)
+
+    def _report(self, callback: Callable[..., Any], exc: Exception) -> None:
+        """A callback raised: tell ``on_error`` (or the log); the loop goes on either way."""
+        if self.on_error is not None:
+            try:
+                self.on_error(callback, exc)
+                return
+            except Exception:
+                _log.exception("the reactor's on_error hook raised")
+        _log.error("reactor callback %r raised; the loop goes on", callback, exc_info=exc)
 
     @property
     def timer_count(self) -> int:
         return len(self._timers)
 
     def close(self) -> None:
-        """Release the selector and the wake pipe; signal handlers go back to the default."""
+        """Release the selector and the wake pipe; signal handlers go back to the default.
+
+        Every step is tried and the fds are released even when one raises; then the first error
+        is raised (e.g. closed from another thread, or another wakeup fd installed meanwhile).
+        """
         if self._wake_r < 0:
             return
-        for signum in list(self._signal_callbacks):
-            self.remove_signal_handler(signum)
-        if signal.set_wakeup_fd(-1) not in (-1, self._wake_w):
-            raise RuntimeError("another wakeup fd was installed while this reactor ran")
+        steps = [partial(self.remove_signal_handler, s) for s in list(self._signal_callbacks)]
+        errors: list[Exception] = []
+        for step in (*steps, self._release_wakeup_fd):
+            try:
+                step()
+            except Exception as exc:
+                errors.append(exc)
         self.forget()
+        if errors:
+            raise errors[0]
+
+    def _release_wakeup_fd(self) -> None:
+        previous = signal.set_wakeup_fd(-1)
+        if previous not in (-1, self._wake_w):
+            signal.set_wakeup_fd(previous)  # not ours: leave it to its owner
+            raise RuntimeError("another wakeup fd was installed while this reactor ran")
 
     def forget(self) -> None:
         """Close this loop's fds without touching anything shared: for a child after ``fork``.
@@ -214,7 +262,12 @@ class Reactor:
         """
         if self._wake_r < 0:
             return
-        self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        wake_r, wake_w = self._wake_r, self._wake_w
         self._wake_r = self._wake_w = -1
+        try:
+            self._selector.close()
+        finally:
+            try:
+                os.close(wake_r)
+            finally:
+                os.close(wake_w)

@@ -107,15 +107,29 @@ def test_why_is_bounded():
     assert change.why[-1] == "merged 1000 facts into one change"
 
 
-def test_state_paths_under_and_discard():
+def test_state_paths_in_and_discard():
     d = Debouncer()
     d.created("/d/x.py", 0)
     d.deleted("/d/y.py", 0)
     d.created("/dd/z.py", 0)
+    d.created("/d/e/w.py", 0)
     assert d.state("/d/x.py") is True and d.state("/d/y.py") is False and d.state("/q") is None
-    assert d.paths_under("/d") == ["/d/x.py"]
-    assert sorted(d.discard()) == ["/d/x.py", "/d/y.py", "/dd/z.py"]
+    assert d.paths_in("/d") == ["/d/x.py"] and d.paths_in("/d/e") == ["/d/e/w.py"]
+    assert sorted(d.discard()) == ["/d/e/w.py", "/d/x.py", "/d/y.py", "/dd/z.py"]
     assert not d.pending and d.take() == []
+
+
+def test_held_paths_are_indexed_by_directory():
+    """A deleted tree asks for each of its directories' held paths: an index answers each in
+    the time of its own paths (a scan of every held path made deleting a tree quadratic)."""
+    d = Debouncer()
+    for i in range(3):
+        d.created(f"/t/d{i}/f.py", 0)
+    d.deleted("/t/d1/f.py", 0)
+    assert d._dirs == {f"/t/d{i}": {f"/t/d{i}/f.py": None} for i in range(3)}
+    assert [d.paths_in(f"/t/d{i}") for i in range(3)] == [["/t/d0/f.py"], [], ["/t/d2/f.py"]]
+    d.take()
+    assert d._dirs == {} and d.paths_in("/t/d0") == []
 
 
 def test_change_to_json():

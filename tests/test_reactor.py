@@ -146,3 +146,104 @@ def test_stop_ends_run(reactor):
 def test_call_every_rejects_a_zero_interval(reactor):
     with pytest.raises(ValueError):
         reactor.call_every(0, print)
+
+
+# --- a raising callback, a failing close ---------------------------------------------------------
+
+def test_a_raising_callback_is_reported_and_the_loop_goes_on(pipe):
+    r, w = pipe
+    reported: list[tuple[object, str]] = []
+    loop = Reactor(on_error=lambda callback, exc: reported.append((callback, str(exc))))
+    try:
+        got = []
+
+        def bad_reader():
+            os.read(r, 100)
+            raise RuntimeError("reader")
+
+        def bad_timer():
+            raise ValueError("timer")
+
+        def bad_signal():
+            raise KeyError("signal")
+
+        loop.add_reader(r, bad_reader)
+        loop.call_later(0, bad_timer)
+        loop.call_later(0, got.append, "timer after the bad one")
+        loop.add_signal_handler(signal.SIGUSR1, bad_signal)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: got.append("signal after the bad one"))
+        os.write(w, b"x")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        run_until(loop, lambda: len(got) == 2 and len(reported) == 3)
+        assert sorted(got) == ["signal after the bad one", "timer after the bad one"]
+        assert sorted(text for _, text in reported) == ["'signal'", "reader", "timer"]
+        assert {callback for callback, _ in reported} == {bad_reader, bad_timer, bad_signal}
+        os.write(w, b"y")  # and the loop still works
+        run_until(loop, lambda: len(reported) == 4)
+    finally:
+        loop.close()
+
+
+def test_without_a_hook_a_raising_callback_is_logged(reactor, caplog):
+    def boom():
+        raise RuntimeError("boom in a timer")
+
+    ran = []
+    reactor.call_later(0, boom)
+    reactor.call_later(0.01, ran.append, True)
+    run_until(reactor, lambda: ran)
+    [record] = [r for r in caplog.records if r.name == "lab.reactor"]
+    assert "boom" in record.getMessage() and record.exc_info[1].args == ("boom in a timer",)
+
+
+def _closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def test_close_releases_the_selector_and_pipe_even_when_a_step_raises():
+    loop = Reactor()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+    fds = (loop._selector.fileno(), loop._wake_r, loop._wake_w)
+    other_r, other_w = os.pipe2(os.O_NONBLOCK)
+    try:
+        signal.set_wakeup_fd(other_w)  # someone else's, installed while the loop ran
+        with pytest.raises(RuntimeError, match="another wakeup fd"):
+            loop.close()
+        assert all(_closed(fd) for fd in fds)
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+        assert signal.set_wakeup_fd(-1) == other_w, "the other owner's wakeup fd is left alone"
+        loop.close()  # closed: nothing more to do
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(other_r)
+        os.close(other_w)
+
+
+def test_close_from_another_thread_still_releases_the_fds():
+    import threading
+
+    loop = Reactor()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+    fds = (loop._selector.fileno(), loop._wake_r, loop._wake_w)
+    errors: list[Exception] = []
+
+    def close():
+        try:
+            loop.close()
+        except Exception as exc:
+            errors.append(exc)
+
+    try:
+        thread = threading.Thread(target=close)
+        thread.start()
+        thread.join(30)
+        assert [type(e) for e in errors] == [ValueError]  # signals are the main thread's
+        assert all(_closed(fd) for fd in fds)
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
