@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lab_copy import copy_lab
 
 
 def python_for_nobody(into: Path) -> tuple[str, dict[str, str]]:
@@ -19,8 +20,6 @@ def python_for_nobody(into: Path) -> tuple[str, dict[str, str]]:
     0700 home, a ``mktemp -d``). ``into`` must be a directory nobody may enter."""
     import inotify_simple
 
-    import lab
-
     if os.geteuid() != 0:
         pytest.skip("running code as user nobody needs root")
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -28,7 +27,7 @@ def python_for_nobody(into: Path) -> tuple[str, dict[str, str]]:
     if python is None:
         pytest.skip(f"no system {version} that user nobody may run")
     lib = into / "pylib"
-    shutil.copytree(Path(lab.__file__).parent, lib / "lab", ignore=shutil.ignore_patterns("__pycache__"))
+    copy_lab(lib)
     shutil.copy(inotify_simple.__file__, lib)
     for path in (lib, *lib.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
