@@ -3,18 +3,22 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Debian packages a target needs (installed once; see the script). Called in recipes, one at a time.
+SYSTEM := PYTHON=$(PYTHON) scripts/install-system-packages.sh
 
 .PHONY: lab test system bench figures clean
 
 $(STAMP): pyproject.toml
+	$(SYSTEM) lab
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-## Debian packages the tests use (Chromium for the browser test, inotify-tools and wrk for comparisons).
+## Debian packages the tests use (python3-venv; Chromium and libatomic1 for the browser test,
+## inotify-tools and wrk for comparisons, fonts).
 system:
-	scripts/install-system-packages.sh
+	$(SYSTEM) test
 
 ## Set up and open the playground: JupyterLab on notebooks/ (loopback only).
 lab: $(STAMP)
@@ -22,11 +26,13 @@ lab: $(STAMP)
 		--LabApp.default_url=/lab/tree/00_start_here.ipynb $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## Set up and run the whole test suite.
-test: system $(STAMP)
+test: $(STAMP)
+	$(SYSTEM) test
 	$(PY) -m pytest
 
 ## Benchmarks against peers (minutes; not part of CI).
-bench: system $(STAMP)
+bench: $(STAMP)
+	$(SYSTEM) test
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/watcher.py
 	$(PY) benchmarks/reload.py

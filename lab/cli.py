@@ -223,10 +223,12 @@ def _cmd_figures(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figures", help="regenerate the pictures in pic/ from real runs and benchmark results",
                        description="Draw the architecture sketch, a reload timeline and heartbeat "
                                    "lifetimes from real server runs, and plot benchmarks/results/*.json.")
-    p.add_argument("--out", default="pic", metavar="DIR", help="where to write the PNGs (default: pic)")
+    p.add_argument("--out", metavar="DIR",
+                   help="where to write the PNGs (default: pic; with --quick: test-artifacts/figures)")
     p.add_argument("--results", default="benchmarks/results", metavar="DIR",
                    help="benchmark JSON files to plot (default: benchmarks/results)")
-    p.add_argument("--quick", action="store_true", help="tiny real runs (about a second each)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny real runs (about a second each), a check rather than the pictures to commit")
     p.set_defaults(func=_figures)
 
 

@@ -14,6 +14,7 @@ started here is stopped on the way out, Ctrl-C and SIGTERM included.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import socket
 import sys
@@ -22,10 +23,12 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from lab.errors import LabError
-from lab.playground import Lab, wait_until
+from lab.playground import EXAMPLE_APP, Lab, wait_until
 
 SCENARIOS = ("reload", "heartbeat")
-GREETING = "hello world client"  # lab/examples/hello.py's Greeting.text
+# Greeting.text's line in hello.py, whatever it says: the served copy comes from the tracked
+# lab/examples/hello.py, which a reader may have edited.
+GREETING_LINE = re.compile(r"^(?P<indent>[ \t]+)text[ \t]*=.*$", re.MULTILINE)
 PHASE_NAMES = (("forked", "fork"), ("ready", "import"), ("serving", "switch"), ("old_gone", "old gone"))
 HEARTBEAT_IDLE, HEARTBEAT_INTERVAL = 1.0, 0.25
 
@@ -139,6 +142,17 @@ def phase_line(done: dict[str, Any], saved: float) -> str:
     return " | ".join(parts)
 
 
+def set_greeting(lab: Lab, value: str) -> None:
+    """Make the served app's ``Greeting.text`` line ``text = value`` (``value`` is Python source)."""
+    name = f"{lab.target}.py"
+    source = lab.read(name)
+    line = GREETING_LINE.search(source)
+    if line is None:
+        raise LabError(f"no 'text = ...' line in {name}, the copy of {EXAMPLE_APP} the demo edits: "
+                       f"put Greeting.text back (git checkout {EXAMPLE_APP})")
+    lab.edit(name, f"{source[:line.start()]}{line['indent']}text = {value}{source[line.end():]}")
+
+
 def reload_story(say: Say, *, workers: int, edits: int, port: int | None) -> None:
     say.title("hot reload: edit the app while it serves")
     with _lab(say, port, workers=workers, watch=True) as lab:
@@ -150,25 +164,23 @@ def reload_story(say: Say, *, workers: int, edits: int, port: int | None) -> Non
         say("2 background clients now send requests on fresh connections, all through the edits")
         say("reload phases in ms: save->seen (inotify + debounce), fork, import (new workers load the "
             "app), switch (old workers stop accepting), old gone (they drain and exit)", "dim")
-        text = GREETING
         for k in range(1, edits + 1):
             new = f"hello, edit {k}"
             say.beat()
-            say(f"edit {k}: Greeting.text = {new!r} in {lab.target}.py (saved in place)")
-            lab.replace(f"{lab.target}.py", f'text = "{text}"', f'text = "{new}"')
+            say(f"edit {k}: Greeting.text = {new!r} in {lab.target}.py (saved)")
+            set_greeting(lab, f'"{new}"')
             done = lab.wait_for("reload.done", timeout=15)
-            text = new
             say(f"  generation {done['generation']} serving: {phase_line(done, _edit_time(lab))}")
             say(f"  answer: {lab.request('hi')}", "value")
         say.beat()
         say("edit: a syntax error (an unclosed string)", "bad")
-        lab.replace(f"{lab.target}.py", f'text = "{text}"', 'text = "oops')
+        set_greeting(lab, '"oops')
         failed = lab.wait_for("reload.failed", timeout=15)
         say(f"  generation {failed['generation']} refused and removed: {failed.get('error', '?')}", "bad")
         say(f"  the old workers keep answering: {lab.request('hi')}", "value")
         say.beat()
         fixed = "hello, fixed"
-        lab.replace(f"{lab.target}.py", 'text = "oops', f'text = "{fixed}"')
+        set_greeting(lab, f'"{fixed}"')
         done = lab.wait_for("reload.done", timeout=15)
         say(f"fixed: generation {done['generation']} serving: {phase_line(done, _edit_time(lab))}")
         say(f"  answer: {lab.request('hi')}", "value")

@@ -5,8 +5,9 @@
     heartbeat_lifetimes.png real silent and chatty clients under a short heartbeat
     bench_*.png             benchmarks/results/*.json plotted against the peers measured with them
 
-Figures are drawn on ``matplotlib.figure.Figure`` objects (no pyplot, no global backend), so this
-runs headless and never touches a notebook's matplotlib state.
+``--quick`` makes the real runs tiny and writes to ``test-artifacts/figures`` (a check, not the
+pictures to commit). Figures are drawn on ``matplotlib.figure.Figure`` objects (no pyplot, no
+global backend), so this runs headless and never touches a notebook's matplotlib state.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+from lab.demo import set_greeting
 from lab.errors import LabError
 from lab.events import RELOAD_PHASES
 from lab.live import PHASE_COLOURS
@@ -29,7 +31,7 @@ from lab.playground import Lab, wait_until
 
 Event = dict[str, Any]
 DPI = 110
-GREETING = "hello world client"
+OUT, QUICK_OUT = Path("pic"), Path("test-artifacts/figures")  # quick runs never replace the committed pic/
 PHASES = tuple((name, RELOAD_PHASES[name], colour) for name, colour in PHASE_COLOURS.items())
 
 
@@ -49,13 +51,15 @@ class Plan:
         return cls(edits=1, edit_gap=0.1, silent=2, chatty=1, idle=0.3, interval=0.1)
 
 
-def render(out: str | Path = "pic", *, quick: bool = False, results: str | Path = "benchmarks/results",
+def render(out: str | Path | None = None, *, quick: bool = False, results: str | Path = "benchmarks/results",
            log: Callable[[str], None] = print) -> list[Path]:
-    """Draw every figure into ``out``; returns the files written.
+    """Draw every figure into ``out`` (default: ``pic``, or ``test-artifacts/figures`` when
+    ``quick``); returns the files written.
 
     Benchmark figures whose JSON is missing from ``results`` are skipped (and said so).
     """
-    out, results = Path(out), Path(results)
+    out = Path(out) if out is not None else QUICK_OUT if quick else OUT
+    results = Path(results)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -163,16 +167,15 @@ def architecture() -> Figure:
 def record_reload_run(plan: Plan) -> list[Event]:
     """Serve the example app, edit it ``plan.edits`` times, break it once, fix it; all its events."""
     with Lab(workers=2, watch=True) as lab:
-        def edit(old: str, new: str, outcome: str) -> None:
+        def edit(value: str, outcome: str) -> None:
             time.sleep(plan.edit_gap)  # spacing for the picture only: each step waits on its event
-            lab.replace("hello.py", f"text = {old}", f"text = {new}")
+            set_greeting(lab, value)
             lab.wait_for(outcome, timeout=15)
 
-        texts = [f'"{GREETING}"', *(f'"hello, edit {k}"' for k in range(1, plan.edits + 1))]
-        for old, new in zip(texts, texts[1:]):
-            edit(old, new, "reload.done")
-        edit(texts[-1], '"broken', "reload.failed")  # refused: the old generation keeps serving
-        edit('"broken', '"hello, fixed"', "reload.done")
+        for k in range(1, plan.edits + 1):
+            edit(f'"hello, edit {k}"', "reload.done")
+        edit('"broken', "reload.failed")  # refused: the old generation keeps serving
+        edit('"hello, fixed"', "reload.done")
         lab.stop()
         return list(lab.read_events())
 

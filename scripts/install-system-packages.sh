@@ -1,17 +1,51 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite needs, once; a no-op when they are present:
-# Chromium (the browser test), inotify-tools and wrk (peers in benchmarks), and fonts, so that
-# screenshots and figures show the tutorial's Chinese title instead of boxes.
+# Installs the Debian packages a make target needs, once; a no-op when they are present.
+#
+#   scripts/install-system-packages.sh lab    # make lab: python3-venv (python3 -m venv needs ensurepip)
+#   scripts/install-system-packages.sh test   # make test: lab's, plus Chromium and libatomic1 (the
+#       browser test: Playwright's driver needs libatomic1, which Chromium does not pull in),
+#       inotify-tools and wrk (peers in benchmarks) and fonts, so that screenshots and figures
+#       show the tutorial's Chinese title instead of boxes.
+#
+# As root it runs apt-get itself, otherwise through sudo; with neither it says in one line what to
+# install. PYTHON (default python3) is the interpreter the venv is made with.
 set -euo pipefail
+group=${1:-test}
+python=${PYTHON:-python3}
+
+installed() {  # a Debian package is installed (false where there is no dpkg)
+  [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" = "ii " ]
+}
+
+command -v "$python" >/dev/null 2>&1 || { echo "make $group: no $python: install Python >= 3.11 (Debian: python3)" >&2; exit 1; }
 need=()
-command -v chromium    >/dev/null 2>&1 || need+=(chromium)
-command -v inotifywait >/dev/null 2>&1 || need+=(inotify-tools)
-command -v wrk         >/dev/null 2>&1 || need+=(wrk)
-[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
-[ -d /usr/share/fonts/truetype/wqy ] || need+=(fonts-wqy-zenhei)
+"$python" -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+case "$group" in
+  lab) ;;
+  test)
+    command -v chromium    >/dev/null 2>&1 || need+=(chromium)
+    installed libatomic1                   || need+=(libatomic1)
+    command -v inotifywait >/dev/null 2>&1 || need+=(inotify-tools)
+    command -v wrk         >/dev/null 2>&1 || need+=(wrk)
+    [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+    [ -d /usr/share/fonts/truetype/wqy ] || need+=(fonts-wqy-zenhei)
+    ;;
+  *) echo "usage: $0 lab|test" >&2; exit 2 ;;
+esac
 [ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "make $group needs these Debian packages: ${need[*]}; install them as root (apt-get install ${need[*]}) or install sudo, then run make $group again" >&2
+  exit 1
+fi
+command -v apt-get >/dev/null 2>&1 || {
+  echo "make $group needs these Debian packages (no apt-get here: install their equivalents): ${need[*]}" >&2
+  exit 1
+}
 echo "installing Debian packages: ${need[*]}"
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

@@ -11,8 +11,11 @@ import time
 
 import psutil
 import pytest
+from lab_copy import copy_lab
 
-from lab.playground import wait_until
+from lab.demo import set_greeting
+from lab.errors import LabError
+from lab.playground import Lab, wait_until
 
 DEMO = [sys.executable, "-m", "lab", "demo"]
 
@@ -67,6 +70,32 @@ def test_demo_all_tells_the_reload_and_heartbeat_story():
     assert "2 of 2 chatty clients still open" in out
     assert out.rstrip().endswith("== done: every server and client started by the demo is stopped ==")
     _assert_all_gone(_servers(out))
+
+
+def test_the_demo_edits_whatever_the_greeting_says(tmp_path):
+    """A reader has edited Greeting.text in lab/examples/hello.py (a copy of the package here)."""
+    copy_lab(tmp_path, greeting="bonjour")
+    run = subprocess.run([*DEMO, "reload", "--edits", "1"], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    out = run.stdout
+    assert run.returncode == 0, out + run.stderr
+    assert re.search(r"\$ curl http://127\.0\.0\.1:\d+/\n.*bonjour\n", out), out
+    assert "answer: hello, edit 1" in out and "keep answering: hello, edit 1" in out
+    assert "answer: hello, fixed" in out
+    _assert_all_gone(_servers(out))
+
+
+def test_an_app_without_a_greeting_line_is_one_clear_error(tmp_path):
+    app = tmp_path / "hello.py"
+    app.write_text("def on_receive(server, conn, data):\n    server.send(conn, b'hi\\n')\n")
+    lab = Lab(app, start=False)
+    try:
+        with pytest.raises(LabError, match=r"no 'text = \.\.\.' line in hello\.py") as info:
+            set_greeting(lab, '"x"')
+        assert "\n" not in str(info.value)
+        assert lab.read("hello.py") == app.read_text(), "nothing written"
+    finally:
+        lab.close()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from lab_copy import copy_lab
 from PIL import Image
 
 from lab.errors import LabError
@@ -46,6 +48,21 @@ def test_quick_figures_from_real_runs_and_results(tmp_path):
         assert f"wrote {out / stem}.png" in run.stdout
     for name in {"watcher", "reload", "throughput", "heartbeat"} - set(present):
         assert f"skipped bench_{name}.png" in run.stdout
+
+
+def test_quick_figures_leave_pic_alone_and_any_greeting_will_do(tmp_path):
+    """--quick writes to test-artifacts/figures, never over the committed pic/; a reader's edit of
+    Greeting.text in lab/examples/hello.py (in a copy of the package here) changes nothing."""
+    copy_lab(tmp_path / "lib", greeting="bonjour")
+    (tmp_path / "results").mkdir()
+    run = subprocess.run([sys.executable, "-m", "lab", "figures", "--quick", "--results", "results"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")})
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = tmp_path / "test-artifacts" / "figures"
+    assert sorted(p.stem for p in out.iterdir()) == sorted(REAL_RUNS)
+    assert not (tmp_path / "pic").exists()
+    _check_png(out / "reload_timeline.png")
 
 
 def test_a_malformed_result_file_is_one_clear_error_before_any_real_run(tmp_path):

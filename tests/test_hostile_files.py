@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from privileges import python_for_nobody, skip_without_user_namespaces
 from server_helpers import ServerProcess, wait_until, write_app
 
-import lab
 from lab.watcher import Watcher, inotify_limits
 
 
@@ -60,23 +60,11 @@ def test_a_symlink_loop_is_not_followed(serve, app_dir, tmp_path):
     assert server.ask() == "v1"
 
 
-def _python_for_nobody() -> tuple[str, dict[str, str]]:
-    """An interpreter ``nobody`` may run, importing lab and inotify_simple from where we do."""
-    import inotify_simple
-
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    python = shutil.which(version, path="/usr/local/bin:/usr/bin")
-    if python is None:
-        pytest.skip(f"no system {version} that user nobody may run")
-    path = [os.path.dirname(os.path.dirname(lab.__file__)), os.path.dirname(inotify_simple.__file__)]
-    return python, {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(path)}
-
-
 class NobodyServer(ServerProcess):
     """The server run as user ``nobody``: as root, no permission is ever denied."""
 
     def start(self, wait: bool = True) -> ServerProcess:
-        python, env = _python_for_nobody()
+        python, env = python_for_nobody(self.tmp)
         self.argv[0] = python
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -123,8 +111,7 @@ os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 
 
 def test_the_watch_limit_reached_while_serving_is_a_degraded_state(tmp_path, app_dir):
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare(1) is not installed")
+    skip_without_user_namespaces()
     root = watched_tree(tmp_path / "watched")
     server = ServerProcess(tmp_path, app_dir=app_dir, args=("--watch", str(root)))
     # A user namespace has inotify limits of its own: lowering them there starves no one else.
