@@ -70,6 +70,7 @@ class Config:
     max_buffer: int = 1 << 20  # queued output above this: stop reading that client (backpressure)
     max_output: int = 64 << 20  # queued output above this: the app outran its client; close it
     worker_timeout: float | None = None  # a worker silent this long (stuck in app code) is replaced
+    header_timeout: float | None = 10.0  # for apps: a request not whole this long after its first byte is refused
 
     def __post_init__(self) -> None:
         self._check()
@@ -113,7 +114,7 @@ class Config:
                 raise LabError(f"{name} must be a positive integer, not {value!r}")
         if self.max_output < self.max_buffer:
             raise LabError(f"max_output ({self.max_output}) must be >= max_buffer ({self.max_buffer})")
-        for name in ("heartbeat_idle", "heartbeat_interval", "worker_timeout"):
+        for name in ("heartbeat_idle", "heartbeat_interval", "worker_timeout", "header_timeout"):
             value = getattr(self, name)
             if value is not None:
                 _non_negative(name, value)

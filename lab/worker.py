@@ -57,7 +57,7 @@ class Connection:
     """One client. ``data`` is free for the app (e.g. a parser's state)."""
 
     __slots__ = ("id", "sock", "fd", "peer", "out", "closing", "closed", "fresh", "awaiting",
-                 "paused", "data")
+                 "paused", "inbuf", "data")
 
     def __init__(self, conn_id: int, sock: socket.socket, peer: Any):
         self.id = conn_id
@@ -70,6 +70,7 @@ class Connection:
         self.fresh = True  # nothing received yet: a client that just connected
         self.awaiting = False  # received data not yet answered with a send
         self.paused = False  # reading stopped because ``out`` is above the high-water mark
+        self.inbuf = b""  # the app's: input kept until it is a whole request (counted in the budget)
         self.data: Any = None
 
     def __repr__(self) -> str:
