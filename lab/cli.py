@@ -132,6 +132,9 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
                    help="the example app refuses (408) a request not whole S s after its first byte (default: 10)")
     p.add_argument("--max-output", type=int, default=64 << 20, metavar="BYTES",
                    help="close a connection whose unsent output grows past this (default: 64 MiB)")
+    p.add_argument("--buffer-budget", type=int, default=32 << 20, metavar="BYTES",
+                   help="a worker's buffers (all connections, in and out) above this: connections "
+                        "over their share are not read until it frees (default: 32 MiB)")
     p.add_argument("--quiet", action="store_true", help="no log lines on stderr")
     p.set_defaults(func=_serve)
 
@@ -143,7 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
     options = {name: getattr(args, name) for name in (
         "target", "app_dir", "bind", "watch", "types", "debounce", "graceful_timeout", "pidfile",
         "events", "heartbeat_idle", "heartbeat_interval", "heartbeat_strategy", "worker_timeout",
-        "max_output", "header_timeout")}
+        "max_output", "header_timeout", "buffer_budget")}
     if args.workers is not None:
         options["workers"] = args.workers
     return Master(Config(**options), echo=None if args.quiet else sys.stderr).run()

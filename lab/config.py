@@ -69,6 +69,7 @@ class Config:
     backlog: int = 1024
     max_buffer: int = 1 << 20  # queued output above this: stop reading that client (backpressure)
     max_output: int = 64 << 20  # queued output above this: the app outran its client; close it
+    buffer_budget: int = 32 << 20  # a worker's buffers above this: connections over their share wait
     worker_timeout: float | None = None  # a worker silent this long (stuck in app code) is replaced
     header_timeout: float | None = 10.0  # for apps: a request not whole this long after its first byte is refused
 
@@ -108,7 +109,7 @@ class Config:
         self.types = tuple(t if t.startswith(".") else "." + t for t in self.types)
         for name in ("debounce", "graceful_timeout"):
             _non_negative(name, getattr(self, name))
-        for name in ("backlog", "max_buffer", "max_output"):
+        for name in ("backlog", "max_buffer", "max_output", "buffer_budget"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise LabError(f"{name} must be a positive integer, not {value!r}")

@@ -8,6 +8,11 @@ Life of a worker (the master forks it; see ``master.py``):
 3. Wait for ``go``: the master sends it once the old generation has stopped accepting, so old
    and new code never answer side by side.
 4. Serve: accept, read, call the app, write what it queued (partial writes, a high-water mark).
+   One budget bounds the bytes buffered for all connections (queued output and the input an app
+   keeps in ``conn.inbuf``): while it is spent, a connection holding more than its share
+   (budget / connections) is not read, so greedy clients wait and newcomers still get in; new
+   connections are read as soon as they are accepted, and looked for between the reads of bulk
+   senders, so a round of huge pipelines does not delay them.
 5. ``drain`` (from the channel or SIGTERM): stop accepting at once, let in-flight requests finish,
    close idle keep-alive connections, exit when none is left.
 """
@@ -18,6 +23,7 @@ import ctypes
 import importlib
 import importlib.machinery
 import json
+import math
 import os
 import signal
 import socket
@@ -37,6 +43,9 @@ _PR_SET_PDEATHSIG = 1
 _ACCEPT_BATCH = 4  # small: the first worker awake must not take the whole queue (balance)
 _ACCEPT_PAUSE = 0.1  # out of fds: wait this long before accepting again, instead of spinning
 FRESH_GRACE = 2.0  # while draining: a client that connected but sent nothing gets this long
+_READ_SIZE = 65536
+_NEW_FIRST_EVERY = 0.01  # between full reads of bulk senders, look for new connections this often
+_HELD_BACK_CHECK = 0.25  # held-back connections are looked at this often, even if nothing frees
 
 
 @dataclass
@@ -57,7 +66,7 @@ class Connection:
     """One client. ``data`` is free for the app (e.g. a parser's state)."""
 
     __slots__ = ("id", "sock", "fd", "peer", "out", "closing", "closed", "fresh", "awaiting",
-                 "paused", "inbuf", "data")
+                 "paused", "inbuf", "inlen", "data")
 
     def __init__(self, conn_id: int, sock: socket.socket, peer: Any):
         self.id = conn_id
@@ -71,6 +80,7 @@ class Connection:
         self.awaiting = False  # received data not yet answered with a send
         self.paused = False  # reading stopped because ``out`` is above the high-water mark
         self.inbuf = b""  # the app's: input kept until it is a whole request (counted in the budget)
+        self.inlen = 0  # len(inbuf) as last counted in the worker's budget
         self.data: Any = None
 
     def __repr__(self) -> str:
@@ -95,6 +105,12 @@ class Server:
         self._next_id = 0
         self._max_buffer = config.max_buffer
         self._max_output = config.max_output
+        self._budget = config.buffer_budget
+        self._resume_at = config.buffer_budget * 3 // 4  # below this, held-back connections read again
+        self._held = 0  # bytes in every connection's ``out`` and ``inbuf``
+        self._held_back = False  # some connection is not read because of the budget
+        self._held_back_timer = None
+        self._new_first_at = 0.0  # when to look for new connections next, between bulk reads
         self._on_receive = app.on_receive
         self._on_connect = getattr(app, "on_connect", None)
         self._on_close = getattr(app, "on_close", None)
@@ -118,6 +134,7 @@ class Server:
         conn.awaiting = False
         if conn.out:
             conn.out += data
+            self._held += len(data)
         else:
             try:
                 sent = conn.sock.send(data)
@@ -131,6 +148,7 @@ class Server:
                     self.reactor.call_later(0, self._close_if_done, conn)
                 return True
             conn.out += memoryview(data)[sent:]
+            self._held += len(data) - sent
             self.reactor.add_writer(conn.fd, self._on_writable, conn)
         if len(conn.out) > self._max_buffer and not conn.paused:
             # Backpressure: stop reading a client that does not read its answers.
@@ -156,7 +174,7 @@ class Server:
     def start_accepting(self) -> None:
         if not self.accepting and not self.draining and self.listener.fileno() >= 0:
             self.accepting = True
-            self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+            self.reactor.add_reader(self.listener.fileno(), self._accept_new)
 
     def stop_accepting(self) -> None:
         """Stop at once: only this process's copy of the listening fd is closed; the queue stays."""
@@ -196,11 +214,31 @@ class Server:
                 except Exception:
                     self._app_error(conn, "on_connect")
 
+    def _accept_new(self) -> None:
+        """Accept, then read the new connections at once: their first request is usually there,
+        and waiting for the next round would put them behind every busy connection."""
+        newest = self._next_id
+        self._on_acceptable()
+        fresh = []
+        for conn in reversed(self.connections.values()):  # insertion order: the new ones are last
+            if conn.id <= newest:
+                break
+            fresh.append(conn)
+        for conn in reversed(fresh):
+            if not conn.closed and not conn.paused:
+                self._on_readable(conn)
+
     # --- reading and writing ------------------------------------------------------------------------
 
     def _on_readable(self, conn: Connection) -> None:
+        size = _READ_SIZE
+        if self._held >= self._budget and not self.draining:
+            size = min(size, self._budget // len(self.connections) - len(conn.out) - conn.inlen)
+            if size <= 0:  # over its share while the budget is spent: the others come first
+                self._hold_back(conn)
+                return
         try:
-            data = conn.sock.recv(65536)
+            data = conn.sock.recv(size)
         except BlockingIOError:
             return
         except OSError:
@@ -224,6 +262,49 @@ class Server:
             return
         if self.draining and not conn.closed:
             self._close_if_done(conn)
+        if not conn.closed and len(conn.inbuf) != conn.inlen:
+            self._count_input(conn)
+        if len(data) == _READ_SIZE and self.accepting:
+            self._new_first()
+
+    def _count_input(self, conn: Connection) -> None:
+        """Count what the app keeps in ``conn.inbuf`` in the budget."""
+        self._held += len(conn.inbuf) - conn.inlen
+        conn.inlen = len(conn.inbuf)
+        self._release_if_room()
+
+    def _new_first(self) -> None:
+        """A full read: a bulk sender, whose requests can keep this round busy for long; new
+        connections waiting in the listen queue are taken and served first (now and then)."""
+        if self.reactor.clock() >= self._new_first_at:
+            self._new_first_at = math.inf  # not again from within: the new ones' reads are full too
+            self._accept_new()
+            self._new_first_at = self.reactor.clock() + _NEW_FIRST_EVERY
+
+    def _hold_back(self, conn: Connection) -> None:
+        conn.paused = True
+        self.reactor.remove_reader(conn.fd)
+        self._held_back = True
+        if self._held_back_timer is None:
+            self._held_back_timer = self.reactor.call_later(_HELD_BACK_CHECK, self._check_held_back)
+
+    def _check_held_back(self) -> None:
+        """Now and then, not only when memory frees: while draining, held-back connections are
+        read whatever the budget (no newcomer needs the room; they must finish or be seen gone)."""
+        self._held_back_timer = None
+        self._release_if_room()
+        if self._held_back:
+            self._held_back_timer = self.reactor.call_later(_HELD_BACK_CHECK, self._check_held_back)
+
+    def _release_if_room(self) -> None:
+        """Once enough of the budget is free again, read the held-back connections again."""
+        if not self._held_back or (self._held > self._resume_at and not self.draining):
+            return
+        self._held_back = False
+        for conn in self.connections.values():
+            if conn.paused and not conn.closing and len(conn.out) <= self._max_buffer:
+                conn.paused = False
+                self.reactor.add_reader(conn.fd, self._on_readable, conn)
 
     def _on_writable(self, conn: Connection) -> None:
         try:
@@ -234,6 +315,8 @@ class Server:
             self._close(conn, "peer")
             return
         del conn.out[:sent]
+        self._held -= sent
+        self._release_if_room()
         if self._tracker is not None and sent:
             self._touch(conn)  # a client still taking a large answer is not idle
         if conn.out:
@@ -262,6 +345,8 @@ class Server:
             self._tracker.forget(conn.fd)
         del self.connections[conn.fd]
         conn.sock.close()
+        self._held -= len(conn.out) + conn.inlen
+        self._release_if_room()
         if self._conn_events is not None:
             self._conn_events.emit("conn.close", conn=conn.id, reason=reason, generation=self.generation,
                                    **fields)
