@@ -132,9 +132,9 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
                    help="the example app refuses (408) a request not whole S s after its first byte (default: 10)")
     p.add_argument("--max-output", type=int, default=64 << 20, metavar="BYTES",
                    help="close a connection whose unsent output grows past this (default: 64 MiB)")
-    p.add_argument("--buffer-budget", type=int, default=32 << 20, metavar="BYTES",
-                   help="a worker's buffers (all connections, in and out) above this: connections "
-                        "over their share are not read until it frees (default: 32 MiB)")
+    p.add_argument("--buffer-budget", type=int, default=16 << 20, metavar="BYTES",
+                   help="a worker's buffers (all connections, in and out) above this: a connection over "
+                        "its share is not read until it frees; at worst twice this is held (default: 16 MiB)")
     p.add_argument("--quiet", action="store_true", help="no log lines on stderr")
     p.set_defaults(func=_serve)
 

@@ -69,7 +69,7 @@ class Config:
     backlog: int = 1024
     max_buffer: int = 1 << 20  # queued output above this: stop reading that client (backpressure)
     max_output: int = 64 << 20  # queued output above this: the app outran its client; close it
-    buffer_budget: int = 32 << 20  # a worker's buffers above this: connections over their share wait
+    buffer_budget: int = 16 << 20  # a worker's buffers above this: connections over their share wait
     worker_timeout: float | None = None  # a worker silent this long (stuck in app code) is replaced
     header_timeout: float | None = 10.0  # for apps: a request not whole this long after its first byte is refused
 

@@ -44,6 +44,7 @@ _ACCEPT_BATCH = 4  # small: the first worker awake must not take the whole queue
 _ACCEPT_PAUSE = 0.1  # out of fds: wait this long before accepting again, instead of spinning
 FRESH_GRACE = 2.0  # while draining: a client that connected but sent nothing gets this long
 _READ_SIZE = 65536
+_FIRST_READ = 4096  # on accept: enough for a request head; a bulk sender's rest waits for its turn
 _NEW_FIRST_EVERY = 0.01  # between full reads of bulk senders, look for new connections this often
 _HELD_BACK_CHECK = 0.25  # held-back connections are looked at this often, even if nothing frees
 
@@ -78,7 +79,7 @@ class Connection:
         self.closed = False
         self.fresh = True  # nothing received yet: a client that just connected
         self.awaiting = False  # received data not yet answered with a send
-        self.paused = False  # reading stopped because ``out`` is above the high-water mark
+        self.paused = False  # not read: ``out`` above the high-water mark, or held back by the budget
         self.inbuf = b""  # the app's: input kept until it is a whole request (counted in the budget)
         self.inlen = 0  # len(inbuf) as last counted in the worker's budget
         self.data: Any = None
@@ -226,12 +227,11 @@ class Server:
             fresh.append(conn)
         for conn in reversed(fresh):
             if not conn.closed and not conn.paused:
-                self._on_readable(conn)
+                self._on_readable(conn, _FIRST_READ)
 
     # --- reading and writing ------------------------------------------------------------------------
 
-    def _on_readable(self, conn: Connection) -> None:
-        size = _READ_SIZE
+    def _on_readable(self, conn: Connection, size: int = _READ_SIZE) -> None:
         if self._held >= self._budget and not self.draining:
             size = min(size, self._budget // len(self.connections) - len(conn.out) - conn.inlen)
             if size <= 0:  # over its share while the budget is spent: the others come first
