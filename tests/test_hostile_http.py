@@ -79,12 +79,13 @@ def close_of(server: ServerProcess, port: int) -> dict | None:
 
 
 def test_slowloris_gets_408_from_the_header_timeout_while_the_heartbeat_sees_activity(serve, tmp_path):
+    # The heartbeat alone would close a silent client after 2 s; this one sends a byte every 0.1 s.
     server = serve(target="lab.examples.hello", app_dir=tmp_path, workers=1,
-                   args=("--heartbeat-idle", "0.6", "--heartbeat-interval", "0.1", "--header-timeout", "1.5"))
+                   args=("--heartbeat-idle", "2", "--heartbeat-interval", "0.25", "--header-timeout", "4"))
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         port = s.getsockname()[1]
-        head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
-        deadline = time.monotonic() + 10
+        head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000  # never finished
+        deadline = time.monotonic() + 15
         sent = 0
         while close_of(server, port) is None and time.monotonic() < deadline:
             try:
