@@ -41,7 +41,8 @@ _FIELDS = re.compile(rb"\n(content-length|transfer-encoding|connection):[ \t]*([
 
 
 def on_receive(server, conn, data: bytes) -> None:
-    # conn.inbuf: what arrived but is not a whole request yet (the server counts it in its budget)
+    # conn.inbuf: what arrived but is not a whole request yet (the server counts it in its budget);
+    # conn.data: the timer of that request's deadline (None when nothing is pending)
     pending = conn.inbuf + data if conn.inbuf else data
     pos = 0
     while pos < len(pending):
