@@ -110,3 +110,25 @@ def test_greedy_clients_are_held_back_then_served_in_full(server):
         s.close()
     spin(server, lambda: not server.connections, "every connection closed")
     assert server._held == 0
+
+
+def test_a_drain_reads_held_back_clients_to_see_them_leave(server):
+    # Twenty unfinished 70 KB lines: more than one read each, so every connection ends over its share
+    # of a 256 KiB budget and is not read: none can see its client leave. A drain holds none back.
+    heads = [client(server) for _ in range(20)]
+    spin(server, lambda: len(server.connections) == 20, "the clients accepted")
+    unsent = {s: b"a" * 70_000 for s in heads}
+
+    def send_some() -> None:
+        for s, rest in list(unsent.items()):
+            try:
+                unsent[s] = rest[s.send(rest):]
+            except BlockingIOError:
+                pass
+
+    spin(server, lambda: all(c.paused for c in server.connections.values()), "every client held back", send_some)
+    for s in heads:
+        s.close()
+    server.drain()
+    spin(server, lambda: not server.connections, "every connection closed")
+    assert server._held == 0
