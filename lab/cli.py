@@ -129,7 +129,8 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--worker-timeout", type=float, metavar="S",
                    help="replace a worker whose loop has been stuck this long (default: never)")
     p.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
-                   help="the example app refuses (408) a request not whole S s after its first byte (default: 10)")
+                   help="the example app answers 408 to a request not whole S s after its first byte "
+                        "(slowloris; default: 10)")
     p.add_argument("--max-output", type=int, default=64 << 20, metavar="BYTES",
                    help="close a connection whose unsent output grows past this (default: 64 MiB)")
     p.add_argument("--buffer-budget", type=int, default=16 << 20, metavar="BYTES",

@@ -71,7 +71,7 @@ class Config:
     max_output: int = 64 << 20  # queued output above this: the app outran its client; close it
     buffer_budget: int = 16 << 20  # a worker's buffers above this: connections over their share wait
     worker_timeout: float | None = None  # a worker silent this long (stuck in app code) is replaced
-    header_timeout: float | None = 10.0  # for apps: a request not whole this long after its first byte is refused
+    header_timeout: float | None = 10.0  # for apps: a request not whole this long after its first byte: 408
 
     def __post_init__(self) -> None:
         self._check()

@@ -302,7 +302,7 @@ class Server:
             return
         self._held_back = False
         for conn in self.connections.values():
-            if conn.paused and not conn.closing and len(conn.out) <= self._max_buffer:
+            if conn.paused and not conn.closed and not conn.closing and len(conn.out) <= self._max_buffer:
                 conn.paused = False
                 self.reactor.add_reader(conn.fd, self._on_readable, conn)
 
@@ -340,13 +340,13 @@ class Server:
         if conn.closed:
             return
         conn.closed = True
+        self._held -= len(conn.out) + conn.inlen
+        self._release_if_room()
         self.reactor.remove(conn.fd)
         if self._tracker is not None:
             self._tracker.forget(conn.fd)
         del self.connections[conn.fd]
         conn.sock.close()
-        self._held -= len(conn.out) + conn.inlen
-        self._release_if_room()
         if self._conn_events is not None:
             self._conn_events.emit("conn.close", conn=conn.id, reason=reason, generation=self.generation,
                                    **fields)
