@@ -325,13 +325,13 @@ def test_forgetting_a_deleted_file_is_not_a_search_of_its_directory(tmp_path: Pa
     it (40,000 files deleted from one directory took 5 s of CPU, 200,000 blocked a server)."""
     paths = _files(tmp_path / "many", 200)
     with Watcher(tmp_path, clock=clock) as w:
-        index = w._dir_files[str(tmp_path / "many")]
+        index = w._index.dir_files[str(tmp_path / "many")]
         assert isinstance(index, dict)  # path -> None: O(1) to forget, insertion-ordered
         listed = list(index)
         for path in paths[::2]:
             path.unlink()
         assert {c.kind for c in settle(w, clock)} == {"deleted"}
-        assert list(w._dir_files[str(tmp_path / "many")]) == [
+        assert list(w._index.dir_files[str(tmp_path / "many")]) == [
             p for p in listed if p not in {str(q) for q in paths[::2]}]
         assert w.watched_files == 100
 
