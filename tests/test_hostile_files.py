@@ -51,7 +51,7 @@ def test_a_symlink_loop_is_not_followed(serve, app_dir, tmp_path):
     (root / "pkg" / "self").symlink_to("self")  # a link to itself: ELOOP when followed
     with Watcher(root) as w:
         assert w.watched_dirs == 2
-        assert sorted(w._files) == [str(root / "pkg" / "mod.py")]
+        assert sorted(w._index.files) == [str(root / "pkg" / "mod.py")]
     server = serve(app_dir=app_dir, args=("--watch", str(root)))
     (root / "pkg" / "mod.py").write_text("A = 2\n")
     change = server.wait_event("watch.change")

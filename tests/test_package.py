@@ -16,8 +16,10 @@ def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
     return out.stdout.split()
 
 
-@pytest.mark.parametrize("module", ["lab", "lab.config", "lab.debounce", "lab.errors"])
+@pytest.mark.parametrize("module", ["lab", "lab.config", "lab.debounce", "lab.errors",
+                                    "lab.watch_filter", "lab.watch_index", "lab.watch_interpreter"])
 def test_importing_a_lower_layer_loads_no_inotify(module: str):
+    """The watcher's pure parts (filter, index, interpreter) are such a layer too."""
     assert _loaded_after(f"import {module}", ("inotify_simple", "ctypes", "lab.watcher")) == []
 
 
