@@ -147,6 +147,7 @@ class Clients:
             return [a for a in self.answers if a.sent >= t]
 
     def __enter__(self) -> Clients:
+        self.started = time.monotonic()
         for t in self._threads:
             t.start()
         return self

@@ -167,6 +167,19 @@ def _wait_answers(clients: probe.Clients, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def _settled(clients: probe.Clients, timeout: float, quiet: float = 0.5) -> int | None:
+    """The one token every answer of the last ``quiet`` s carried (bounded wait; None: never one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(quiet / 5)
+        now = time.monotonic()
+        recent = {a.token for a in clients.since(now - quiet)}
+        if len(recent) == 1 and None not in recent and now - clients.started > quiet:
+            return recent.pop()
+        if now > deadline:
+            return None
+
+
 def _broken(state: Run) -> None:
     opts = state.options
     broken = opts.broken if opts.broken is not None else PY_BROKEN if Path(opts.app).suffix == ".py" else None
@@ -175,8 +188,7 @@ def _broken(state: Run) -> None:
         return
     state.progress(f"broken: writing a syntax error, asking for {opts.broken_s:g} s")
     with state.clients() as clients:
-        _wait_answers(clients)
-        good = max((a.token for a in clients.answers if a.token is not None), default=state.app.current)
+        good = _settled(clients, opts.seen_timeout)
         written = state.app.write_broken(broken)
         time.sleep(opts.broken_s)
         ended = time.monotonic()

@@ -112,11 +112,16 @@ def reload_summary(edits: Sequence[Edit], answers: Sequence[Answer], seen_timeou
     }
 
 
-def broken_summary(answers: Sequence[Answer], good: int, recovered: bool) -> dict[str, Any]:
-    """The ``broken`` section: ``answers`` are those sent while the broken app was in place."""
+def broken_summary(answers: Sequence[Answer], good: int | None, recovered: bool) -> dict[str, Any]:
+    """The ``broken`` section: ``answers`` are those sent while the broken app was in place.
+
+    Kept serving: every answer carried the last good token ``good`` and the last request was
+    answered (a server that dies on the syntax error fails it, however many it answered before).
+    """
     served = [a for a in answers if a.token is not None]
+    last = max(answers, key=lambda a: a.sent, default=None)
     return {
-        "kept_serving": bool(served) and all(a.token == good for a in served),
+        "kept_serving": last is not None and last.token is not None and all(a.token == good for a in served),
         "failed_requests": sum(1 for a in answers if a.token is None),
         "ok_requests": len(served),
         "recovered": recovered,
