@@ -2,7 +2,7 @@
 
     from lab.check import Options, run
     report = run(Options(connect="127.0.0.1:9501", app="server.php", marker="hello", cmd="php server.php"))
-    assert report.ok, report
+    assert report.ok, str(report)
 
 ``verdicts`` is pure (observations in, checks out); ``probe`` (sockets), ``process`` (the server
 and the app file) and ``runner`` (the scenarios) do the I/O; ``report`` prints and serialises;
