@@ -74,15 +74,19 @@ class Server:
             seen = stat(self.args.app)
             if seen == self.seen:
                 return
-            text = load(self.args.app)
-        except SyntaxError:
-            self.seen = seen
+            try:
+                text, broken = load(self.args.app), False
+            except SyntaxError:
+                text, broken = "", True
+            if stat(self.args.app) != seen:
+                return  # it changed while being read: read it again, whole, at the next poll
+        except (OSError, KeyError):
+            return  # caught mid-write (empty): read it again at the next poll
+        self.seen = seen
+        if broken:
             if self.defect == "die-on-syntax":
                 raise SystemExit(1)
             return
-        except (OSError, KeyError):
-            return  # caught mid-write: read it again at the next poll
-        self.seen = seen
         if self.defect == "never-reload":
             return
         if self.defect == "kill-early":  # the old code is gone before the new one is ready
