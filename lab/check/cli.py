@@ -18,7 +18,7 @@ def main(args: argparse.Namespace) -> int:
                       idle=args.idle, interval=args.interval,
                       scenarios=tuple(s.strip() for s in args.scenarios.split(",") if s.strip()))
 
-    def progress(line: str) -> None:
+    def progress(line: str, **fields: object) -> None:
         if not quiet:
             print(f"check: {line}", file=sys.stderr, flush=True)
 

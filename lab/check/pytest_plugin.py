@@ -36,6 +36,6 @@ def lab_check() -> Callable[..., Report]:
         if scenarios is not None:
             options["scenarios"] = tuple(scenarios)
         return run(Options(connect=connect, app=str(app), marker=marker, **options),
-                   lambda line: print(f"check: {line}", flush=True))
+                   lambda line, **fields: print(f"check: {line}", flush=True))
 
     return check

@@ -20,7 +20,8 @@ from lab.errors import LabError
 
 SCENARIOS = ("reload", "broken", "heartbeat", "stop")
 PY_BROKEN = 'lab_check_broken = "an unclosed string'
-Progress = Callable[[str], None]
+# progress(line, **fields): a line for people; fields (scenario=, edit=, latency_ms=) for live views
+Progress = Callable[..., None]
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Run:
         return True
 
 
-def run(options: Options, progress: Progress = lambda line: None) -> Report:
+def run(options: Options, progress: Progress = lambda line, **fields: None) -> Report:
     """Check one server; the app file is restored and a started server stopped, whatever happens."""
     options.validate()
     address = probe.parse_connect(options.connect)
@@ -92,7 +93,7 @@ def run(options: Options, progress: Progress = lambda line: None) -> Report:
     started = time.monotonic()
     try:
         if options.cmd:
-            progress(f"starting {options.cmd}")
+            progress(f"starting {options.cmd}", scenario="start")
             state.server = Server(options.cmd)
         _wait_ready(state)
         for name in ("reload", "broken", "heartbeat"):
@@ -144,7 +145,7 @@ def _restore_served(state: Run) -> None:
 
 def _reload(state: Run) -> None:
     opts = state.options
-    state.progress(f"reload: {opts.clients} clients, {opts.edits} edits")
+    state.progress(f"reload: {opts.clients} clients, {opts.edits} edits", scenario="reload")
     edits = []
     with state.clients() as clients:
         _wait_answers(clients)
@@ -152,9 +153,10 @@ def _reload(state: Run) -> None:
             edit = state.app.edit()
             edits.append(edit)
             seen = state.wait_seen(clients, edit.token, edit.written)
+            ms = (clients.first[edit.token] - edit.written) * 1000 if seen else None
             state.progress(f"reload: edit {n + 1}/{opts.edits} "
-                           + (f"served after {(clients.first[edit.token] - edit.written) * 1000:.0f} ms"
-                              if seen else f"not served within {opts.seen_timeout:g} s"))
+                           + (f"served after {ms:.0f} ms" if seen else f"not served within {opts.seen_timeout:g} s"),
+                           scenario="reload", edit=n + 1, latency_ms=ms)
             time.sleep(opts.settle_s)
     state.sections["reload"] = verdicts.reload_summary(edits, clients.answers, opts.seen_timeout)
     state.raw["reload"] = {"edits": edits, "answers": clients.answers}
@@ -186,7 +188,7 @@ def _broken(state: Run) -> None:
     if broken is None:
         state.notes.append("broken: skipped, give --broken TEXT (a syntax error in your app's language)")
         return
-    state.progress(f"broken: writing a syntax error, asking for {opts.broken_s:g} s")
+    state.progress(f"broken: writing a syntax error, asking for {opts.broken_s:g} s", scenario="broken")
     with state.clients() as clients:
         good = _settled(clients, opts.seen_timeout)
         written = state.app.write_broken(broken)
@@ -195,7 +197,8 @@ def _broken(state: Run) -> None:
         during = [a for a in clients.since(written) if a.received <= ended]
         edit = state.app.edit()
         recovered = state.wait_seen(clients, edit.token, edit.written)
-    state.progress(f"broken: {'recovered' if recovered else 'did not recover'} after a good edit")
+    state.progress(f"broken: {'recovered' if recovered else 'did not recover'} after a good edit",
+                   scenario="broken")
     state.sections["broken"] = verdicts.broken_summary(during, good, recovered)
     state.raw["broken"] = {"good": good, "answers": during}
 
@@ -207,7 +210,8 @@ def _heartbeat(state: Run) -> None:
         return
     interval = opts.interval if opts.interval is not None else opts.idle / 2
     until = verdicts.observe_until(opts.idle, interval)
-    state.progress(f"heartbeat: {opts.silent} silent, {opts.chatty} chatty connections for {until:g} s")
+    state.progress(f"heartbeat: {opts.silent} silent, {opts.chatty} chatty connections for {until:g} s",
+                   scenario="heartbeat")
     silent, chatty = probe.heartbeat_clients(state.address, opts.protocol, opts.idle, until,
                                              opts.silent, opts.chatty)
     state.sections["heartbeat"] = verdicts.heartbeat_summary(silent, chatty, opts.idle, interval)
@@ -218,7 +222,7 @@ def _stop(state: Run) -> None:
     if state.server is None:
         state.notes.append("stop: skipped, the checker did not start the server (no --cmd)")
         return
-    state.progress("stop: SIGTERM")
+    state.progress("stop: SIGTERM", scenario="stop")
     state.sections["stop"] = state.server.stop(state.options.stop_timeout)
 
 
