@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +20,6 @@ import pytest
 from server_helpers import wait_until
 
 from lab.check import SCENARIOS, Options, Report, run
-from lab.check.process import session_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = Path(__file__).resolve().parent / "check_servers" / "server.py"
@@ -195,3 +195,26 @@ def test_cli_a_server_that_exits_at_once_is_one_line(tmp_path):
     assert done.returncode == 2
     assert "exited with status 3" in done.stderr and "bad config" in done.stderr, done.stderr
     assert app.read_text() == APP
+
+
+def test_ctrl_c_restores_the_app_and_stops_the_server(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    port = free_port()
+    cmd = f"{sys.executable} {SERVER} --port {port} --app {app}"
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "check", "--connect", f"127.0.0.1:{port}", "--app",
+                             str(app), "--marker", MARKER, "--cmd", cmd, "--edits", "1000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        wait_until(lambda: MARKER not in app.read_text(), timeout=60, message="an edit in progress")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert app.read_text() == APP
+    assert not _answers(port)  # the server it started is gone

@@ -35,6 +35,8 @@ class AppFile:
             text = self.original.decode()
         except (OSError, UnicodeDecodeError) as exc:
             raise LabError(f"--app {path}: cannot read it as UTF-8 text ({exc})") from None
+        if not os.access(self.path, os.W_OK):
+            raise LabError(f"--app {path}: not writable, the check edits it (and puts it back)")
         if not marker or marker not in text:
             raise LabError(f"--app {path}: the marker {marker!r} is not in this file "
                            f"(give the text your server answers with, as written in the file)")
