@@ -25,7 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = Path(__file__).resolve().parent / "check_servers" / "server.py"
 MARKER = "hello check"
 APP = f'TEXT = "{MARKER}"\n'
-SHORT = dict(edits=3, idle=1.0, interval=0.25, broken_s=1.0)
+SHORT = dict(edits=3, broken_s=1.0)
+# Heartbeat claims: the late bound is idle + interval + 250 ms, so a wide interval keeps a stall of
+# the loaded machine from turning a correct close into a late one (the defects are seconds apart).
+SERVER_BEAT = dict(idle=1.0, interval=1.0)
+LAB_BEAT = dict(idle=1.0, interval=0.5)
 QUICK_MISS = 2.0  # the test server reloads within a poll (10 ms): a missed edit need not wait 10 s
 
 
@@ -40,10 +44,9 @@ def check_server(tmp_path: Path, defect: str, scenarios: tuple[str, ...] = SCENA
     app = tmp_path / "app.py"
     app.write_text(APP)
     port = free_port()
-    cmd = (f"{sys.executable} {SERVER} --port {port} --app {app} --idle 1 --interval 0.25 "
-           f"--defect {defect}")
+    cmd = f"{sys.executable} {SERVER} --port {port} --app {app} --idle 1 --interval 1 --defect {defect}"
     report = run(Options(connect=f"127.0.0.1:{port}", app=str(app), marker=MARKER, cmd=cmd,
-                         scenarios=scenarios, seen_timeout=QUICK_MISS, **SHORT))
+                         scenarios=scenarios, seen_timeout=QUICK_MISS, **SHORT, **SERVER_BEAT))
     assert app.read_text() == APP
     return report
 
@@ -93,10 +96,10 @@ def test_the_labs_own_server_passes_every_check(tmp_path):
     original = app.read_text()
     port = free_port()
     cmd = (f"{sys.executable} -m lab serve hello --app-dir {tmp_path} --watch {tmp_path} --workers 2 "
-           f"--bind 127.0.0.1:{port} --heartbeat-idle 1 --heartbeat-interval 0.25 --quiet")
+           f"--bind 127.0.0.1:{port} --heartbeat-idle 1 --heartbeat-interval 0.5 --quiet")
     for protocol in ("line", "http"):
         report = run(Options(connect=f"127.0.0.1:{port}", app=str(app), marker="hello world client",
-                             cmd=cmd, protocol=protocol, **SHORT))
+                             cmd=cmd, protocol=protocol, **SHORT, **LAB_BEAT))
         assert report.ok, str(report)
         assert report.reload["ok_requests"] > 0 and report.heartbeat["silent"] == 4
     assert app.read_text() == original
