@@ -13,7 +13,7 @@ mtime and reloads TEXT when it changes (keeping the old one if FILE does not com
     side-by-side   for a second after a reload, old and new code answer in turn
     die-on-syntax  a syntax error in FILE kills the server
     never-close    no heartbeat at all
-    close-early    idle connections closed at a quarter of the idle time
+    close-early    idle connections closed at two thirds of the idle time (chatty ones ask every 0.3 of it)
     close-late     ... 0.75 s after idle + interval (late, and well before "never closed")
     close-busy     idle time counted from the connection's start, not from its last request
     leave-behind   a forked worker ignores SIGTERM and outlives the server
@@ -140,7 +140,7 @@ class Server:
         idle, interval = self.args.idle, self.args.interval
         if idle is None or self.defect == "never-close":
             return
-        limit = {"close-early": idle / 4, "close-late": idle + interval + 0.75}.get(self.defect, idle)
+        limit = {"close-early": idle * 2 / 3, "close-late": idle + interval + 0.75}.get(self.defect, idle)
         for conn in list(self.conns.values()):
             since = conn.opened if self.defect == "close-busy" else conn.last
             if now - since >= limit:
