@@ -245,6 +245,36 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def _cmd_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="measure hot reload and heartbeat of ANY server (yours too)",
+                       description="Edit --app while clients ask the server at --connect; report failed, "
+                                   "missed and stale answers, a syntax error, heartbeat timing and a "
+                                   "graceful stop. Exit status 0 only if every check passes.")
+    p.add_argument("--connect", required=True, metavar="HOST:PORT", help="the server (loopback only)")
+    p.add_argument("--app", required=True, metavar="FILE", help="the source file that holds --marker")
+    p.add_argument("--marker", required=True, metavar="TEXT", help="text the server answers with, as in FILE")
+    p.add_argument("--cmd", metavar="COMMAND", help="start the server with COMMAND (and stop it at the end)")
+    p.add_argument("--protocol", choices=("line", "http"), default="line",
+                   help="line: send 'hi\\n', read a line; http: GET / (default: line)")
+    p.add_argument("--edits", type=int, default=10, metavar="N", help="edits during reload (default: 10)")
+    p.add_argument("--clients", type=int, default=6, metavar="N", help="clients asking without pause (default: 6)")
+    p.add_argument("--broken", metavar="TEXT", help="a syntax error for the app (default for .py: an unclosed string)")
+    p.add_argument("--idle", type=float, metavar="S", help="the idle time the server's heartbeat claims")
+    p.add_argument("--interval", type=float, metavar="S", help="its check interval (default: idle/2)")
+    p.add_argument("--scenarios", default="reload,broken,heartbeat,stop", metavar="LIST",
+                   help="comma-separated subset of reload,broken,heartbeat,stop (default: all)")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE ('-': stdout, quiet)")
+    p.add_argument("--plots", metavar="DIR", help="write reload and heartbeat plots (PNG) into DIR")
+    p.set_defaults(func=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from lab.check.cli import main as check_main
+
+    return check_main(args)
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

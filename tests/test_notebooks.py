@@ -65,6 +65,16 @@ def test_start_here_runs_in_the_venv_kernel():
 
 
 @pytest.mark.notebook
+def test_check_notebook_puts_the_labs_server_beside_the_learners():
+    nb, _ = run("04_check_any_server")
+    text = nbutil.text(nbutil.outputs(nb))
+    assert "lab       every check passed" in text, text
+    # the starter has no heartbeat, and the check says exactly that
+    assert "mine      failed: heartbeat.never_closed " in text, text
+    assert "scratch removed: True" in text
+
+
+@pytest.mark.notebook
 @pytest.mark.parametrize("name, checks", [
     ("01_inotify", ("check-wanted", "check-due")),
     ("02_hot_reload", ("check-phases",)),

@@ -1,0 +1,75 @@
+"""The report of ``python -m lab check``: the checks, the figures behind them, a table, JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lab.check.verdicts import Check, checks
+
+SECTIONS = ("reload", "broken", "heartbeat", "stop")
+
+
+@dataclass
+class Report:
+    """``ok`` only if every check that ran passed; ``str(report)`` is the terminal table."""
+
+    ok: bool
+    checks: list[Check]
+    sections: dict[str, dict[str, Any] | None]
+    notes: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # observations, for plots
+
+    @classmethod
+    def build(cls, sections: dict[str, dict[str, Any] | None], raw: dict[str, Any], notes: list[str]) -> Report:
+        found = checks(sections)
+        return cls(bool(found) and all(c.ok for c in found), found, sections, notes, raw)
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the checks that failed."""
+        return [c.name for c in self.checks if not c.ok]
+
+    # Each scenario's figures (the JSON's sections): None when the scenario did not run.
+    reload = property(lambda self: self.sections.get("reload"))
+    broken = property(lambda self: self.sections.get("broken"))
+    heartbeat = property(lambda self: self.sections.get("heartbeat"))
+    stop = property(lambda self: self.sections.get("stop"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [c.to_json() for c in self.checks],
+                **{name: self.sections.get(name) for name in SECTIONS},
+                "notes": self.notes, "duration_s": self.raw.get("duration_s")}
+
+    def __str__(self) -> str:
+        rows = [("check", "value", "bound", "")] + [
+            (c.name, _short(c.value), c.bound, "pass" if c.ok else "FAIL") for c in self.checks]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = []
+        for i, row in enumerate(rows):
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+            if i and not self.checks[i - 1].ok:
+                lines.append(f"    -> {self.checks[i - 1].detail}")
+        lines += _figures(self.sections) + [f"note: {n}" for n in self.notes]
+        verdict = "every check passed" if self.ok else f"FAILED: {', '.join(self.failed) or 'no check ran'}"
+        return "\n".join(lines + [verdict])
+
+
+def _short(value: Any) -> str:
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+
+def _figures(sections: dict[str, dict[str, Any] | None]) -> list[str]:
+    """One line of the main figures per scenario that ran."""
+    out = []
+    if r := sections.get("reload"):
+        out.append(f"reload: {r['edits']} edits, latency p50 {r['p50_ms']} ms, "
+                   f"{r['ok_requests']} answers, {r['failed_requests']} failed")
+    if h := sections.get("heartbeat"):
+        late = h["lateness_ms"]
+        span = f"{min(late)} .. {max(late)} ms" if late else "none closed"
+        out.append(f"heartbeat: idle {h['idle_s']} s, interval {h['interval_s']} s, silent closed {span} "
+                   f"after the idle time")
+    if s := sections.get("stop"):
+        out.append(f"stop: exit after {s['exit_s']} s (status {s['exit_code']})")
+    return out
