@@ -92,7 +92,7 @@ def raise_fd_limit() -> None:
 
 
 def _collect_garbage() -> None:
-    """A full collection before forking (about 2 ms here), as ``_spawn`` freezes the heap.
+    """A full collection before forking (about 2 ms here), as ``_fork`` freezes the heap.
 
     ``gc.freeze()`` moves cyclic garbage not yet collected to the permanent generation, and
     ``gc.unfreeze()`` into the oldest, which is only collected once it grows by a quarter: without
@@ -167,9 +167,9 @@ class Master:
             for signum, handler in ((signal.SIGCHLD, self._reap),
                                     (signal.SIGUSR1, lambda: self._trigger("SIGUSR1")),
                                     (signal.SIGHUP, lambda: self._trigger("SIGHUP")),
-                                    (signal.SIGTERM, lambda: self._do(self.supervisor.stop(graceful=True))),
-                                    (signal.SIGINT, lambda: self._do(self.supervisor.stop(graceful=True))),
-                                    (signal.SIGQUIT, lambda: self._do(self.supervisor.stop(graceful=False)))):
+                                    (signal.SIGTERM, lambda: self._stop(graceful=True)),
+                                    (signal.SIGINT, lambda: self._stop(graceful=True)),
+                                    (signal.SIGQUIT, lambda: self._stop(graceful=False))):
                 self.reactor.add_signal_handler(signum, handler)
             self.supervisor = Supervisor(config.workers, config.graceful_timeout, config.worker_timeout,
                                          DRAIN_CONFIRM_WAIT, clock=self.reactor.clock, random=random.random)
@@ -236,6 +236,10 @@ class Master:
     def _trigger(self, name: str, seen: float | None = None) -> None:
         """A reload asked for: by a signal, the CLI (SIGUSR1), the watcher or the start."""
         self._do(self.supervisor.trigger(name, self.reactor.clock() if seen is None else seen))
+
+    def _stop(self, graceful: bool) -> None:
+        """SIGTERM/SIGINT (a second one: at once) or SIGQUIT (at once)."""
+        self._do(self.supervisor.stop(graceful))
 
     # --- the watcher (the tutorial's watchEvent) ---------------------------------------------------
 

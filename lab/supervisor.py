@@ -119,6 +119,16 @@ class Reload:
     went: bool = False
     give_up_at: float | None = None  # when to stop waiting for unresponsive old workers
 
+    def deadlines(self, queued: bool) -> Iterator[float]:
+        """While it imports: when it is slow, superseded (if a trigger is queued) and failed."""
+        forked = self.phases.get("forked")
+        if forked is not None:
+            yield forked + READY_TIMEOUT
+            if not self.slow_said:
+                yield forked + SLOW_IMPORT
+            if queued:
+                yield forked + SUPERSEDE_AFTER
+
 
 def summarize_traceback(text: str) -> str:
     """The last line of a traceback, with the file and line it points at."""
@@ -133,6 +143,75 @@ def summarize_traceback(text: str) -> str:
     return f"{last} ({path.rpartition('/')[2]}:{line})"
 
 
+class CrashStreaks:
+    """Quick deaths in a row of each worker slot, and the backoff they earn."""
+
+    def __init__(self, random: Callable[[], float]):
+        self.random = random
+        self.failures: dict[int, int] = {}  # worker index -> quick deaths in a row
+
+    def died(self, index: int, lived: float) -> tuple[int, float]:
+        """The slot's deaths in a row, this one included, and the wait before its next worker."""
+        if lived >= STABLE_AFTER:
+            self.failures[index] = 0
+        failures = self.failures[index] = self.failures.get(index, 0) + 1
+        if failures == 1:
+            return failures, 0.0
+        # Exponential, with jitter so that workers crashing together do not restart together;
+        # the jitter only adds, so each delay is longer than the one before.
+        return failures, min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_MAX) * (1 + 0.25 * self.random())
+
+
+class Liveness:
+    """``worker_timeout`` (gunicorn's --timeout): who has been silent too long.
+
+    It checks every timeout/4; a longer gap since the last check means the master itself was not
+    running (SIGSTOP, a swapped-out or starved process) and did not listen meanwhile: it cannot
+    tell who was silent, so every worker's silence is counted again from now.
+    """
+
+    def __init__(self, timeout: float, now: float):
+        self.timeout = timeout
+        self.checked = now
+        self.due = now + timeout / 4
+
+    def check(self, now: float, workers: list[Worker]) -> tuple[float | None, list[Worker]]:
+        """The stall (its length) if there was one, else the workers silent for too long."""
+        gap, self.checked, self.due = now - self.checked, now, now + self.timeout / 4
+        if gap > self.timeout / 2:
+            for w in workers:
+                w.heard = max(w.heard, now)
+            return gap, []
+        answering = (WorkerState.READY, WorkerState.SERVING, WorkerState.DRAINING)
+        return None, [w for w in workers if w.state in answering and now - w.heard > self.timeout]
+
+
+class Outbox:
+    """The actions decided while handling one event, and the ticks that the deadlines need."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.actions: list[Action] = []
+        self._wake_at: float | None = None  # the earliest tick asked for and not yet come
+
+    def add(self, action: Action) -> None:
+        self.actions.append(action)
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        self.actions.append(Emit(kind, fields))
+
+    def ticked(self) -> None:
+        self._wake_at = None  # timers come in order: the earliest one asked for has come
+
+    def take(self, deadline: float | None) -> list[Action]:
+        """The actions, and a ``CallLater`` if ``deadline`` comes before the next tick asked for."""
+        if deadline is not None and (self._wake_at is None or deadline < self._wake_at):
+            self._wake_at = deadline
+            self.actions.append(CallLater(max(0.0, deadline - self.clock())))
+        actions, self.actions = self.actions, []
+        return actions
+
+
 class Supervisor:
     """Every decision of the master about its workers; see the module doc.
 
@@ -144,25 +223,21 @@ class Supervisor:
                  drain_confirm_wait: float, clock: Callable[[], float], random: Callable[[], float]):
         self.size = workers
         self.graceful_timeout = graceful_timeout
-        self.worker_timeout = worker_timeout
         self.drain_confirm_wait = drain_confirm_wait
         self.clock = clock
-        self.random = random
         self.workers: dict[int, Worker] = {}
         self.generation = 0  # the generation serving now (0: none yet)
         self._last_generation = 0
         self.pending: Reload | None = None  # a generation starting up
         self.queued: str | None = None  # the one trigger that came during ``pending``
         self.finishing: list[Reload] = []  # committed reloads waiting for old workers to leave
-        self.crashes: dict[int, int] = {}  # worker index -> quick deaths in a row
+        self.crashes = CrashStreaks(random)
         self.degraded = False  # a worker slot is in a crash loop (until the next good reload)
         self.stopping = False
         self.failed_start: str | None = None  # why the first generation failed (the server ends)
         self._respawns: list[tuple[float, int, int]] = []  # (when, generation, index)
-        self._alive_checked = clock()  # when the liveness check last ran: a gap means a stall
-        self._alive_at = None if worker_timeout is None else self._alive_checked + worker_timeout / 4
-        self._wake_at: float | None = None  # the earliest tick asked for and not yet come
-        self._out: list[Action] = []
+        self.liveness = None if worker_timeout is None else Liveness(worker_timeout, clock())
+        self.out = Outbox(clock)
 
     # --- events --------------------------------------------------------------------------------------
 
@@ -193,8 +268,8 @@ class Supervisor:
         if self.pending is not None and generation == self.pending.generation:
             self._reload_failed(self.pending, f"fork failed: {error}\n")
         else:
-            self._emit("worker.backoff", generation=generation, index=index, failures=-1,
-                       delay=FORK_RETRY, error=error)
+            self.out.emit("worker.backoff", generation=generation, index=index, failures=-1,
+                           delay=FORK_RETRY, error=error)
             self._respawns.append((self.clock() + FORK_RETRY, generation, index))
         return self._flush()
 
@@ -216,7 +291,7 @@ class Supervisor:
             if len(new) == self.size and all(x.state is WorkerState.READY for x in new):
                 self._commit(reload, new)
         elif w.generation == self.generation and not self.stopping:
-            self._send(w, "go")  # a replacement for a worker that died
+            self.out.add(Send(w.pid, "go"))  # a replacement for a worker that died
             w.state = WorkerState.SERVING
         return self._flush()
 
@@ -228,8 +303,8 @@ class Supervisor:
         if self.pending is not None and w.generation == self.pending.generation:
             self._reload_failed(self.pending, text)
         else:  # a replacement that cannot load the app (broken on disk since): back off
-            self._emit("worker.failed", generation=w.generation, index=w.index,
-                       error=summarize_traceback(text), traceback=text)
+            self.out.emit("worker.failed", generation=w.generation, index=w.index,
+                           error=summarize_traceback(text), traceback=text)
             self._kill(w)
         return self._flush()
 
@@ -249,14 +324,14 @@ class Supervisor:
         w = self.workers.pop(pid, None)
         if w is None:
             return []
-        self._emit("worker.exit", pid=pid, generation=w.generation, index=w.index, **how)
+        self.out.emit("worker.exit", pid=pid, generation=w.generation, index=w.index, **how)
         for reload in list(self.finishing):
             reload.old.discard(pid)
             reload.not_stopped.discard(pid)
             self._progress(reload)
         if self.stopping:
             if not self.workers:
-                self._out.append(Exit())
+                self.out.add(Exit())
         elif self.pending is not None and w.generation == self.pending.generation:
             self._reload_failed(self.pending, f"worker {w.index} of generation {w.generation} exited "
                                               f"before its generation was ready ({how})\n")
@@ -274,7 +349,7 @@ class Supervisor:
     def tick(self) -> list[Action]:
         """A ``CallLater`` came due: act on every deadline that has passed."""
         now = self.clock()
-        self._wake_at = None
+        self.out.ticked()
         if self.pending is not None:
             self._pending_deadlines(self.pending, now)
         for reload in list(self.finishing):
@@ -287,14 +362,14 @@ class Supervisor:
         self._respawns = [r for r in self._respawns if r[0] > now]
         for _, generation, index in due:
             self._respawn(generation, index)
-        if self._alive_at is not None and now >= self._alive_at:
+        if self.liveness is not None and now >= self.liveness.due:
             self._check_alive(now)
         return self._flush()
 
     def _stop(self, graceful: bool) -> None:
         graceful = graceful and not self.stopping
         if not self.stopping:
-            self._emit("server.stopping", graceful=graceful)
+            self.out.emit("server.stopping", graceful=graceful)
         self.stopping = True
         self.pending = self.queued = None
         for w in list(self.workers.values()):
@@ -303,7 +378,7 @@ class Supervisor:
             elif not graceful or w.state is WorkerState.STARTING:
                 self._kill(w)
         if not self.workers:
-            self._out.append(Exit())
+            self.out.add(Exit())
 
     # --- reload --------------------------------------------------------------------------------------
 
@@ -311,8 +386,8 @@ class Supervisor:
         self._last_generation += 1
         reload = Reload(self._last_generation, trigger, {"seen": seen})
         self.pending = reload
-        self._emit("reload.start", generation=reload.generation, trigger=trigger)
-        self._out.append(Spawn(reload.generation, tuple(range(self.size))))
+        self.out.emit("reload.start", generation=reload.generation, trigger=trigger)
+        self.out.add(Spawn(reload.generation, tuple(range(self.size))))
 
     def _pending_deadlines(self, reload: Reload, now: float) -> None:
         forked = reload.phases.get("forked")
@@ -325,16 +400,16 @@ class Supervisor:
             reload.slow_said = True  # said as it happens, and who
             waiting = sorted((w.index, w.pid) for w in self._of_generation(reload.generation)
                              if w.state is WorkerState.STARTING)
-            self._emit("reload.slow", generation=reload.generation, trigger=reload.trigger,
-                       waited=SLOW_IMPORT, workers=[pid for _, pid in waiting])
+            self.out.emit("reload.slow", generation=reload.generation, trigger=reload.trigger,
+                           waited=SLOW_IMPORT, workers=[pid for _, pid in waiting])
         if now - forked >= READY_TIMEOUT:
             self._reload_failed(reload, f"not ready after {READY_TIMEOUT:g} s (an import that hangs?)\n")
 
     def _supersede(self, reload: Reload) -> None:
         """A trigger queued behind a generation importing for SUPERSEDE_AFTER s replaces it now."""
         self._remove_pending(reload)
-        self._emit("reload.superseded", generation=reload.generation, trigger=reload.trigger,
-                   importing=round(self.clock() - reload.phases["forked"], 3))
+        self.out.emit("reload.superseded", generation=reload.generation, trigger=reload.trigger,
+                       importing=round(self.clock() - reload.phases["forked"], 3))
         self._start_queued()
 
     def _remove_pending(self, reload: Reload) -> None:
@@ -376,8 +451,8 @@ class Supervisor:
         """Old workers that did not confirm their drain in time are stuck: go without them."""
         for pid in sorted(reload.not_stopped):
             w = self.workers[pid]
-            self._emit("worker.unresponsive", pid=pid, generation=w.generation, index=w.index,
-                       waited=self.drain_confirm_wait)
+            self.out.emit("worker.unresponsive", pid=pid, generation=w.generation, index=w.index,
+                           waited=self.drain_confirm_wait)
         reload.not_stopped.clear()
         self._progress(reload)
 
@@ -390,21 +465,21 @@ class Supervisor:
             reload.phases["serving"] = now
             for w in self._of_generation(reload.generation):
                 if w.state is WorkerState.SERVING:
-                    self._send(w, "go")
+                    self.out.add(Send(w.pid, "go"))
         if reload.went and not reload.old:
             reload.phases["old_gone"] = now
             self.finishing.remove(reload)
-            self.crashes.clear()
+            self.crashes.failures.clear()
             if self.degraded:
                 self.degraded = False
-                self._emit("server.recovered", generation=reload.generation)
-            self._emit("reload.done", generation=reload.generation, trigger=reload.trigger,
-                       duration=round(now - reload.phases["seen"], 6), phases=reload.phases)
+                self.out.emit("server.recovered", generation=reload.generation)
+            self.out.emit("reload.done", generation=reload.generation, trigger=reload.trigger,
+                           duration=round(now - reload.phases["seen"], 6), phases=reload.phases)
 
     def _reload_failed(self, reload: Reload, text: str) -> None:
         self._remove_pending(reload)
-        self._emit("reload.failed", generation=reload.generation, trigger=reload.trigger,
-                   error=summarize_traceback(text), traceback=text)
+        self.out.emit("reload.failed", generation=reload.generation, trigger=reload.trigger,
+                       error=summarize_traceback(text), traceback=text)
         if self.generation == 0:  # the first generation: nothing to keep serving
             self.failed_start = summarize_traceback(text)
             self._stop(graceful=False)
@@ -418,21 +493,16 @@ class Supervisor:
     def _replace(self, w: Worker) -> None:
         """A worker of the serving generation died: another, backing off if they keep dying."""
         now = self.clock()
-        if now - w.started >= STABLE_AFTER:
-            self.crashes[w.index] = 0
-        failures = self.crashes[w.index] = self.crashes.get(w.index, 0) + 1
+        failures, delay = self.crashes.died(w.index, now - w.started)
         if failures == 1:
             self._respawn(w.generation, w.index)
             return
-        # Exponential, with jitter so that workers crashing together do not restart together;
-        # the jitter only adds, so each delay is longer than the one before.
-        delay = min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_MAX) * (1 + 0.25 * self.random())
-        self._emit("worker.backoff", generation=w.generation, index=w.index, failures=failures,
-                   delay=round(delay, 4))
+        self.out.emit("worker.backoff", generation=w.generation, index=w.index, failures=failures,
+                       delay=round(delay, 4))
         if failures >= DEGRADED_AFTER and not self.degraded:
             self.degraded = True  # said once; a good reload clears it (server.recovered)
-            self._emit("server.degraded", reason="crash loop", generation=w.generation,
-                       index=w.index, failures=failures)
+            self.out.emit("server.degraded", reason="crash loop", generation=w.generation,
+                           index=w.index, failures=failures)
         self._respawns.append((now + delay, w.generation, w.index))
 
     def _respawn(self, generation: int, index: int) -> None:
@@ -440,43 +510,31 @@ class Supervisor:
             return  # a newer generation is (or will be) serving instead
         if any(x.generation == generation and x.index == index for x in self.workers.values()):
             return
-        if any(isinstance(a, Spawn) and a.generation == generation and index in a.indexes for a in self._out):
-            return  # already asked for in this answer
-        self._out.append(Spawn(generation, (index,)))
+        if any(isinstance(a, Spawn) and a.generation == generation and index in a.indexes
+               for a in self.out.actions):
+            return  # already asked for in this answer (a tick with two respawns of one slot)
+        self.out.add(Spawn(generation, (index,)))
 
     def _check_alive(self, now: float) -> None:
-        """Kill a worker that has been silent for ``worker_timeout`` (gunicorn's --timeout).
-
-        It runs every timeout/4; a longer gap since its last run means the master itself was not
-        running (SIGSTOP, a swapped-out or starved process) and did not listen meanwhile: it cannot
-        tell who was silent, so every worker's silence is counted again from now.
-        """
-        timeout = self.worker_timeout
-        gap, self._alive_checked = now - self._alive_checked, now
-        self._alive_at = now + timeout / 4
-        if gap > timeout / 2:
-            self._emit("server.stalled", gap=round(gap, 3))
-            for w in self.workers.values():
-                w.heard = max(w.heard, now)
-            return
-        for w in list(self.workers.values()):
-            silent = now - w.heard
-            if w.state in (WorkerState.READY, WorkerState.SERVING, WorkerState.DRAINING) and silent > timeout:
-                self._emit("worker.timeout", pid=w.pid, generation=w.generation, index=w.index,
-                           silent=round(silent, 3))
-                self._kill(w)  # its exit follows; ``exited`` replaces it like any dead worker
+        stall, silent = self.liveness.check(now, list(self.workers.values()))
+        if stall is not None:
+            self.out.emit("server.stalled", gap=round(stall, 3))
+        for w in silent:
+            self.out.emit("worker.timeout", pid=w.pid, generation=w.generation, index=w.index,
+                           silent=round(now - w.heard, 3))
+            self._kill(w)  # its exit follows; ``exited`` replaces it like any dead worker
 
     def _drain(self, w: Worker) -> None:
         w.state = WorkerState.DRAINING
         w.kill_at = self.clock() + self.graceful_timeout
-        self._send(w, "drain")
+        self.out.add(Send(w.pid, "drain"))
 
     def _kill(self, w: Worker) -> None:
         if w.state is WorkerState.KILLED:
             return  # once is enough: its exit follows
         w.state = WorkerState.KILLED
         w.kill_at = None
-        self._out.append(Kill(w.pid))
+        self.out.add(Kill(w.pid))
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -488,32 +546,14 @@ class Supervisor:
     def _of_generation(self, generation: int) -> list[Worker]:
         return [w for w in self.workers.values() if w.generation == generation]
 
-    def _send(self, w: Worker, order: str) -> None:
-        self._out.append(Send(w.pid, order))
-
-    def _emit(self, kind: str, **fields: Any) -> None:
-        self._out.append(Emit(kind, fields))
-
     def _deadlines(self) -> Iterator[float]:
-        reload = self.pending
-        if reload is not None and "forked" in reload.phases:
-            forked = reload.phases["forked"]
-            yield forked + READY_TIMEOUT
-            if not reload.slow_said:
-                yield forked + SLOW_IMPORT
-            if self.queued is not None:
-                yield forked + SUPERSEDE_AFTER
+        if self.pending is not None:
+            yield from self.pending.deadlines(queued=self.queued is not None)
         yield from (r.give_up_at for r in self.finishing if r.give_up_at is not None)
         yield from (w.kill_at for w in self.workers.values() if w.kill_at is not None)
         yield from (when for when, _, _ in self._respawns)
-        if self._alive_at is not None:
-            yield self._alive_at
+        if self.liveness is not None:
+            yield self.liveness.due
 
     def _flush(self) -> list[Action]:
-        """The actions decided, and a ``CallLater`` if a deadline comes before the next tick."""
-        due = min(self._deadlines(), default=None)
-        if due is not None and (self._wake_at is None or due < self._wake_at):
-            self._wake_at = due
-            self._out.append(CallLater(max(0.0, due - self.clock())))
-        out, self._out = self._out, []
-        return out
+        return self.out.take(min(self._deadlines(), default=None))

@@ -275,7 +275,7 @@ def test_a_worker_that_dies_is_replaced_at_once_then_with_backoff_and_degraded(h
     h.reload()
     assert h.kinds("server.") == ["server.degraded", "server.recovered"]
     assert h.find("server.recovered") == [{"generation": 2}]
-    assert h.sup.crashes == {}
+    assert h.sup.crashes.failures == {}
 
 
 def test_a_worker_that_lived_long_starts_a_new_streak(h):
