@@ -24,7 +24,8 @@ Reload, step by step (``_start_reload`` -> ``ready`` -> ``_commit`` -> ``_progre
 
 A failed import removes generation N+1 and generation N keeps serving (``reload.failed``). A
 trigger during a reload queues exactly one more reload; once generation N+1 has imported for
-``SUPERSEDE_AFTER`` s, that trigger replaces it at once (``reload.superseded``).
+``SUPERSEDE_AFTER`` s, that trigger replaces it at once (``reload.superseded``). A stop drops a
+reload under way: its new workers are killed (or drained, if ready) like the rest.
 """
 
 from __future__ import annotations
@@ -390,6 +391,7 @@ class Supervisor:
         self.out.add(Spawn(reload.generation, tuple(range(self.size))))
 
     def _pending_deadlines(self, reload: Reload, now: float) -> None:
+        """Generation N+1 still imports: superseded by a queued trigger, reported slow, or failed."""
         forked = reload.phases.get("forked")
         if forked is None:
             return

@@ -278,6 +278,18 @@ def test_a_worker_that_dies_is_replaced_at_once_then_with_backoff_and_degraded(h
     assert h.sup.crashes.failures == {}
 
 
+def test_a_replacement_that_cannot_load_the_app_is_killed_and_backs_off(h):
+    pids = h.start()
+    h.exit(pids[0], signal="SIGSEGV")
+    replacement = h.of(1)[-1]
+    h.do(h.sup.failed(replacement, TRACEBACK))
+    assert h.find("worker.failed") == [{"generation": 1, "index": 0, "traceback": TRACEBACK,
+                                        "error": "ModuleNotFoundError: No module named 'nothing' (app.py:3)"}]
+    assert h.killed == [replacement]
+    h.reap_killed()
+    assert [e["failures"] for e in h.find("worker.backoff")] == [2]
+
+
 def test_a_worker_that_lived_long_starts_a_new_streak(h):
     pids = h.start()
     h.exit(pids[0], signal="SIGSEGV")
