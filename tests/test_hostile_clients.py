@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import re
@@ -9,6 +10,7 @@ import select
 import socket
 import struct
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -118,16 +120,27 @@ def test_a_byte_a_second_is_closed_by_the_heartbeat(serve):
     assert_serves_on(server, workers)
 
 
+def _unread(s: socket.socket) -> int:
+    """Bytes waiting in ``s``'s receive buffer, without reading them (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(s, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
 def test_a_client_that_never_reads_a_slow_stream_of_answers(serve):
-    # Each request asks for 1 MiB; the client never reads. Past the high-water mark the server
-    # stops reading it, so its queue stays near max_buffer; the heartbeat then closes it.
+    # Each request asks for 1 MiB or more; the client never reads. Past the high-water mark the
+    # server stops reading it, so its queue stops growing; the heartbeat then closes it.
     server = hostile(serve, "--heartbeat-idle", "1", "--heartbeat-interval", "0.1")
     workers = server.worker_pids()
     rss = psutil.Process(workers[0]).memory_info().rss
     with connect(server.port, rcvbuf=4096) as s:
         port = s.getsockname()[1]
+        # A first answer larger than what the kernel's buffers take (a few MiB) leaves more than
+        # max_buffer queued in the worker, so it stops reading us at once. Our receive buffer
+        # filling (unread) says it got that far; without this wait, a worker slow to accept would
+        # read all our requests in one go (max_output's case, the test below).
+        s.sendall(b"big %d\n" % (8 * MIB))
+        wait_until(lambda: _unread(s) > 0, message="the first answer")
         s.setblocking(False)
-        for _ in range(200):
+        for _ in range(199):
             try:
                 s.send(b"big %d\n" % MIB)
             except BlockingIOError:
@@ -136,7 +149,7 @@ def test_a_client_that_never_reads_a_slow_stream_of_answers(serve):
                 break
         event = close_event(server, port)
         assert event["reason"] == "idle", event
-    assert psutil.Process(workers[0]).memory_info().rss - rss < 16 * MIB
+    assert psutil.Process(workers[0]).memory_info().rss - rss < 24 * MIB  # not 200 MiB
     assert_serves_on(server, workers)
 
 
