@@ -9,7 +9,7 @@ import pytest
 
 from lab import live
 from lab.errors import LabError
-from lab.events import RELOAD_PHASES, EventSink
+from lab.events import PHASE_BY_KEY, EventSink
 from lab.watcher import Watcher
 
 
@@ -58,7 +58,7 @@ def test_reload_phases_accept_offsets_or_monotonic_times(absolute):
     ax = live.ReloadPhases(reload_events(5000.0, absolute), autostart=False).figure().axes[0]
     bars = [(round(p.get_x(), 3), round(p.get_width(), 3)) for p in ax.patches]
     assert bars == [(0.0, 10.0), (10.0, 140.0), (150.0, 10.0), (160.0, 240.0)]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [RELOAD_PHASES[name] for name in live.PHASE_COLOURS]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [PHASE_BY_KEY[name].what for name in live.PHASE_COLOURS]
 
 
 def test_reload_phases_draw_what_a_server_reports_and_skip_the_rest():
