@@ -222,6 +222,23 @@ class ServerProcess:
             time.sleep(0.01)
         return found
 
+    def wait_events(self, predicate: Callable[[list[Event]], Any], timeout: float = 10.0,
+                    what: str = "the condition") -> Any:
+        """Block until ``predicate(events)`` is true, and return its value; LabError at ``timeout``,
+        or when the server exits first."""
+        deadline = time.monotonic() + timeout
+        while not (value := predicate(self.read())):
+            if self.proc is not None and self.proc.poll() is not None:
+                if value := predicate(self.read()):  # written just before it exited?
+                    return value
+                raise LabError(f"waiting for {what}: the server exited with code {self.proc.returncode}:\n"
+                               f"{self.output(5)}")
+            if time.monotonic() > deadline:
+                raise LabError(f"{what} did not happen within {timeout:g} s; "
+                               f"last events: {[e['kind'] for e in self.events[-10:]]}")
+            time.sleep(0.01)
+        return value
+
     def worker_pids(self, generation: int | None = None) -> list[int]:
         """Workers started (of ``generation``, or of any) that have not exited."""
         exited = {e["pid"] for e in self.find(Kind.WORKER_EXIT)}
