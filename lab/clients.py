@@ -153,7 +153,8 @@ class Background:
 class Load(Background):
     """``threads`` clients each making requests on a new connection, ``pause`` s apart.
 
-    ``expect``: the answer each must get (another one is a failure); ``spans`` holds the
+    ``expect``: the answer each must get (another one is a failure); ``timeout``: for each
+    connection and answer; ``spans`` holds the
     (start, end) monotonic times of each failed request, to set against what the server did.
     """
 
@@ -161,17 +162,18 @@ class Load(Background):
     failed_kind = Kind.LOAD_FAILED
 
     def __init__(self, address: tuple[str, int], threads: int, duration: float, pause: float,
-                 notes: EventSink | None = None, expect: str | None = None):
+                 notes: EventSink | None = None, expect: str | None = None, timeout: float = 5.0):
         super().__init__(address, duration, notes, threads)
         self.pause = pause
         self.expect = expect
+        self.timeout = timeout
         self.spans: list[tuple[float, float]] = []
 
     def run(self) -> None:
         while self.going:
             start = time.monotonic()
             try:
-                with Client(self.address, timeout=5.0) as client:
+                with Client(self.address, timeout=self.timeout) as client:
                     answer = client.request("hi")
                 if self.expect is not None and answer != self.expect:
                     raise LabError(f"answered {answer!r}, not {self.expect!r}")
