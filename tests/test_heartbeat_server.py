@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from lab.clients import Client
 from lab.events import Kind
 from lab.heartbeat import STRATEGIES
 from lab.process import ServerProcess, serve_argv
@@ -51,12 +52,8 @@ def serve(tmp_path: Path, idle: float, interval: float, strategy: str | None = N
 
 
 def connect(port: int, rcvbuf: int | None = None) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:  # before connect, so the TCP window is small from the start
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    return sock
+    """The socket of a ``lab.clients.Client`` (blocking, 10 s timeout): the tests drive it byte by byte."""
+    return Client(("127.0.0.1", port), timeout=10, rcvbuf=rcvbuf).sock
 
 
 def echo(sock: socket.socket, line: bytes = b"ping") -> None:
