@@ -143,8 +143,14 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
                    help=f"{', '.join(STRATEGIES)} (default: {DEFAULT_STRATEGY})")
     p.add_argument("--worker-timeout", type=float, metavar="S",
                    help="replace a worker whose loop has been stuck this long (default: never)")
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                   help="the example app answers 408 to a request not whole S s after its first byte "
+                        "(slowloris; default: 10)")
     p.add_argument("--max-output", type=int, default=64 << 20, metavar="BYTES",
                    help="close a connection whose unsent output grows past this (default: 64 MiB)")
+    p.add_argument("--buffer-budget", type=int, default=16 << 20, metavar="BYTES",
+                   help="a worker's buffers (all connections, in and out) above this: a connection over "
+                        "its share is not read until it frees; at worst twice this is held (default: 16 MiB)")
     p.add_argument("--quiet", action="store_true", help="no log lines on stderr")
     p.set_defaults(func=_serve)
 
@@ -156,7 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
     options = {name: getattr(args, name) for name in (
         "target", "app_dir", "bind", "watch", "types", "debounce", "graceful_timeout", "pidfile",
         "events", "heartbeat_idle", "heartbeat_interval", "heartbeat_strategy", "worker_timeout",
-        "max_output")}
+        "max_output", "header_timeout", "buffer_budget")}
     if args.workers is not None:
         options["workers"] = args.workers
     return Master(Config(**options), echo=None if args.quiet else sys.stderr).run()

@@ -30,6 +30,7 @@ DURATIONS: dict[str, tuple[float, float]] = {
     "heartbeat_idle": (0.02, WEEK),  # its derived interval (idle / 2) stays in range
     "heartbeat_interval": (0.01, WEEK),
     "worker_timeout": (1.0, WEEK),
+    "header_timeout": (0.1, WEEK),  # a week: in effect, no deadline
 }
 OPTIONAL_DURATIONS = frozenset({"heartbeat_idle", "heartbeat_interval", "worker_timeout"})  # None: off
 
@@ -83,7 +84,9 @@ class Config:
     backlog: int = 1024
     max_buffer: int = 1 << 20  # queued output above this: stop reading that client (backpressure)
     max_output: int = 64 << 20  # queued output above this: the app outran its client; close it
+    buffer_budget: int = 16 << 20  # a worker's buffers above this: connections over their share wait
     worker_timeout: float | None = None  # a worker silent this long (stuck in app code) is replaced
+    header_timeout: float = 10.0  # for apps: a request not whole this long after its first byte: 408
 
     def __post_init__(self) -> None:
         # Which heartbeat option was derived from the other (Swoole's defaults), so that changing
@@ -131,7 +134,7 @@ class Config:
             self.types = (self.types,)  # one suffix, not its letters
         self.types = tuple(t if t.startswith(".") else "." + t for t in self.types)
         self._check_durations()
-        for name in ("backlog", "max_buffer", "max_output"):
+        for name in ("backlog", "max_buffer", "max_output", "buffer_budget"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise LabError(f"{name} must be a positive integer, not {value!r}")

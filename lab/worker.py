@@ -10,6 +10,11 @@ Life of a worker (the master forks it; see ``master.py``):
 4. Serve: accept, read, call the app, write what it queued (partial writes, a high-water mark).
    Before an accept, orders from the master not read for ``ORDERS_FRESH`` seconds are read first:
    a worker that was stuck in app code sees its ``drain`` before it can accept again.
+   One budget bounds the bytes buffered for all connections (queued output and the input an app
+   keeps in ``conn.inbuf``): while it is spent, a connection holding more than its share
+   (budget / connections) is not read, so greedy clients wait and newcomers still get in; new
+   connections are read as soon as they are accepted, and looked for between the reads of bulk
+   senders, so a round of huge pipelines does not delay them.
 5. ``drain`` (from the channel or SIGTERM): stop accepting at once, let in-flight requests finish,
    close idle keep-alive connections, exit when none is left.
 """
@@ -20,6 +25,7 @@ import ctypes
 import importlib
 import importlib.machinery
 import json
+import math
 import os
 import signal
 import socket
@@ -40,6 +46,10 @@ _PR_SET_PDEATHSIG = 1
 _ACCEPT_BATCH = 4  # small: the first worker awake must not take the whole queue (balance)
 _ACCEPT_PAUSE = 0.1  # out of fds: wait this long before accepting again, instead of spinning
 FRESH_GRACE = 2.0  # while draining: a client that connected but sent nothing gets this long
+_READ_SIZE = 65536
+_FIRST_READ = 4096  # on accept: enough for a request head; a bulk sender's rest waits for its turn
+_NEW_FIRST_EVERY = 0.01  # between full reads of bulk senders, look for new connections this often
+_HELD_BACK_CHECK = 0.25  # held-back connections are looked at this often, even if nothing frees
 # Orders read longer ago than this are read again before an accept. The master waits longer than
 # this for a drain to be confirmed before it lets the next generation accept (see master.py), so
 # an accept by a worker that did not confirm in time still happens before the next generation's.
@@ -109,7 +119,7 @@ class Connection:
     """One client. ``data`` is free for the app (e.g. a parser's state)."""
 
     __slots__ = ("id", "sock", "fd", "peer", "out", "closing", "closed", "fresh", "awaiting",
-                 "paused", "data")
+                 "paused", "inbuf", "inlen", "data")
 
     def __init__(self, conn_id: int, sock: socket.socket, peer: Any):
         self.id = conn_id
@@ -121,7 +131,9 @@ class Connection:
         self.closed = False
         self.fresh = True  # nothing received yet: a client that just connected
         self.awaiting = False  # received data not yet answered with a send
-        self.paused = False  # reading stopped because ``out`` is above the high-water mark
+        self.paused = False  # not read: ``out`` above the high-water mark, or held back by the budget
+        self.inbuf = b""  # the app's: input kept until it is a whole request (counted in the budget)
+        self.inlen = 0  # len(inbuf) as last counted in the worker's budget
         self.data: Any = None
 
     def __repr__(self) -> str:
@@ -148,6 +160,12 @@ class Server:
         self._next_id = 0
         self._max_buffer = config.max_buffer
         self._max_output = config.max_output
+        self._budget = config.buffer_budget
+        self._resume_at = config.buffer_budget * 3 // 4  # below this, held-back connections read again
+        self._held = 0  # bytes in every connection's ``out`` and ``inbuf``
+        self._held_back = False  # some connection is not read because of the budget
+        self._held_back_timer = None
+        self._new_first_at = 0.0  # when to look for new connections next, between bulk reads
         self._on_receive = app.on_receive
         self._on_connect = getattr(app, "on_connect", None)
         self._on_close = getattr(app, "on_close", None)
@@ -171,6 +189,7 @@ class Server:
         conn.awaiting = False
         if conn.out:
             conn.out += data
+            self._held += len(data)
         else:
             try:
                 sent = conn.sock.send(data)
@@ -184,6 +203,7 @@ class Server:
                     self.reactor.call_later(0, self._close_if_done, conn)
                 return True
             conn.out += memoryview(data)[sent:]
+            self._held += len(data) - sent
             self.reactor.add_writer(conn.fd, self._on_writable, conn)
         if len(conn.out) > self._max_buffer and not conn.paused:
             # Backpressure: stop reading a client that does not read its answers.
@@ -209,7 +229,7 @@ class Server:
     def start_accepting(self) -> None:
         if not self.accepting and not self.draining and self.listener.fileno() >= 0:
             self.accepting = True
-            self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+            self.reactor.add_reader(self.listener.fileno(), self._accept_new)
 
     def stop_accepting(self) -> None:
         """Stop at once: only this process's copy of the listening fd is closed; the queue stays."""
@@ -265,11 +285,30 @@ class Server:
                 except BaseException:  # sys.exit() or KeyboardInterrupt too: never the worker
                     self._app_error(conn, "on_connect")
 
+    def _accept_new(self) -> None:
+        """Accept, then read the new connections at once: their first request is usually there,
+        and waiting for the next round would put them behind every busy connection."""
+        newest = self._next_id
+        self._on_acceptable()
+        fresh = []
+        for conn in reversed(self.connections.values()):  # insertion order: the new ones are last
+            if conn.id <= newest:
+                break
+            fresh.append(conn)
+        for conn in reversed(fresh):
+            if not conn.closed and not conn.paused:
+                self._on_readable(conn, _FIRST_READ)
+
     # --- reading and writing ------------------------------------------------------------------------
 
-    def _on_readable(self, conn: Connection) -> None:
+    def _on_readable(self, conn: Connection, size: int = _READ_SIZE) -> None:
+        if self._held >= self._budget and not self.draining:
+            size = min(size, self._budget // len(self.connections) - len(conn.out) - conn.inlen)
+            if size <= 0:  # over its share while the budget is spent: the others come first
+                self._hold_back(conn)
+                return
         try:
-            data = conn.sock.recv(65536)
+            data = conn.sock.recv(size)
         except BlockingIOError:
             return
         except OSError:
@@ -293,6 +332,49 @@ class Server:
             return
         if self.draining and not conn.closed:
             self._close_if_done(conn)
+        if not conn.closed and len(conn.inbuf) != conn.inlen:
+            self._count_input(conn)
+        if len(data) == _READ_SIZE and self.accepting:
+            self._new_first()
+
+    def _count_input(self, conn: Connection) -> None:
+        """Count what the app keeps in ``conn.inbuf`` in the budget."""
+        self._held += len(conn.inbuf) - conn.inlen
+        conn.inlen = len(conn.inbuf)
+        self._release_if_room()
+
+    def _new_first(self) -> None:
+        """A full read: a bulk sender, whose requests can keep this round busy for long; new
+        connections waiting in the listen queue are taken and served first (now and then)."""
+        if self.reactor.clock() >= self._new_first_at:
+            self._new_first_at = math.inf  # not again from within: the new ones' reads are full too
+            self._accept_new()
+            self._new_first_at = self.reactor.clock() + _NEW_FIRST_EVERY
+
+    def _hold_back(self, conn: Connection) -> None:
+        conn.paused = True
+        self.reactor.remove_reader(conn.fd)
+        self._held_back = True
+        if self._held_back_timer is None:
+            self._held_back_timer = self.reactor.call_later(_HELD_BACK_CHECK, self._check_held_back)
+
+    def _check_held_back(self) -> None:
+        """Now and then, not only when memory frees: while draining, held-back connections are
+        read whatever the budget (no newcomer needs the room; they must finish or be seen gone)."""
+        self._held_back_timer = None
+        self._release_if_room()
+        if self._held_back:
+            self._held_back_timer = self.reactor.call_later(_HELD_BACK_CHECK, self._check_held_back)
+
+    def _release_if_room(self) -> None:
+        """Once enough of the budget is free again, read the held-back connections again."""
+        if not self._held_back or (self._held > self._resume_at and not self.draining):
+            return
+        self._held_back = False
+        for conn in self.connections.values():
+            if conn.paused and not conn.closed and not conn.closing and len(conn.out) <= self._max_buffer:
+                conn.paused = False
+                self.reactor.add_reader(conn.fd, self._on_readable, conn)
 
     def _on_writable(self, conn: Connection) -> None:
         try:
@@ -303,6 +385,8 @@ class Server:
             self._close(conn, "peer")
             return
         del conn.out[:sent]
+        self._held -= sent
+        self._release_if_room()
         if self._tracker is not None and sent:
             self._touch(conn)  # a client still taking a large answer is not idle
         if conn.out:
@@ -326,6 +410,8 @@ class Server:
         if conn.closed:
             return
         conn.closed = True
+        self._held -= len(conn.out) + conn.inlen
+        self._release_if_room()
         self.reactor.remove(conn.fd)
         if self._tracker is not None:
             self._tracker.forget(conn.fd)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import select
 import socket
 import struct
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -242,3 +245,76 @@ def test_connections_up_to_the_fd_limit(tmp_path):
         for s in clients:
             s.close()
         server.stop()
+
+
+def vm_rss(pid: int) -> int:
+    """The process's resident memory in bytes (VmRSS of /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used: the work it did, whatever the machine's load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def push(socks: list[socket.socket], payload: bytes, timeout: float = 10.0) -> None:
+    """Send ``payload`` on every socket without reading anything back (as much as the kernel takes)."""
+    for s in socks:
+        s.setblocking(False)
+    sent = dict.fromkeys(socks, 0)
+    deadline = time.monotonic() + timeout
+    while sent and time.monotonic() < deadline:
+        _, writable, _ = select.select([], list(sent), [], 0.5)
+        for s in writable:
+            try:
+                sent[s] += s.send(payload[sent[s]:sent[s] + 262144])
+            except BlockingIOError:
+                continue
+            if sent[s] == len(payload):
+                del sent[s]
+
+
+def ask_http(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        return s.recv(4096)
+
+
+def test_greedy_pipelines_do_not_delay_a_new_client(serve, tmp_path):
+    # 50 clients pipeline 900 KB of requests each and never read. The worker answers them as fast as
+    # the kernel takes the answers: seconds of work. A new client must not wait behind all of it.
+    server = serve(target="lab.examples.hello", app_dir=tmp_path, workers=1, args=("--buffer-budget", str(4 * MIB)))
+    worker = server.worker_pids()[0]
+    greedy = [connect(server.port, rcvbuf=4096) for _ in range(50)]
+    try:
+        wait_until(lambda: len(server.find("conn.open")) == 50, 10, message="the greedy clients accepted")
+        push(greedy, b"GET / HTTP/1.1\r\n\r\n" * 50_000)
+        before = cpu_seconds(worker)
+        assert ask_http(server.port).startswith(b"HTTP/1.1 200 OK")
+        # The worker's work (CPU seconds, not wall time) before it served the newcomer: before the
+        # fix it first chewed through the greedy pipelines for seconds.
+        assert cpu_seconds(worker) - before < 0.5
+    finally:
+        for s in greedy:
+            reset(s)
+    assert_serves_on(server, [worker], "hello world client")
+
+
+def test_unfinished_heads_are_held_to_the_buffer_budget(serve, tmp_path):
+    # 500 clients each send 40 KB of a request head that never ends: without a budget the worker
+    # keeps all 20 MB. With a 2 MiB budget, those over their share are no longer read.
+    server = serve(target="lab.examples.hello", app_dir=tmp_path, workers=1, args=("--buffer-budget", str(2 * MIB)))
+    worker = server.worker_pids()[0]
+    rss = vm_rss(worker)
+    heads = [connect(server.port) for _ in range(500)]
+    try:
+        push(heads, b"GET / HTTP/1.1\r\nX-Junk: " + b"a" * 40_000)
+        for _ in range(2):  # accepted after all the heads: each was read, or held back, before
+            assert ask_http(server.port).startswith(b"HTTP/1.1 200 OK")
+        assert vm_rss(worker) - rss < 8 * MIB
+    finally:
+        for s in heads:
+            s.close()
+    assert_serves_on(server, [worker], "hello world client")
