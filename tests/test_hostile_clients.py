@@ -289,7 +289,7 @@ def test_greedy_pipelines_do_not_delay_a_new_client(serve, tmp_path):
     worker = server.worker_pids()[0]
     greedy = [connect(server.port, rcvbuf=4096) for _ in range(50)]
     try:
-        wait_until(lambda: len(server.find("conn.open")) == 50, 10, message="the greedy clients accepted")
+        wait_until(lambda: len(server.find(Kind.CONN_OPEN)) == 50, 10, message="the greedy clients accepted")
         push(greedy, b"GET / HTTP/1.1\r\n\r\n" * 50_000)
         before = cpu_seconds(worker)
         assert ask_http(server.port).startswith(b"HTTP/1.1 200 OK")
