@@ -46,7 +46,7 @@ def serve_argv(target: str, events: str | os.PathLike[str], **options: Any) -> l
         if value is None or value is False:
             continue
         flag = "--" + name.replace("_", "-")
-        argv += [flag] if value is True else [flag, os.fspath(value) if isinstance(value, Path) else str(value)]
+        argv += [flag] if value is True else [flag, str(value)]
     return argv
 
 
@@ -217,7 +217,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while (found := self.check(kind, after, count, match, give_up)) is None:
             if time.monotonic() > deadline:
-                raise LabError(f"no {kind} {match or ''} event within {timeout:g} s; "
+                raise LabError(f"no {kind} event{f' with {match}' if match else ''} within {timeout:g} s; "
                                f"last events: {[e['kind'] for e in self.events[-10:]]}")
             time.sleep(0.01)
         return found
