@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from lab import process
+from lab.clients import Client
+from lab.errors import LabError
 from lab.events import Kind
 from lab.pidfile import is_alive
 
@@ -44,27 +46,19 @@ def write_app(app_dir: Path, text: str, name: str = "app.py", source: str = VERS
     return path
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
-               message: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, message: str = "condition") -> Any:
+    """``lab.process.wait_until``, failing the test (AssertionError) after ``timeout`` seconds."""
+    try:
+        return process.wait_until(condition, timeout, what=message)
+    except LabError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def ask(port: int, line: bytes = b"hi", host: str = "127.0.0.1", timeout: float = 5.0) -> str:
-    """One fresh connection, one line out, one line back."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect((host, port))
-        s.sendall(line + b"\n")
-        return read_line(s)
+    """One fresh connection (a ``lab.clients.Client``), one line out, one line back."""
+    with Client((host, port), timeout) as client:
+        client.sock.sendall(line + b"\n")
+        return client.recv_line().strip()
 
 
 def read_line(s: socket.socket) -> str:
