@@ -18,6 +18,8 @@ import psutil
 import pytest
 from server_helpers import ServerProcess, read_line, serving, wait_until
 
+from lab.events import Kind
+
 APPS = Path(__file__).parent / "apps"
 MIB = 1 << 20
 
@@ -51,11 +53,11 @@ def close_event(server, port: int, timeout: float = 10.0) -> dict:
     """The ``conn.close`` event of the connection from the client port ``port``."""
 
     def found():
-        opened = [e for e in server.poll_events() if e["kind"] == "conn.open" and e["peer"].endswith(f":{port}")]
+        opened = [e for e in server.poll_events() if e["kind"] == Kind.CONN_OPEN and e["peer"].endswith(f":{port}")]
         if not opened:
             return None
         conn, pid = opened[-1]["conn"], opened[-1]["pid"]
-        closed = [e for e in server.events if e["kind"] == "conn.close" and e["conn"] == conn and e["pid"] == pid]
+        closed = [e for e in server.events if e["kind"] == Kind.CONN_CLOSE and e["conn"] == conn and e["pid"] == pid]
         return closed[-1] if closed else None
     return wait_until(found, timeout, message=f"conn.close of client port {port}")
 
@@ -65,7 +67,7 @@ def assert_serves_on(server, workers: list[int], answer: str = "ok") -> None:
     for _ in range(3):
         assert server.ask() == answer
     assert server.worker_pids() == workers
-    assert not server.find("worker.exit")
+    assert not server.find(Kind.WORKER_EXIT)
 
 
 def fd_count(pid: int) -> int:
@@ -145,7 +147,7 @@ def test_a_client_that_never_reads_a_slow_stream_of_answers(serve):
                 s.send(b"big %d\n" % MIB)
             except BlockingIOError:
                 break
-            if server.find("conn.close"):
+            if server.find(Kind.CONN_CLOSE):
                 break
         event = close_event(server, port)
         assert event["reason"] == "idle", event
@@ -181,7 +183,7 @@ def test_connect_and_reset_storm(serve):
         if i % 2:
             s.sendall(b"hi\n")
         reset(s)
-    wait_until(lambda: len(server.find("conn.close")) >= 300, 10, message="every reset connection closed")
+    wait_until(lambda: len(server.find(Kind.CONN_CLOSE)) >= 300, 10, message="every reset connection closed")
     wait_until(lambda: fd_count(workers[0]) <= fds, 5, message="the worker's fds back to where they were")
     assert_serves_on(server, workers)
 
@@ -241,9 +243,9 @@ def test_connections_up_to_the_fd_limit(tmp_path):
         assert re.search(r"Max open files\s+96\s+96", limits), limits
         for _ in range(120):  # more than fit: the rest wait in the listen backlog
             clients.append(connect(server.port))
-        first = server.wait_event("worker.accept_error")
+        first = server.wait_event(Kind.WORKER_ACCEPT_ERROR)
         assert "Too many open files" in first["error"]
-        third = server.wait_event("worker.accept_error", count=3)
+        third = server.wait_event(Kind.WORKER_ACCEPT_ERROR, count=3)
         assert third["t"] - first["t"] >= 2 * first["pause"] * 0.9, "paced retries, not a busy loop"
         for s in clients[:60]:
             s.close()
@@ -251,7 +253,7 @@ def test_connections_up_to_the_fd_limit(tmp_path):
             s.sendall(b"hi\n")
             assert read_line(s) == "ok"
         assert server.ask() == "ok"
-        assert not server.find("worker.exit")
+        assert not server.find(Kind.WORKER_EXIT)
     finally:
         for s in clients:
             s.close()
@@ -300,7 +302,7 @@ def test_greedy_pipelines_do_not_delay_a_new_client(serve, tmp_path):
     worker = server.worker_pids()[0]
     greedy = [connect(server.port, rcvbuf=4096) for _ in range(50)]
     try:
-        wait_until(lambda: len(server.find("conn.open")) == 50, 10, message="the greedy clients accepted")
+        wait_until(lambda: len(server.find(Kind.CONN_OPEN)) == 50, 10, message="the greedy clients accepted")
         push(greedy, b"GET / HTTP/1.1\r\n\r\n" * 50_000)
         before = cpu_seconds(worker)
         assert ask_http(server.port).startswith(b"HTTP/1.1 200 OK")
