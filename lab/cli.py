@@ -151,6 +151,10 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--buffer-budget", type=int, default=16 << 20, metavar="BYTES",
                    help="a worker's buffers (all connections, in and out) above this: a connection over "
                         "its share is not read until it frees; at worst twice this is held (default: 16 MiB)")
+    p.add_argument("--preload", action="append", default=[], metavar="MODULE[,MODULE...]",
+                   help="modules the master imports once before forking (numpy, a framework): every "
+                        "generation inherits them and imports only the app; a reload does not pick up "
+                        "a change to them (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no log lines on stderr")
     p.set_defaults(func=_serve)
 
@@ -165,6 +169,7 @@ def _serve(args: argparse.Namespace) -> int:
         "max_output", "header_timeout", "buffer_budget")}
     if args.workers is not None:
         options["workers"] = args.workers
+    options["preload"] = ",".join(args.preload)
     return Master(Config(**options), echo=None if args.quiet else sys.stderr).run()
 
 

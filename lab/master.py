@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import importlib
 import json
 import os
 import random
@@ -24,8 +25,10 @@ import resource
 import signal
 import socket
 import sys
+import threading
+import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from lab import worker
@@ -34,7 +37,7 @@ from lab.errors import LabError
 from lab.events import EventSink
 from lab.pidfile import PidFile
 from lab.reactor import Reactor
-from lab.supervisor import Action, CallLater, Emit, Exit, Kill, Send, Spawn, Supervisor
+from lab.supervisor import Action, CallLater, Emit, Exit, Kill, Send, Spawn, Supervisor, summarize_traceback
 
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT,
                    signal.SIGQUIT)
@@ -81,6 +84,88 @@ def bind_listener(config: Config) -> socket.socket:
     return sock
 
 
+@dataclass
+class Preloaded:
+    """What ``--preload`` imported into the master, to be inherited by every generation."""
+
+    modules: tuple[str, ...] = ()
+    files: set[str] = field(default_factory=set)  # the source files of every module it brought in
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # threads or fds the imports left behind
+
+
+def _fd_targets() -> dict[int, str]:
+    """This process's open fds and what each points at (a path, ``socket:[N]``, ``pipe:[N]``)."""
+    targets = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            targets[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass  # the fd of the listing itself, closed by now
+    return targets
+
+
+def preload(config: Config) -> Preloaded:
+    """Import ``config.preload`` in the master, before any fork (gunicorn's ``--preload``).
+
+    Every worker inherits these modules: a generation imports only the app. LabError (one line)
+    if one fails to import, starts a Python thread (a forked worker has none of the master's
+    threads, and a lock one of them held stays locked in the child for good) or imports the app
+    itself; native threads and fds it leaves open are warnings (every worker shares the fds).
+    """
+    if not config.preload:
+        return Preloaded()
+    app_dir = os.path.abspath(config.app_dir)
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)  # a helper module next to the app may be preloaded too
+    before, fds, tasks = set(sys.modules), _fd_targets(), len(os.listdir("/proc/self/task"))
+    started = time.perf_counter()
+    for name in config.preload:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt at import too: refused
+            raise LabError(f"cannot preload {name!r}: {summarize_traceback(_import_traceback(exc))}") from None
+    report = Preloaded(config.preload, seconds=time.perf_counter() - started)
+    _check_preloaded(config, report, tasks, fds)
+    for name in set(sys.modules) - before:
+        path = getattr(sys.modules[name], "__file__", None)
+        if path:
+            report.files.add(os.path.realpath(path))
+    return report
+
+
+def _import_traceback(exc: BaseException) -> str:
+    """The traceback of a failed import without importlib's frames or this module's."""
+    report = traceback.TracebackException.from_exception(exc)
+    report.stack = traceback.StackSummary.from_list(
+        [f for f in report.stack if f.filename not in (__file__, importlib.__file__)
+         and not f.filename.startswith("<frozen importlib")])
+    return "".join(report.format())
+
+
+def _check_preloaded(config: Config, report: Preloaded, tasks: int, fds: dict[int, str]) -> None:
+    """Refuse Python threads and the app imported by a preload; note native threads and fds."""
+    names = ", ".join(config.preload)
+    python_threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if python_threads:
+        raise LabError(f"preloading {names} started Python thread(s) {', '.join(python_threads)}: a forked "
+                       "worker would have none of them (and any lock they hold stays locked); "
+                       "start threads in the app (on_start), not at import")
+    app_module = config.target.partition(":")[0]
+    if app_module in sys.modules:
+        raise LabError(f"preloading {names} imported the app {app_module!r} itself: the master never imports "
+                       "the app (it could never be reloaded); preload only what the app imports")
+    native = len(os.listdir("/proc/self/task")) - tasks
+    if native > 0:
+        report.warnings.append(f"{native} native thread(s) started at import (e.g. a BLAS pool that "
+                               "restarts itself after fork): the workers do not inherit them")
+    opened = {fd: target for fd, target in _fd_targets().items() if fds.get(fd) != target}
+    if opened:
+        shown = ", ".join(f"{fd} -> {target}" for fd, target in sorted(opened.items())[:5])
+        report.warnings.append(f"{len(opened)} fd(s) left open at import ({shown}): every worker shares "
+                               "them (one file offset, one socket); open them in the app instead")
+
+
 def raise_fd_limit() -> None:
     """Soft RLIMIT_NOFILE up to the hard limit (workers inherit it): one fd per connection."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -92,13 +177,23 @@ def raise_fd_limit() -> None:
 
 
 def _collect_garbage() -> None:
-    """A full collection before forking (about 2 ms here), as ``_fork`` freezes the heap.
+    """A collection before forking, so that no child starts with the master's garbage. Cheap
+    (about 2 ms) because the heap as it was at the start, preloaded modules included, is frozen
+    (``_freeze_start_heap``): a collection skips it, where a full one takes 60-120 ms with
+    matplotlib and numpy preloaded."""
+    gc.collect()
 
-    ``gc.freeze()`` moves cyclic garbage not yet collected to the permanent generation, and
-    ``gc.unfreeze()`` into the oldest, which is only collected once it grows by a quarter: without
-    this, a few KiB per reload would pile up in the master (found by benchmarks/soak.py).
+
+def _freeze_start_heap() -> None:
+    """Move every object alive at the start (imports, preloaded modules, config) to the permanent
+    generation, for good: no collection traverses it again, in the master or in a worker (which
+    inherits the freeze), so a worker's collector never touches, and copies, those pages.
+
+    Collected first, so that no garbage is frozen with it; what is frozen lives as long as the
+    master, or is freed by its reference count (only cyclic garbage among it would stay).
     """
     gc.collect()
+    gc.freeze()
 
 
 def _kill_group(pid: int) -> None:
@@ -148,6 +243,7 @@ class Master:
         self._rewatch_timer = None
         self._watch_limited = False
         self._own_files: set[str] = set()
+        self.preloaded = Preloaded()
         self._started = False
 
     # --- start and stop ----------------------------------------------------------------------------
@@ -163,6 +259,7 @@ class Master:
         self.listener = bind_listener(config)
         try:
             self._open_files()
+            self._preload()
             self.reactor = Reactor()
             for signum, handler in ((signal.SIGCHLD, self._reap),
                                     (signal.SIGUSR1, lambda: self._trigger("SIGUSR1")),
@@ -179,6 +276,7 @@ class Master:
             self.events.emit("server.start", bind=format_bind(host, port), workers=config.workers,
                              target=config.target, watch=config.watch)
             self._started = True
+            _freeze_start_heap()
             self._trigger("start")
             self.reactor.run()
         finally:
@@ -203,6 +301,15 @@ class Master:
             raise LabError(f"cannot open the events file {config.events}: {exc.strerror}") from None
         if config.events:
             self._own_files.add(os.path.abspath(config.events))
+
+    def _preload(self) -> None:
+        """``--preload``: imported once here, so that no generation pays for these imports."""
+        self.preloaded = preload(self.config)
+        if self.preloaded.modules:
+            self.events.emit("preload.done", modules=list(self.preloaded.modules),
+                             seconds=round(self.preloaded.seconds, 6), files=len(self.preloaded.files))
+        for text in self.preloaded.warnings:
+            self.events.emit("preload.warning", modules=list(self.preloaded.modules), warning=text)
 
     def _fatal(self) -> str | None:
         """Why the server ended on its own: the first generation could not load the app."""
@@ -298,10 +405,20 @@ class Master:
             shown = changes[:WATCH_EVENT_PATHS]  # one event line must fit in PIPE_BUF
             self.events.emit("watch.change", paths=[c.path for c in shown], kinds=[c.kind for c in shown],
                              count=len(changes))
+            self._warn_stale_preload(changes)
             self._trigger("watch", now)
         wait = self.watcher.timeout(now)
         if wait is not None:
             self._watch_timer = self.reactor.call_later(wait, self._poll_watcher)
+
+    def _warn_stale_preload(self, changes: list) -> None:
+        """A preloaded module's file changed: a reload cannot pick it up (every forked worker
+        inherits the master's copy of the module), so say so instead of serving it silently."""
+        stale = sorted({c.path for c in changes if os.path.realpath(c.path) in self.preloaded.files})
+        if stale:
+            self.events.emit("preload.stale", paths=stale[:WATCH_EVENT_PATHS],
+                             hint="a preloaded module changed: the workers keep the master's copy; "
+                                  "restart the server to load it")
 
     # --- carrying out the supervisor's decisions --------------------------------------------------
 
@@ -353,13 +470,9 @@ class Master:
         # Signals stay blocked across the fork, so none reaches the child while it still has the
         # master's handlers (which would wake the master's loop with the child's signal).
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        # The child's garbage collector leaves the master's objects alone: it does not touch (and
-        # so copy) their pages, and a new worker starts faster. The master unfreezes its own.
-        gc.freeze()
         try:
             pid = os.fork()
         except OSError:
-            gc.unfreeze()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             parent_end.close()
             child_end.close()
@@ -375,7 +488,6 @@ class Master:
                 traceback.print_exc()
             finally:
                 os._exit(code)
-        gc.unfreeze()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         try:
             os.setpgid(pid, pid)  # the worker does it too: its group exists whoever runs first
