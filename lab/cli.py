@@ -161,8 +161,12 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from lab.config import Config
-    from lab.master import Master
+    from lab.master import Master, take_upgrade_env
 
+    handed = take_upgrade_env()
+    if handed is not None:  # a new master exec'd by an upgrade: the old one's settings, not argv's
+        config, quiet, predecessor = handed
+        return Master(config, echo=None if quiet else sys.stderr, predecessor=predecessor).run()
     options = {name: getattr(args, name) for name in (
         "target", "app_dir", "bind", "watch", "types", "debounce", "graceful_timeout", "pidfile",
         "events", "heartbeat_idle", "heartbeat_interval", "heartbeat_strategy", "worker_timeout",
@@ -187,6 +191,27 @@ def _reload(args: argparse.Namespace) -> int:
 
     pid = signal_server(args.pidfile, signal.SIGUSR1)
     print(f"reload requested from server {pid}")
+    return 0
+
+
+@command
+def _cmd_upgrade(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upgrade", help="replace a running server's master without dropping a connection "
+                                       "(SIGUSR2): new lab code and preloaded modules are loaded",
+                       description="Send SIGUSR2 to the master named in the pid file and wait until the pid "
+                                   "file names its successor. A new master that fails is reported in the "
+                                   "server's events (upgrade.failed) and the old one keeps serving.")
+    p.add_argument("--pidfile", required=True, metavar="PATH", help="the server's pid file")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="give up waiting after S seconds (default: 120)")
+    p.set_defaults(func=_upgrade)
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    from lab.pidfile import upgrade_server
+
+    old, new = upgrade_server(args.pidfile, args.timeout)
+    print(f"server upgraded: master {old} -> {new}")
     return 0
 
 
