@@ -29,6 +29,8 @@ can accept, ``Tell("drained")`` -> old workers gone -> ``Exit``. New master: its
 imports the app and, ready, ``Tell("ready")``; it is told ``go`` only after ``predecessor_drained``,
 so old and new code never accept side by side. A new master that fails (``successor_failed``, or
 not ready after ``UPGRADE_TIMEOUT``) is reported (``upgrade.failed``); the old one keeps serving.
+While a new master starts, a reload already under way finishes but a trigger waits: it is dropped
+once the new master is ready (that one imported the app later), carried out if it fails.
 
 A failed import removes generation N+1 and generation N keeps serving (``reload.failed``). A
 trigger during a reload queues exactly one more reload; once generation N+1 has imported for
@@ -292,8 +294,10 @@ class Supervisor:
         """A reload asked for (``seen``: when its cause was noticed)."""
         if self.stopping:
             return []
-        if self.pending is None:
+        if self.pending is None and self.handover is None:
             self._start_reload(name, seen)
+        elif self.pending is None:  # a new master starts: it imports the app after this trigger anyway
+            self.queued = self.queued or name
         else:
             self.queued = self.queued or name  # exactly one more, however many triggers come
             forked = self.pending.phases.get("forked")
@@ -531,8 +535,9 @@ class Supervisor:
             self._kill(w)
 
     def _start_queued(self) -> None:
-        """The one trigger that came during the reload that just ended, if any."""
-        if self.queued is not None:
+        """The one trigger that came during the reload (or failed upgrade) that just ended, if any;
+        none while a new master starts (its first generation is numbered after ours)."""
+        if self.queued is not None and self.handover is None:
             trigger, self.queued = self.queued, None
             self._start_reload(trigger, self.clock())
 
@@ -613,6 +618,8 @@ class Supervisor:
             return
         self.handover = None
         self.out.emit("upgrade.failed", trigger=h.trigger, error=summarize_traceback(text), detail=text)
+        if self.pending is None and not self.stopping:
+            self._start_queued()
 
     def _handover_deadlines(self, now: float) -> None:
         """The new master not ready in time is killed; old workers silent about their drain are

@@ -491,9 +491,36 @@ def test_an_upgrade_starts_a_new_master_numbered_on_and_keeps_serving_meanwhile(
     h.do(h.sup.upgrade("SIGUSR2"))
     assert h.upgrades == [2] and h.find("upgrade.start") == [{"trigger": "SIGUSR2", "generation": 2}]
     assert h.orders("drain") == [] and h.told == [], "nothing changes until the new master is ready"
-    h.reload()
-    assert h.find("reload.done")[-1]["generation"] == 2, "a reload meanwhile is carried out"
-    assert old[0] not in h.live
+    h.exit(old[0], signal="SIGKILL")
+    assert h.of(1) == [old[1], h.next_pid], "a worker that dies meanwhile is replaced"
+
+
+def test_a_trigger_during_an_upgrade_waits_for_its_outcome(h):
+    h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.trigger("watch")
+    assert h.find("reload.start")[1:] == [], "no generation numbered like the new master's"
+    h.do(h.sup.successor_failed(TRACEBACK))
+    assert h.find("reload.start")[1:] == [{"generation": 2, "trigger": "watch"}], "carried out now"
+
+
+def test_a_trigger_during_an_upgrade_is_dropped_once_the_new_master_is_ready(h):
+    old = h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.trigger("watch")
+    h.do(h.sup.successor_ready())
+    h.draining(*old)
+    h.exit(*old)
+    assert h.find("reload.start")[1:] == [] and h.exits == 1
+
+
+def test_a_reload_under_way_when_an_upgrade_starts_is_numbered_before_the_new_master(h):
+    h.start()
+    h.trigger()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    assert h.upgrades == [3]
+    h.ready(*h.of(2))
+    assert h.find("reload.start")[2:] == []
 
 
 def test_old_workers_drain_once_the_new_master_is_ready_and_it_is_told_when_none_accepts(h):
@@ -512,11 +539,11 @@ def test_old_workers_drain_once_the_new_master_is_ready_and_it_is_told_when_none
 
 def test_a_reload_under_way_at_the_handover_is_dropped(h):
     old = h.start()
-    h.do(h.sup.upgrade("SIGUSR2"))
     h.trigger()
     starting = h.of(2)
+    h.do(h.sup.upgrade("SIGUSR2"))
     h.do(h.sup.successor_ready())
-    assert sorted(h.killed) == starting and h.orders("drain") == old
+    assert len(starting) == 2 and sorted(h.killed) == starting and h.orders("drain") == old
     h.exit(old[0])
     h.draining(old[1])
     assert h.told == ["drained"]
