@@ -536,7 +536,8 @@ class Master:
                 os.set_inheritable(fd, True)
             handed = upgrade_env(self.config, self.echo is None, Predecessor(os.getpid(), *inherited, generation))
             argv = [sys.executable, "-m", "lab", "serve", self.config.target]
-            self.successor = os.posix_spawn(sys.executable, argv, {**os.environ, UPGRADE_ENV: handed})
+            self.successor = os.posix_spawn(sys.executable, argv, {**os.environ, UPGRADE_ENV: handed},
+                                            setsigmask=())  # whatever this master blocks, it does not
         except OSError as exc:
             parent_end.close()
             self._do(self.supervisor.successor_failed(f"cannot start a new master: {exc}\n"))
