@@ -529,23 +529,27 @@ class Master:
     def _start_successor(self, generation: int) -> None:
         """Exec a new master (nginx's binary upgrade) with the listening socket and one end of a
         socketpair; ``posix_spawn`` leaves the other fds closed, and this large process uncopied."""
-        parent_end, child_end = socket.socketpair()
-        inherited = [os.dup(self.listener.fileno()), os.dup(child_end.fileno())]  # only the child's
+        ends: list[socket.socket] = []
+        inherited: list[int] = []  # inheritable copies, only for the child: closed right after
         try:
-            for fd in inherited:
-                os.set_inheritable(fd, True)
+            ends.extend(socket.socketpair())
+            for fd in (self.listener.fileno(), ends[1].fileno()):
+                inherited.append(os.dup(fd))
+                os.set_inheritable(inherited[-1], True)
             handed = upgrade_env(self.config, self.echo is None, Predecessor(os.getpid(), *inherited, generation))
             argv = [sys.executable, "-m", "lab", "serve", self.config.target]
             self.successor = os.posix_spawn(sys.executable, argv, {**os.environ, UPGRADE_ENV: handed},
                                             setsigmask=())  # whatever this master blocks, it does not
         except OSError as exc:
-            parent_end.close()
+            for end in ends:
+                end.close()
             self._do(self.supervisor.successor_failed(f"cannot start a new master: {exc}\n"))
             return
         finally:
             for fd in inherited:
                 os.close(fd)
-            child_end.close()
+        parent_end, child_end = ends
+        child_end.close()
         parent_end.setblocking(False)
         self._successor_channel, self._successor_inbox = parent_end, b""
         self.reactor.add_reader(parent_end.fileno(), self._on_successor)
@@ -578,10 +582,12 @@ class Master:
         and owns the pid file (this one never removes it)."""
         self._handed_over = True
         self.pidfile = None
+        if self._successor_channel is None:
+            return  # it died after it said ready: nothing serves once these workers are gone
         try:
             self._successor_channel.send(b'{"drained": true}\n')
         except OSError:
-            pass  # it died: it never serves; its exit has been (or will be) reported
+            pass  # the same, found now
 
     def _tell_predecessor(self, **message: Any) -> None:
         if self._predecessor_channel is not None:

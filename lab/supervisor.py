@@ -172,6 +172,7 @@ class Handover:
     not_stopped: set[int] = field(default_factory=set)  # old workers that may still accept
     give_up_at: float | None = None  # stop waiting for unresponsive old workers then
     told: bool = False  # "drained" sent: the new master accepts from now on
+    stop_asked: bool = False  # a stop came during the handover
 
 
 def summarize_traceback(text: str) -> str:
@@ -417,7 +418,8 @@ class Supervisor:
         return self._flush()
 
     def successor_failed(self, text: str) -> list[Action]:
-        """The new master exited, or closed its end, before it was ready: keep serving."""
+        """The new master exited, or closed its end, before it was told ``drained``: keep serving
+        (after its ``ready``, with a new generation of our own in place of the draining one)."""
         self._successor_failed(text)
         return self._flush()
 
@@ -483,6 +485,8 @@ class Supervisor:
         if h is not None and h.ready is None:  # a stop while the new master starts: it goes too
             self.out.add(KillSuccessor())
             self._successor_failed("the server is stopping")
+        elif h is not None:
+            h.stop_asked = True  # a handover under way goes on; a new master lost then is not replaced
         if not self.stopping:
             self.out.emit("server.stopping", graceful=graceful)
         self.stopping = True
@@ -614,11 +618,16 @@ class Supervisor:
 
     def _successor_failed(self, text: str) -> None:
         h = self.handover
-        if h is None or h.ready is not None:
-            return
+        if h is None or h.told:
+            return  # told "drained", it serves: what becomes of it is its own business
         self.handover = None
         self.out.emit("upgrade.failed", trigger=h.trigger, error=summarize_traceback(text), detail=text)
-        if self.pending is None and not self.stopping:
+        if h.ready is not None and not h.stop_asked:
+            # It died after it said ready: our workers drain already, so a generation of our own
+            # takes their place (it goes once they stopped accepting, as in any reload).
+            self.stopping = False
+            self._start_reload("upgrade.failed", self.clock())
+        elif self.pending is None and not self.stopping:
             self._start_queued()
 
     def _handover_deadlines(self, now: float) -> None:

@@ -626,3 +626,30 @@ def test_a_new_master_whose_first_generation_fails_ends():
     assert h.sup.failed_start and h.told == []
     h.reap_killed()
     assert h.exits == 1
+
+
+def test_a_new_master_lost_after_it_said_ready_is_replaced_by_a_generation_of_our_own(h):
+    old = h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.do(h.sup.successor_ready())
+    h.draining(old[0])
+    h.do(h.sup.successor_failed("the new master exited before it was ready\n"))
+    assert h.find("upgrade.failed")[0]["error"] == "the new master exited before it was ready"
+    assert h.find("reload.start")[1:] == [{"generation": 2, "trigger": "upgrade.failed"}]
+    h.ready(*h.of(2))
+    assert h.orders("go") == old, "not while an old worker may still accept"
+    h.draining(old[1])
+    assert h.orders("go") == old + h.of(2)
+    h.exit(*old)
+    assert h.exits == 0 and h.told == [] and h.find("reload.done")[-1]["generation"] == 2
+
+
+def test_a_new_master_lost_during_a_stop_is_not_replaced(h):
+    old = h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.do(h.sup.successor_ready())
+    h.do(h.sup.stop(graceful=True))
+    h.do(h.sup.successor_failed("gone\n"))
+    assert h.find("reload.start")[1:] == []
+    h.exit(*old)
+    assert h.exits == 1
