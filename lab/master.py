@@ -38,7 +38,7 @@ from typing import Any, TextIO
 from lab import worker
 from lab.config import Config, format_bind
 from lab.errors import LabError
-from lab.events import EventSink
+from lab.events import EventSink, Kind
 from lab.pidfile import PidFile
 from lab.reactor import Reactor
 from lab.supervisor import (Action, CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Supervisor,
@@ -306,7 +306,7 @@ class Master:
         try:
             self._open_files()
             self._preload()
-            self.reactor = Reactor()
+            self.reactor = Reactor(on_error=self._on_loop_error)
             for signum, handler in ((signal.SIGCHLD, self._reap),
                                     (signal.SIGUSR1, lambda: self._trigger("SIGUSR1")),
                                     (signal.SIGUSR2, lambda: self._upgrade("SIGUSR2")),
@@ -326,7 +326,7 @@ class Master:
             if config.watch:
                 self._start_watcher()
             host, port = self.listener.getsockname()[:2]
-            self.events.emit("server.start", bind=format_bind(host, port), workers=config.workers,
+            self.events.emit(Kind.SERVER_START, bind=format_bind(host, port), workers=config.workers,
                              target=config.target, watch=config.watch,
                              **({"upgrade_from": predecessor.pid} if predecessor else {}))
             self._started = True
@@ -370,10 +370,10 @@ class Master:
         """``--preload``: imported once here, so that no generation pays for these imports."""
         self.preloaded = preload(self.config)
         if self.preloaded.modules:
-            self.events.emit("preload.done", modules=list(self.preloaded.modules),
+            self.events.emit(Kind.PRELOAD_DONE, modules=list(self.preloaded.modules),
                              seconds=round(self.preloaded.seconds, 6), files=len(self.preloaded.files))
         for text in self.preloaded.warnings:
-            self.events.emit("preload.warning", modules=list(self.preloaded.modules), warning=text)
+            self.events.emit(Kind.PRELOAD_WARNING, modules=list(self.preloaded.modules), warning=text)
 
     def _fatal(self) -> str | None:
         """Why the server ended on its own: the first generation could not load the app."""
@@ -402,7 +402,7 @@ class Master:
         if self.events is not None:
             if self._started:  # a start-up error says its one line, without a log of a stop
                 upgraded = {"upgraded_to": self.successor} if self._handed_over else {}
-                self.events.emit("server.stop", fatal=self._fatal(), **upgraded)
+                self.events.emit(Kind.SERVER_STOP, fatal=self._fatal(), **upgraded)
             self.events.close()
 
     def _trigger(self, name: str, seen: float | None = None) -> None:
@@ -426,13 +426,13 @@ class Master:
         """Never silence: what the watcher could not watch is said, and a lost root looked for."""
         while self.watcher.problems:
             problem, text = self.watcher.problems.popleft()
-            self.events.emit("watch.error", error=text, problem=problem)
+            self.events.emit(Kind.WATCH_ERROR, error=text, problem=problem)
             if problem == "watch-limit" and not self._watch_limited:
                 self._watch_limited = True  # said once: every later directory would say it again
-                self.events.emit("server.degraded", reason="inotify watch limit", error=text)
+                self.events.emit(Kind.SERVER_DEGRADED, reason="inotify watch limit", error=text)
         lost = self.watcher.lost_roots
         if lost and self._rewatch_timer is None:
-            self.events.emit("server.degraded", reason="watched root gone", paths=lost)
+            self.events.emit(Kind.SERVER_DEGRADED, reason="watched root gone", paths=lost)
             self._rewatch_timer = self.reactor.call_later(REWATCH_EVERY, self._rewatch)
 
     def _rewatch(self) -> None:
@@ -452,7 +452,7 @@ class Master:
         self.watcher.close()
         self.watcher = watcher
         self.reactor.add_reader(watcher.fileno(), self._poll_watcher)
-        self.events.emit("watch.restored", paths=self.config.watch)
+        self.events.emit(Kind.WATCH_RESTORED, paths=self.config.watch)
         self._trigger("watch", self.reactor.clock())  # what changed while unwatched
 
     def _poll_watcher(self) -> None:
@@ -463,12 +463,12 @@ class Master:
         try:
             changes = [c for c in self.watcher.poll(now) if c.path not in self._own_files]
         except LabError as exc:  # e.g. out of inotify watches: say so, keep serving
-            self.events.emit("watch.error", error=str(exc))
+            self.events.emit(Kind.WATCH_ERROR, error=str(exc))
             changes = []
         self._report_watch_problems()
         if changes:
             shown = changes[:WATCH_EVENT_PATHS]  # one event line must fit in PIPE_BUF
-            self.events.emit("watch.change", paths=[c.path for c in shown], kinds=[c.kind for c in shown],
+            self.events.emit(Kind.WATCH_CHANGE, paths=[c.path for c in shown], kinds=[c.kind for c in shown],
                              count=len(changes))
             if any(os.path.realpath(c.path) in self.preloaded.files for c in changes):
                 # Every forked worker inherits the master's copy of a preloaded module: only a
@@ -609,13 +609,13 @@ class Master:
         self._predecessor_channel.close()
         self._predecessor_channel = None
         if data and b"drained" not in data:
-            self.events.emit("upgrade.error", error=f"unexpected word from the old master: {data[:80]!r}")
+            self.events.emit(Kind.UPGRADE_ERROR, error=f"unexpected word from the old master: {data[:80]!r}")
         self._do(self.supervisor.predecessor_drained())
         if self.pidfile is not None:
             try:
                 self.pidfile.take_over(self.predecessor.pid)
             except LabError as exc:
-                self.events.emit("pidfile.error", error=str(exc))
+                self.events.emit(Kind.PIDFILE_ERROR, error=str(exc))
 
     # --- workers -------------------------------------------------------------------------------------
 
@@ -702,6 +702,13 @@ class Master:
                     self._do(self.supervisor.failed(w.pid, message["failed"]))
                 elif "draining" in message:
                     self._do(self.supervisor.draining(w.pid))
+
+    def _on_loop_error(self, callback: Any, exc: Exception) -> None:
+        """A bug in a callback costs that callback, not the server (gunicorn's arbiter logs it and
+        goes on): said as an event with its traceback."""
+        text = "".join(traceback.format_exception(exc))
+        self.events.emit(Kind.SERVER_ERROR, callback=getattr(callback, "__qualname__", repr(callback)),
+                         error=summarize_traceback(text), traceback=text)
 
     def _reap(self) -> None:
         """Reap exited children: workers (and what their app left in their process group), and

@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.vocabulary import Kind
+
 READY_TIMEOUT = 60.0  # a new generation that is not ready by then (an import that hangs) fails
 SLOW_IMPORT = 2.0  # a new generation not ready by then is reported (reload.slow)
 # A trigger that comes while a generation has been importing this long supersedes it at once
@@ -320,7 +322,7 @@ class Supervisor:
         if self.pending is not None and generation == self.pending.generation:
             self._reload_failed(self.pending, f"fork failed: {error}\n")
         else:
-            self.out.emit("worker.backoff", generation=generation, index=index, failures=-1,
+            self.out.emit(Kind.WORKER_BACKOFF, generation=generation, index=index, failures=-1,
                            delay=FORK_RETRY, error=error)
             self._respawns.append((self.clock() + FORK_RETRY, generation, index))
         return self._flush()
@@ -355,7 +357,7 @@ class Supervisor:
         if self.pending is not None and w.generation == self.pending.generation:
             self._reload_failed(self.pending, text)
         else:  # a replacement that cannot load the app (broken on disk since): back off
-            self.out.emit("worker.failed", generation=w.generation, index=w.index,
+            self.out.emit(Kind.WORKER_FAILED, generation=w.generation, index=w.index,
                            error=summarize_traceback(text), traceback=text)
             self._kill(w)
         return self._flush()
@@ -379,7 +381,7 @@ class Supervisor:
         w = self.workers.pop(pid, None)
         if w is None:
             return []
-        self.out.emit("worker.exit", pid=pid, generation=w.generation, index=w.index, **how)
+        self.out.emit(Kind.WORKER_EXIT, pid=pid, generation=w.generation, index=w.index, **how)
         for reload in list(self.finishing):
             reload.old.discard(pid)
             reload.not_stopped.discard(pid)
@@ -409,10 +411,10 @@ class Supervisor:
         if self.stopping or self.handover is not None or self.generation == 0:
             why = ("stopping" if self.stopping else "an upgrade is under way" if self.handover is not None
                    else "not serving yet")
-            self.out.emit("upgrade.refused", trigger=name, reason=why)
+            self.out.emit(Kind.UPGRADE_REFUSED, trigger=name, reason=why)
             return self._flush()
         self.handover = Handover(name, self.clock())
-        self.out.emit("upgrade.start", trigger=name, generation=self._last_generation + 1)
+        self.out.emit(Kind.UPGRADE_START, trigger=name, generation=self._last_generation + 1)
         # Its generations are numbered on from ours (a reload under way here included).
         self.out.add(StartUpgrade(self._last_generation + 1))
         return self._flush()
@@ -429,7 +431,7 @@ class Supervisor:
         if h is None or h.ready is not None:
             return []
         h.ready = self.clock()
-        self.out.emit("upgrade.ready", trigger=h.trigger, waited=round(h.ready - h.started, 6))
+        self.out.emit(Kind.UPGRADE_READY, trigger=h.trigger, waited=round(h.ready - h.started, 6))
         # Like a graceful stop, but said as a handover; a reload under way here is dropped (the
         # new master imported the app later).
         self.stopping = True
@@ -453,7 +455,7 @@ class Supervisor:
         if not self.predecessor:
             return []
         self.predecessor = False
-        self.out.emit("upgrade.serving", generation=self.generation)
+        self.out.emit(Kind.UPGRADE_SERVING, generation=self.generation)
         for reload in list(self.finishing):
             self._progress(reload)
         return self._flush()
@@ -488,7 +490,7 @@ class Supervisor:
         elif h is not None:
             h.stop_asked = True  # a handover under way goes on; a new master lost then is not replaced
         if not self.stopping:
-            self.out.emit("server.stopping", graceful=graceful)
+            self.out.emit(Kind.SERVER_STOPPING, graceful=graceful)
         self.stopping = True
         self.pending = self.queued = None
         for w in list(self.workers.values()):
@@ -505,7 +507,7 @@ class Supervisor:
         self._last_generation += 1
         reload = Reload(self._last_generation, trigger, {"seen": seen})
         self.pending = reload
-        self.out.emit("reload.start", generation=reload.generation, trigger=trigger)
+        self.out.emit(Kind.RELOAD_START, generation=reload.generation, trigger=trigger)
         self.out.add(Spawn(reload.generation, tuple(range(self.size))))
 
     def _pending_deadlines(self, reload: Reload, now: float) -> None:
@@ -520,7 +522,7 @@ class Supervisor:
             reload.slow_said = True  # said as it happens, and who
             waiting = sorted((w.index, w.pid) for w in self._of_generation(reload.generation)
                              if w.state is WorkerState.STARTING)
-            self.out.emit("reload.slow", generation=reload.generation, trigger=reload.trigger,
+            self.out.emit(Kind.RELOAD_SLOW, generation=reload.generation, trigger=reload.trigger,
                            waited=SLOW_IMPORT, workers=[pid for _, pid in waiting])
         if now - forked >= READY_TIMEOUT:
             self._reload_failed(reload, f"not ready after {READY_TIMEOUT:g} s (an import that hangs?)\n")
@@ -528,7 +530,7 @@ class Supervisor:
     def _supersede(self, reload: Reload) -> None:
         """A trigger queued behind a generation importing for SUPERSEDE_AFTER s replaces it now."""
         self._remove_pending(reload)
-        self.out.emit("reload.superseded", generation=reload.generation, trigger=reload.trigger,
+        self.out.emit(Kind.RELOAD_SUPERSEDED, generation=reload.generation, trigger=reload.trigger,
                        importing=round(self.clock() - reload.phases["forked"], 3))
         self._start_queued()
 
@@ -572,7 +574,7 @@ class Supervisor:
         """Old workers that did not confirm their drain in time are stuck: go without them."""
         for pid in sorted(reload.not_stopped):
             w = self.workers[pid]
-            self.out.emit("worker.unresponsive", pid=pid, generation=w.generation, index=w.index,
+            self.out.emit(Kind.WORKER_UNRESPONSIVE, pid=pid, generation=w.generation, index=w.index,
                            waited=self.drain_confirm_wait)
         reload.not_stopped.clear()
         self._progress(reload)
@@ -598,13 +600,13 @@ class Supervisor:
             self.crashes.failures.clear()
             if self.degraded:
                 self.degraded = False
-                self.out.emit("server.recovered", generation=reload.generation)
-            self.out.emit("reload.done", generation=reload.generation, trigger=reload.trigger,
+                self.out.emit(Kind.SERVER_RECOVERED, generation=reload.generation)
+            self.out.emit(Kind.RELOAD_DONE, generation=reload.generation, trigger=reload.trigger,
                            duration=round(now - reload.phases["seen"], 6), phases=reload.phases)
 
     def _reload_failed(self, reload: Reload, text: str) -> None:
         self._remove_pending(reload)
-        self.out.emit("reload.failed", generation=reload.generation, trigger=reload.trigger,
+        self.out.emit(Kind.RELOAD_FAILED, generation=reload.generation, trigger=reload.trigger,
                        error=summarize_traceback(text), traceback=text)
         if self.generation == 0:  # the first generation: nothing to keep serving
             self.failed_start = summarize_traceback(text)
@@ -621,7 +623,7 @@ class Supervisor:
         if h is None or h.told:
             return  # told "drained", it serves: what becomes of it is its own business
         self.handover = None
-        self.out.emit("upgrade.failed", trigger=h.trigger, error=summarize_traceback(text), detail=text)
+        self.out.emit(Kind.UPGRADE_FAILED, trigger=h.trigger, error=summarize_traceback(text), detail=text)
         if h.ready is not None and not h.stop_asked:
             # It died after it said ready: our workers drain already, so a generation of our own
             # takes their place (it goes once they stopped accepting, as in any reload).
@@ -642,7 +644,7 @@ class Supervisor:
         elif h.give_up_at is not None and now >= h.give_up_at and not h.told:
             for pid in sorted(h.not_stopped):
                 w = self.workers[pid]
-                self.out.emit("worker.unresponsive", pid=pid, generation=w.generation, index=w.index,
+                self.out.emit(Kind.WORKER_UNRESPONSIVE, pid=pid, generation=w.generation, index=w.index,
                                waited=self.drain_confirm_wait)
             h.not_stopped.clear()
             self._handover_progress()
@@ -655,7 +657,7 @@ class Supervisor:
         h.told = True
         h.give_up_at = None
         self.out.add(Tell("drained"))
-        self.out.emit("upgrade.handed_over", trigger=h.trigger,
+        self.out.emit(Kind.UPGRADE_HANDED_OVER, trigger=h.trigger,
                        duration=round(self.clock() - h.started, 6))
 
     # --- workers -------------------------------------------------------------------------------------
@@ -667,11 +669,11 @@ class Supervisor:
         if failures == 1:
             self._respawn(w.generation, w.index)
             return
-        self.out.emit("worker.backoff", generation=w.generation, index=w.index, failures=failures,
+        self.out.emit(Kind.WORKER_BACKOFF, generation=w.generation, index=w.index, failures=failures,
                        delay=round(delay, 4))
         if failures >= DEGRADED_AFTER and not self.degraded:
             self.degraded = True  # said once; a good reload clears it (server.recovered)
-            self.out.emit("server.degraded", reason="crash loop", generation=w.generation,
+            self.out.emit(Kind.SERVER_DEGRADED, reason="crash loop", generation=w.generation,
                            index=w.index, failures=failures)
         self._respawns.append((now + delay, w.generation, w.index))
 
@@ -688,9 +690,9 @@ class Supervisor:
     def _check_alive(self, now: float) -> None:
         stall, silent = self.liveness.check(now, list(self.workers.values()))
         if stall is not None:
-            self.out.emit("server.stalled", gap=round(stall, 3))
+            self.out.emit(Kind.SERVER_STALLED, gap=round(stall, 3))
         for w in silent:
-            self.out.emit("worker.timeout", pid=w.pid, generation=w.generation, index=w.index,
+            self.out.emit(Kind.WORKER_TIMEOUT, pid=w.pid, generation=w.generation, index=w.index,
                            silent=round(now - w.heard, 3))
             self._kill(w)  # its exit follows; ``exited`` replaces it like any dead worker
 

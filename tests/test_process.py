@@ -31,9 +31,14 @@ def test_waiting_ends_as_soon_as_the_server_exits(tmp_path):
     assert not server.running
 
 
-def test_every_kind_the_lab_emits_is_in_the_vocabulary():
-    emitted = {m for path in LAB.rglob("*.py") for m in re.findall(r'emit\("([a-z_]+\.[a-z_]+)"', path.read_text())}
-    assert emitted and emitted <= {k.value for k in Kind}, emitted - {k.value for k in Kind}
+def test_every_kind_the_lab_emits_comes_from_the_vocabulary():
+    sources = {path: path.read_text() for path in LAB.rglob("*.py")}
+    literal = {f"{path.name}: {m}" for path, text in sources.items()
+               for m in re.findall(r'emit\(\s*"([^"]*)"', text)}
+    assert not literal, f"event kinds written as strings instead of lab.events.Kind: {sorted(literal)}"
+    named = {m for text in sources.values() for m in re.findall(r"emit\(\s*Kind\.([A-Z_]+)", text)}
+    assert len(named) > 20 and named <= set(Kind.__members__), named - set(Kind.__members__)
+    assert len({k.value for k in Kind}) == len(Kind)  # no two names for one kind on disk
 
 
 def test_the_on_disk_names_stay():

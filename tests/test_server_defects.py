@@ -277,3 +277,30 @@ def test_processes_the_app_starts_die_with_their_worker_and_the_server(serve, tm
                 os.kill(pid, signal.SIGKILL)  # (only if the test failed)
             except ProcessLookupError:
                 pass
+
+
+def test_a_master_callback_that_raises_is_an_event_and_the_loop_goes_on(tmp_path):
+    # Reactor.run_once hands a raising callback to its on_error hook (tests/test_reactor.py); the
+    # master's hook says it as a server.error event with the traceback, instead of ending.
+    from lab.events import read_events
+    from lab.master import Master
+
+    master = Master(Config(target="app"), echo=None)
+    master.events = EventSink(tmp_path / "events.jsonl")
+    master.reactor = Reactor(on_error=master._on_loop_error)
+    calls = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise KeyError("a bug in the master")
+
+    master.reactor.call_later(0, broken)
+    master.reactor.call_later(0.01, master.reactor.stop)
+    try:
+        master.reactor.run()
+    finally:
+        master.reactor.close()
+        master.events.close()
+    [event] = [e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == Kind.SERVER_ERROR]
+    assert calls == ["broken"] and event["callback"].endswith("broken")
+    assert "KeyError" in event["error"] and "a bug in the master" in event["traceback"]
