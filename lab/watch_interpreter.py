@@ -175,8 +175,10 @@ class Interpreter:
             self._drop(name, why)
         elif mask & Mask.CREATE:
             self.debouncer.created(path, now, (why,), writing=True)
-        elif mask & (Mask.MODIFY | Mask.CLOSE_WRITE):
-            self.debouncer.modified(path, now, (why,), writing=not mask & Mask.CLOSE_WRITE)
+        elif mask & Mask.CLOSE_WRITE:  # the writer is done: the batch may end after settle
+            self.debouncer.modified(path, now, (why,), settled=True)
+        elif mask & Mask.MODIFY:
+            self.debouncer.modified(path, now, (why,), writing=True)
         elif mask & Mask.DELETE:
             self.debouncer.deleted(path, now, (why,))
 
@@ -185,7 +187,8 @@ class Interpreter:
         pair = self._moves.pop(cookie, None)
         if pair is None:
             if wanted:
-                self.appeared(path, now, (why, "moved in from outside the watched tree"))
+                self.appeared(path, now, (why, "moved in from outside the watched tree"),
+                              settled=True)
             else:
                 self._drop(name, why)
             return
@@ -200,7 +203,8 @@ class Interpreter:
         elif wanted:
             # write-temp-then-rename: the temp file was never reported; the target has new
             # content (a modification if it existed)
-            self.appeared(path, now, (src_why, why, f"{rule}: a save by rename onto {name!r}"))
+            self.appeared(path, now, (src_why, why, f"{rule}: a save by rename onto {name!r}"),
+                          settled=True)
         else:
             self._drop(name, f"{src_why}; {why}")
 
@@ -249,12 +253,15 @@ class Interpreter:
 
     # --- facts ------------------------------------------------------------------------------------
 
-    def appeared(self, path: str, now: float, why: tuple[str, ...]) -> None:
-        """New content at ``path``: a modification if the file existed before this batch."""
+    def appeared(self, path: str, now: float, why: tuple[str, ...],
+                 settled: bool = False) -> None:
+        """New content at ``path``: a modification if the file existed before this batch.
+        ``settled``: it was renamed into place, so it is complete (a scan finds files that may
+        still be written)."""
         if path in self.index.files:
-            self.debouncer.modified(path, now, why)
+            self.debouncer.modified(path, now, why, settled=settled)
         else:
-            self.debouncer.created(path, now, why)
+            self.debouncer.created(path, now, why, settled=settled)
 
     def _files_under(self, subtree: list[str]) -> list[str]:
         """Wanted files in the watched directories ``subtree`` now: known at the last batch and

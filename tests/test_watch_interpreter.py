@@ -198,6 +198,26 @@ def test_a_file_being_written_holds_the_batch_until_closed():
     assert batch(interp) == [("created", "/w/n.py", None)]
 
 
+def test_a_save_that_closes_or_renames_into_place_ends_its_batch_after_settle_only():
+    interp = tree()  # quiet 0.25, settle the default 0.002 (binary fractions below it are exact)
+    settle = interp.debouncer.settle
+    feed(interp, (1, M.MODIFY, 0, "b.py"), (1, M.MODIFY, 0, "b.py"), (1, M.CLOSE_WRITE, 0, "b.py"))
+    assert interp.timeout(0.0, backlog=False) == settle and interp.due(settle, backlog=False)
+    assert batch(interp) == [("modified", "/w/b.py", None)]
+    feed(interp, (1, M.CREATE, 0, "b.py.tmp"), (1, M.CLOSE_WRITE, 0, "b.py.tmp"),
+         (1, M.MOVED_FROM, 7, "b.py.tmp"), (1, M.MOVED_TO, 7, "b.py"))  # atomic save
+    assert interp.timeout(0.0, backlog=False) == settle
+    assert batch(interp) == [("modified", "/w/b.py", None)]
+    feed(interp, (1, M.MOVED_TO, 8, "new.py"))  # moved in from outside the tree
+    assert interp.timeout(0.0, backlog=False) == settle
+    assert batch(interp) == [("created", "/w/new.py", None)]
+    feed(interp, (1, M.MOVED_FROM, 9, "b.py"), (1, M.MOVED_TO, 9, "b.py~"))  # vim's first half
+    assert interp.timeout(0.0, backlog=False) == 0.25  # a deletion alone: quiet time
+    feed(interp, (1, M.CREATE, 0, "b.py"), (1, M.MODIFY, 0, "b.py"), (1, M.CLOSE_WRITE, 0, "b.py"))
+    assert interp.timeout(0.0, backlog=False) == settle  # the new file written and closed
+    assert batch(interp) == [("modified", "/w/b.py", None)]
+
+
 @pytest.mark.parametrize("mask, name", [(M.CREATE | DIR, "IN_CREATE|IN_ISDIR"),
                                         (M.Q_OVERFLOW, "IN_Q_OVERFLOW")])
 def test_mask_names_read_as_the_kernel_headers(mask: int, name: str):
