@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from lab.watch_filter import NameFilter
+from lab.watch_index import UNSIGNED
 from lab.watch_interpreter import RESCAN, Interpreter, Mask, Scan, Unwatch, mask_name
 
 M = Mask
@@ -161,6 +162,41 @@ def test_an_overflow_asks_for_a_rescan_once_the_queue_is_drained():
                                  "3 differ from the snapshot taken after the last batch")
     assert changes[0].why[2] == "1 changes held before the overflow were replaced by the rescan"
     assert interp.drained(0.0) == []  # once
+
+
+def test_after_an_overflow_a_held_change_counts_even_if_its_signature_matches():
+    """The snapshot's signature of b.py was taken after its change (a set-up file signed late,
+    or a batch that signed a later write): only the held record says it changed."""
+    interp = tree()
+    interp.feed((1, M.CLOSE_WRITE, 0, "b.py"), 0.0)
+    interp.feed((1, M.CLOSE_WRITE, 0, "x.py"), 0.0)  # gone by the rescan, never known: nothing
+    interp.feed((-1, M.Q_OVERFLOW, 0, ""), 0.0)
+    assert interp.drained(0.0) == [RESCAN]
+    current = {path: sig for path, sig in interp.index.files.items()}  # the same signatures
+    _, held = interp.lose_all()
+    interp.rescanned(current, dirs=3, took_ms=1.0, held=held, now=0.0)
+    changes = interp.take()
+    assert [(c.kind, c.path) for c in changes] == [("rescan", "/w"), ("modified", "/w/b.py")]
+    assert "records read before the overflow" in changes[1].why[0]
+
+
+def test_an_unsigned_file_counts_as_modified_by_a_rescan_and_sign_never_overwrites():
+    interp = tree()
+    index = interp.index
+    index.remember("/w/late.py", UNSIGNED)  # found at set-up, not signed yet
+    index.sign("/w/late.py", 7)
+    index.sign("/w/b.py", 7)  # signed by a batch since: a later state, kept
+    index.sign("/w/gone.py", 7)  # forgotten since: stays forgotten
+    assert (index.files["/w/late.py"], index.files["/w/b.py"]) == (7, hash("/w/b.py"))
+    assert "/w/gone.py" not in index.files
+    index.unsign(["/w/late.py", "/w/gone.py"])  # signed while records may have been lost
+    assert index.files["/w/late.py"] == UNSIGNED and "/w/gone.py" not in index.files
+    current = dict(index.files, **{"/w/late.py": 7})
+    _, held = interp.lose_all()
+    interp.rescanned(current, dirs=3, took_ms=1.0, held=held, now=0.0)
+    changes = interp.take()
+    assert [(c.kind, c.path) for c in changes] == [("rescan", "/w"), ("modified", "/w/late.py")]
+    assert "no signature to compare with" in changes[1].why[0]
 
 
 def test_a_lost_root_is_a_problem_and_a_moved_root_is_unwatched():
