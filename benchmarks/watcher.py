@@ -17,6 +17,7 @@ every peer is measured the same way from the outside:
 
     .venv/bin/python benchmarks/watcher.py          # a few minutes
     .venv/bin/python benchmarks/watcher.py --quick  # fewer samples, 2,000 dirs only
+    .venv/bin/python benchmarks/watcher.py --setup-only  # the set-up rows only (merged)
 
 Prints a Markdown table; writes benchmarks/results/watcher.json.
 """
@@ -185,14 +186,16 @@ class Agent:
 
 # --- measurements ---------------------------------------------------------------------------------
 
-def make_tree(top: Path, dirs: int) -> Path:
+def make_tree(top: Path, dirs: int, files: int = 1) -> Path:
+    """``dirs`` directories (100 under each of dirs/100), ``files`` .py files in each."""
     top.mkdir(parents=True)
     per = 100
     for i in range(dirs // per):
         for j in range(per):
             d = top / f"d{i}" / f"e{j}"
             d.mkdir(parents=True)
-            (d / "m.py").write_text("x = 1\n")
+            for k in range(files):
+                (d / ("m.py" if k == 0 else f"m{k}.py")).write_text("x = 1\n")
     return top
 
 
@@ -321,9 +324,19 @@ def main() -> None:
     parser.add_argument("--agent", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--setup-only", action="store_true",
+                        help="measure set-up only; the other figures of watcher.json are kept")
+    parser.add_argument("--files-per-dir", type=int, default=1, metavar="N",
+                        help="with --setup-only: N files in each directory (recorded as "
+                             "setup_<dirs>x<N> when N > 1)")
     args = parser.parse_args()
     if args.agent:
         agent(*args.agent)
+        return
+    if args.setup_only:
+        setup_only([t for t in args.tools.split(",") if t and t != "inotifywait"],
+                   (2000,) if args.quick else (2000, 10000), 1 if args.quick else 5,
+                   args.files_per_dir)
         return
     tools = [t for t in args.tools.split(",") if t]
     if "inotifywait" in tools and shutil.which("inotifywait") is None:
@@ -370,6 +383,29 @@ def main() -> None:
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results, sizes))
     print(f"\nwrote {out.relative_to(ROOT)}")
+
+
+def setup_only(tools: list[str], sizes: tuple[int, ...], reps: int, files: int = 1) -> None:
+    """The set-up rows alone, merged into watcher.json (the other rows keep their last run)."""
+    suffix = f"x{files}" if files > 1 else ""
+    out = ROOT / "benchmarks" / "results" / "watcher.json"
+    results = json.loads(out.read_text()) if out.exists() else {"tools": {}}
+    work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
+    try:
+        trees = {n: make_tree(work / f"tree{n}", n, files) for n in sizes}
+        for (tool, n), r in setup_costs(tools, trees, reps).items():
+            results["tools"].setdefault(tool, {})[f"setup_{n}{suffix}"] = r
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    for n in sizes:
+        row = {t: results["tools"][t][f"setup_{n}{suffix}"]["setup_s"] * 1000 for t in tools}
+        ratio = (f"; lab / watchfiles {row['lab'] / row['watchfiles']:.2f}"
+                 if "lab" in row and "watchfiles" in row else "")
+        print(f"set-up, {n:,} dirs, {files} file(s) each (ms, median of {reps}): "
+              + ", ".join(f"{t} {ms:.0f}" for t, ms in row.items()) + ratio)
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 def table(results: dict, sizes: tuple[int, ...]) -> str:
