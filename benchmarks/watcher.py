@@ -5,7 +5,9 @@ Each watcher runs in its own "agent" subprocess that prints one line per change 
 every peer is measured the same way from the outside:
 
 * set-up: seconds to watch a tree of 2,000 and 10,000 directories (one .py file each), timed by
-  the agent around the constructor (median of 3 fresh agents), and RSS growth (MiB) of set-up;
+  the agent around the constructor (median of 5 fresh agents), with its CPU time (user + system,
+  all threads: unlike wall time, it does not grow with the load of a shared machine) and RSS
+  growth (MiB);
 * latency: write -> change line, for in-place and atomic (temp + rename) saves, median and p95
   (lab uses debounce=0.02; watchfiles step_ms=20, its nearest equivalent; watchdog and
   inotifywait do not debounce);
@@ -17,6 +19,7 @@ every peer is measured the same way from the outside:
 
     .venv/bin/python benchmarks/watcher.py          # a few minutes
     .venv/bin/python benchmarks/watcher.py --quick  # fewer samples, 2,000 dirs only
+    .venv/bin/python benchmarks/watcher.py --setup-only  # the set-up rows only (merged)
 
 Prints a Markdown table; writes benchmarks/results/watcher.json.
 """
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import selectors
 import shutil
 import signal
@@ -52,6 +56,13 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process, all threads, user + system: unlike wall time, what a tool
+    costs does not grow with the load of a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -61,19 +72,19 @@ def agent(tool: str, path: str) -> None:
     """Watch ``path`` with ``tool``; print ``ready <setup s> <rss growth MiB>``, then changes."""
     if tool == "lab":
         from lab.watcher import Watcher
-        rss = _rss_mib()
+        rss, cpu = _rss_mib(), _cpu_s()
         t0 = time.perf_counter()
         w = Watcher(path, types=None, debounce=DEBOUNCE)
-        _say(f"ready {time.perf_counter() - t0:.6f} {_rss_mib() - rss:.2f}")
+        _say(f"ready {time.perf_counter() - t0:.6f} {_rss_mib() - rss:.2f} {_cpu_s() - cpu:.6f}")
         for batch in w:
             for c in batch:
                 _say(f"{c.kind} {c.path}")
     elif tool == "watchfiles":
         from watchfiles._rust_notify import RustNotify
-        rss = _rss_mib()
+        rss, cpu = _rss_mib(), _cpu_s()
         t0 = time.perf_counter()
         notify = RustNotify([path], False, False, 50, True, False)
-        _say(f"ready {time.perf_counter() - t0:.6f} {_rss_mib() - rss:.2f}")
+        _say(f"ready {time.perf_counter() - t0:.6f} {_rss_mib() - rss:.2f} {_cpu_s() - cpu:.6f}")
         while True:
             changes = notify.watch(500, int(DEBOUNCE * 1000), 0, None)
             if isinstance(changes, str):
@@ -93,12 +104,12 @@ def agent(tool: str, path: str) -> None:
                 with lock:
                     _say(f"{event.event_type} {event.dest_path or event.src_path}")
 
-        rss = _rss_mib()
+        rss, cpu = _rss_mib(), _cpu_s()
         t0 = time.perf_counter()
         observer = Observer()
         observer.schedule(Printer(), path, recursive=True)
         observer.start()  # adds the watches before it returns
-        _say(f"ready {time.perf_counter() - t0:.6f} {_rss_mib() - rss:.2f}")
+        _say(f"ready {time.perf_counter() - t0:.6f} {_rss_mib() - rss:.2f} {_cpu_s() - cpu:.6f}")
         signal.sigwait({signal.SIGTERM})
     else:
         raise SystemExit(f"unknown tool {tool}")
@@ -121,7 +132,7 @@ class Agent:
                 if not chunk:
                     raise RuntimeError(f"inotifywait failed: {err.decode()}")
                 err += chunk
-            self.setup, self.rss = time.perf_counter() - t0, float("nan")
+            self.setup, self.rss, self.cpu = time.perf_counter() - t0, float("nan"), float("nan")
         else:
             # The peers log warnings (watchdog: one per re-added watch); lab's errors stay visible.
             quiet = subprocess.DEVNULL if tool != "lab" else None
@@ -134,8 +145,8 @@ class Agent:
             ready = self.line(120)
             if ready is None or not ready.startswith("ready "):
                 raise RuntimeError(f"{tool} agent did not start: {ready!r}")
-            _, setup, rss = ready.split()
-            self.setup, self.rss = float(setup), float(rss)
+            _, setup, rss, cpu = ready.split()
+            self.setup, self.rss, self.cpu = float(setup), float(rss), float(cpu)
 
     def line(self, timeout: float) -> str | None:
         deadline = time.perf_counter() + timeout
@@ -185,14 +196,16 @@ class Agent:
 
 # --- measurements ---------------------------------------------------------------------------------
 
-def make_tree(top: Path, dirs: int) -> Path:
+def make_tree(top: Path, dirs: int, files: int = 1) -> Path:
+    """``dirs`` directories (100 under each of dirs/100), ``files`` .py files in each."""
     top.mkdir(parents=True)
     per = 100
     for i in range(dirs // per):
         for j in range(per):
             d = top / f"d{i}" / f"e{j}"
             d.mkdir(parents=True)
-            (d / "m.py").write_text("x = 1\n")
+            for k in range(files):
+                (d / ("m.py" if k == 0 else f"m{k}.py")).write_text("x = 1\n")
     return top
 
 
@@ -204,10 +217,11 @@ def setup_costs(tools: list[str], trees: dict[int, Path], reps: int) -> dict:
         for n, tree in trees.items():
             for tool in tools:
                 a = Agent(tool, str(tree))
-                runs[tool, n].append((a.setup, a.rss))
+                runs[tool, n].append((a.setup, a.rss, a.cpu))
                 a.close()
     return {(t, n): {"setup_s": statistics.median(r[0] for r in rs),
                      "rss_mib": statistics.median(r[1] for r in rs),
+                     "cpu_s": statistics.median(r[2] for r in rs),
                      "runs_s": [round(r[0], 4) for r in rs]}
             for (t, n), rs in runs.items()}
 
@@ -321,9 +335,19 @@ def main() -> None:
     parser.add_argument("--agent", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--setup-only", action="store_true",
+                        help="measure set-up only; the other figures of watcher.json are kept")
+    parser.add_argument("--files-per-dir", type=int, default=1, metavar="N",
+                        help="with --setup-only: N files in each directory (recorded as "
+                             "setup_<dirs>x<N> when N > 1)")
     args = parser.parse_args()
     if args.agent:
         agent(*args.agent)
+        return
+    if args.setup_only:
+        setup_only([t for t in args.tools.split(",") if t and t != "inotifywait"],
+                   (2000,) if args.quick else (2000, 10000), 1 if args.quick else 5,
+                   args.files_per_dir)
         return
     tools = [t for t in args.tools.split(",") if t]
     if "inotifywait" in tools and shutil.which("inotifywait") is None:
@@ -372,6 +396,30 @@ def main() -> None:
     print(f"\nwrote {out.relative_to(ROOT)}")
 
 
+def setup_only(tools: list[str], sizes: tuple[int, ...], reps: int, files: int = 1) -> None:
+    """The set-up rows alone, merged into watcher.json (the other rows keep their last run)."""
+    suffix = f"x{files}" if files > 1 else ""
+    out = ROOT / "benchmarks" / "results" / "watcher.json"
+    results = json.loads(out.read_text()) if out.exists() else {"tools": {}}
+    work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
+    try:
+        trees = {n: make_tree(work / f"tree{n}", n, files) for n in sizes}
+        for (tool, n), r in setup_costs(tools, trees, reps).items():
+            results["tools"].setdefault(tool, {})[f"setup_{n}{suffix}"] = r
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    for n in sizes:
+        for key, what in (("setup_s", "wall"), ("cpu_s", "CPU")):
+            row = {t: results["tools"][t][f"setup_{n}{suffix}"][key] * 1000 for t in tools}
+            ratio = (f"; lab / watchfiles {row['lab'] / row['watchfiles']:.2f}"
+                     if "lab" in row and "watchfiles" in row else "")
+            print(f"set-up {what}, {n:,} dirs, {files} file(s) each (ms, median of {reps}): "
+                  + ", ".join(f"{t} {ms:.0f}" for t, ms in row.items()) + ratio)
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
 def table(results: dict, sizes: tuple[int, ...]) -> str:
     tools = list(results["tools"])
 
@@ -392,6 +440,8 @@ def table(results: dict, sizes: tuple[int, ...]) -> str:
     for n in sizes:
         rows.append((f"set-up, {n:,} dirs (ms, median of runs)",
                      [cell(t, f"setup_{n}", "setup_s", scale=1000, fmt="{:.0f}") for t in tools]))
+        rows.append((f"CPU of set-up, {n:,} dirs (ms, median of runs)",
+                     [cell(t, f"setup_{n}", "cpu_s", scale=1000, fmt="{:.0f}") for t in tools]))
         rows.append((f"RSS growth of set-up, {n:,} dirs (MiB)",
                      [cell(t, f"setup_{n}", "rss_mib") for t in tools]))
     for kind in ("in_place", "atomic"):

@@ -20,6 +20,13 @@ events that never pauses still yields batches. While a held file is still open f
 was modified, or created, and not yet closed), quiet alone does not end the batch: a writer that
 stalls between truncating a file and writing it (a loaded machine) must not get a half-written
 file reloaded. Only its close, or ``max_wait``, does.
+
+A save that says it is finished needs no quiet time: when every held file was closed after
+writing (``IN_CLOSE_WRITE``) or renamed into place (an atomic save), the batch is due ``settle``
+seconds after the last fact (a millisecond or two: time for the same burst's other records to
+arrive), not ``quiet``. A deletion, a modification still open, or a file found by a scan gives
+no such word (a deletion is often the first half of a save: vim renames the old file away, then
+writes a new one), so the quiet time still applies to a batch that holds one.
 """
 
 from __future__ import annotations
@@ -35,6 +42,11 @@ WHY_LIMIT = 12
 # watch``, ``lab serve``, ``Config``, ``Lab``). Short, because a file still open for writing
 # holds its batch anyway (see above): waiting longer only adds to every reload's latency.
 DEFAULT_DEBOUNCE = 0.02
+
+# Seconds after the last fact that end a batch whose every file was closed or renamed into place:
+# the records of one save (truncate, writes, close) are queued within microseconds, so a short
+# settle still gathers them; it is what is left of the debounce in a plain save's reload.
+DEFAULT_SETTLE = 0.002
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class _Entry:
     lines: int = 0  # explanation lines given, kept or not
     facts: int = 0
     writing: bool = False  # modified or created, and not closed since
+    settled: bool = False  # the last fact was a close after writing, or a rename into place
 
     def note(self, why: Iterable[str]) -> None:
         self.facts += 1
@@ -75,11 +88,13 @@ class _Entry:
 class Debouncer:
     """Holds the facts of one batch and says when it is due. Times are whatever clock you use."""
 
-    def __init__(self, quiet: float = 0.02, max_wait: float = 0.5,
-                 on_drop: Callable[[str, tuple[str, ...]], None] | None = None):
-        if quiet < 0 or max_wait < 0:
-            raise ValueError("quiet and max_wait must be >= 0")
+    def __init__(self, quiet: float = DEFAULT_DEBOUNCE, max_wait: float = 0.5,
+                 on_drop: Callable[[str, tuple[str, ...]], None] | None = None,
+                 settle: float = DEFAULT_SETTLE):
+        if quiet < 0 or max_wait < 0 or settle < 0:
+            raise ValueError("quiet, max_wait and settle must be >= 0")
         self.quiet = quiet
+        self.settle = min(settle, quiet)  # never longer than the quiet time it shortens
         self.max_wait = max(max_wait, quiet)
         self.on_drop = on_drop  # told about paths whose facts cancel out (created + deleted)
         self._entries: dict[str, _Entry] = {}
@@ -89,32 +104,36 @@ class Debouncer:
         self._first: float | None = None
         self._last: float | None = None
         self._writing = 0  # entries still open for writing
+        self._unsettled = 0  # entries whose last fact does not say the file is complete
 
     # --- feeding facts ------------------------------------------------------------------------
 
     def created(self, path: str, now: float, why: Iterable[str] = (),
-                writing: bool = False) -> None:
-        """``writing``: created by an open for writing that is not closed yet (IN_CREATE)."""
+                writing: bool = False, settled: bool = False) -> None:
+        """``writing``: created by an open for writing that is not closed yet (IN_CREATE);
+        ``settled``: its content is complete (renamed into place from outside)."""
         entry = self._entry(path, now, existed=False)
         if not entry.exists:
             entry.origin = None  # new content, unrelated to whatever was there before
         entry.exists = True
-        self._set_writing(entry, writing)
+        self._set_state(entry, writing, settled and not writing)
         entry.note(why)
 
     def modified(self, path: str, now: float, why: Iterable[str] = (),
-                 writing: bool = False) -> None:
-        """``writing``: still open for writing (IN_MODIFY); False once closed (IN_CLOSE_WRITE)."""
+                 writing: bool = False, settled: bool = False) -> None:
+        """``writing``: still open for writing (IN_MODIFY); False once closed (IN_CLOSE_WRITE).
+        ``settled``: the record said the content is complete (IN_CLOSE_WRITE, or a rename onto
+        the path)."""
         entry = self._entry(path, now, existed=True)
         entry.exists = True
-        self._set_writing(entry, writing)
+        self._set_state(entry, writing, settled and not writing)
         entry.note(why)
 
     def deleted(self, path: str, now: float, why: Iterable[str] = ()) -> None:
         entry = self._entry(path, now, existed=True)
         entry.exists = False
         entry.origin = None
-        self._set_writing(entry, False)
+        self._set_state(entry, False, False)
         entry.note(why)
 
     def moved(self, src: str, dst: str, now: float, why: Iterable[str] = (),
@@ -123,7 +142,7 @@ class Debouncer:
         why = tuple(why)
         old = self._entry(src, now, existed=True)
         old.exists = False
-        self._set_writing(old, False)
+        self._set_state(old, False, True)  # a rename is atomic: both ends are complete
         # The content keeps where it came from: a -> b -> c is a move a -> c; a file created in
         # this batch and then renamed is simply created under its new name.
         origin = old.origin if old.origin is not None else (src if old.existed else None)
@@ -132,6 +151,7 @@ class Debouncer:
         old.note(why)
         new = self._entry(dst, now, existed=replaced)
         new.exists = True
+        self._set_state(new, False, True)
         new.origin = origin if origin != dst else None
         new.why.extend(history[:WHY_LIMIT - len(new.why)])
         new.lines += len(history)
@@ -150,13 +170,15 @@ class Debouncer:
         return bool(self._entries)
 
     def deadline(self) -> float | None:
-        """When the batch is due: quiet after the last fact (and every file closed), capped at
-        max_wait after the first."""
+        """When the batch is due: quiet after the last fact (settle, if every held file was
+        closed or renamed into place; never while one is open), capped at max_wait after the
+        first."""
         if self._first is None or self._last is None:
             return None
         if self._writing:
             return self._first + self.max_wait
-        return min(self._last + self.quiet, self._first + self.max_wait)
+        wait = self.quiet if self._unsettled else self.settle
+        return min(self._last + wait, self._first + self.max_wait)
 
     def timeout(self, now: float) -> float | None:
         """Seconds until the batch is due (0 if it is), or None when nothing is held."""
@@ -184,7 +206,7 @@ class Debouncer:
         entries, self._entries = self._entries, {}
         self._dirs = {}
         self._first = self._last = None
-        self._writing = 0
+        self._writing = self._unsettled = 0
         moved_away = {e.origin for e in entries.values()
                       if e.exists and e.origin is not None
                       and e.origin in entries and not entries[e.origin].exists}
@@ -217,13 +239,16 @@ class Debouncer:
         self._entries = {}
         self._dirs = {}
         self._first = self._last = None
-        self._writing = 0
+        self._writing = self._unsettled = 0
         return paths
 
-    def _set_writing(self, entry: _Entry, writing: bool) -> None:
+    def _set_state(self, entry: _Entry, writing: bool, settled: bool) -> None:
         if entry.writing != writing:
             entry.writing = writing
             self._writing += 1 if writing else -1
+        if entry.settled != settled:
+            entry.settled = settled
+            self._unsettled += -1 if settled else 1
 
     def _entry(self, path: str, now: float, existed: bool) -> _Entry:
         if self._first is None:
@@ -232,5 +257,6 @@ class Debouncer:
         entry = self._entries.get(path)
         if entry is None:
             entry = self._entries[path] = _Entry(existed=existed, exists=existed)
+            self._unsettled += 1
             self._dirs.setdefault(posixpath.dirname(path), {})[path] = None
         return entry

@@ -6,15 +6,20 @@
 * the snapshot of the last batch: path -> signature (``hash((inode, size, mtime_ns))``, one int
   instead of a 3-tuple keeps a big tree's snapshot small), also held by directory so that
   forgetting a file is O(1) (200,000 files deleted from one directory were quadratic with a list).
+  A file found at set-up is known at once but signed later (``UNSIGNED`` until then), off the
+  critical path; a signature that may postdate lost records is withdrawn (``unsign``).
 """
 
 from __future__ import annotations
 
 from posixpath import dirname
 
-__all__ = ["Signature", "WatchIndex"]
+__all__ = ["UNSIGNED", "Signature", "WatchIndex"]
 
 Signature = int
+# No signature taken (yet, or one withdrawn): differs from every real one, since hash() never
+# returns -1 in CPython; a rescan reports such a file as modified (it may have changed).
+UNSIGNED: Signature = -1
 
 
 class WatchIndex:
@@ -113,6 +118,19 @@ class WatchIndex:
             else:
                 paths[path] = None
         self.files[path] = sig
+
+    def sign(self, path: str, sig: Signature) -> None:
+        """The signature of a file known UNSIGNED; nothing if it was signed or forgotten since
+        (a batch signs what it reports, a later state than this one may be)."""
+        if self.files.get(path) == UNSIGNED:
+            self.files[path] = sig
+
+    def unsign(self, paths: list[str]) -> None:
+        """Withdraw these signatures: they may have been taken after records were lost."""
+        files = self.files
+        for path in paths:
+            if path in files:
+                files[path] = UNSIGNED
 
     def forget_file(self, path: str | None) -> None:
         if path is not None and self.files.pop(path, None) is not None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from lab.debounce import DEFAULT_DEBOUNCE, Change, Debouncer
 from lab.watch_filter import NameFilter
-from lab.watch_index import Signature, WatchIndex
+from lab.watch_index import UNSIGNED, Signature, WatchIndex
 
 __all__ = ["RESCAN", "Interpreter", "Mask", "Record", "Rescan", "Scan", "Unwatch", "mask_name"]
 
@@ -112,6 +112,7 @@ class Interpreter:
         self._moves: dict[int, tuple[str, bool, bool, str]] = {}  # cookie -> unpaired MOVED_FROM
         self._rescans: list[Change] = []
         self._overflowed = False
+        self._lost: list[str] = []  # paths held when records were lost (see ``rescanned``)
 
     def problem(self, kind: str, text: str) -> None:
         self.log.append(text)
@@ -142,6 +143,11 @@ class Interpreter:
             return self._dir_record(mask, cookie, path, name, why, now)
         self._file_record(mask, cookie, path, name, why, now)
         return None
+
+    @property
+    def overflowed(self) -> bool:
+        """An IN_Q_OVERFLOW was fed and its rescan is not asked for yet."""
+        return self._overflowed
 
     def drained(self, now: float) -> list[Action]:
         """The kernel's queue is empty: unpaired moves went out; lost records need a rescan."""
@@ -175,8 +181,10 @@ class Interpreter:
             self._drop(name, why)
         elif mask & Mask.CREATE:
             self.debouncer.created(path, now, (why,), writing=True)
-        elif mask & (Mask.MODIFY | Mask.CLOSE_WRITE):
-            self.debouncer.modified(path, now, (why,), writing=not mask & Mask.CLOSE_WRITE)
+        elif mask & Mask.CLOSE_WRITE:  # the writer is done: the batch may end after settle
+            self.debouncer.modified(path, now, (why,), settled=True)
+        elif mask & Mask.MODIFY:
+            self.debouncer.modified(path, now, (why,), writing=True)
         elif mask & Mask.DELETE:
             self.debouncer.deleted(path, now, (why,))
 
@@ -185,7 +193,8 @@ class Interpreter:
         pair = self._moves.pop(cookie, None)
         if pair is None:
             if wanted:
-                self.appeared(path, now, (why, "moved in from outside the watched tree"))
+                self.appeared(path, now, (why, "moved in from outside the watched tree"),
+                              settled=True)
             else:
                 self._drop(name, why)
             return
@@ -200,7 +209,8 @@ class Interpreter:
         elif wanted:
             # write-temp-then-rename: the temp file was never reported; the target has new
             # content (a modification if it existed)
-            self.appeared(path, now, (src_why, why, f"{rule}: a save by rename onto {name!r}"))
+            self.appeared(path, now, (src_why, why, f"{rule}: a save by rename onto {name!r}"),
+                          settled=True)
         else:
             self._drop(name, f"{src_why}; {why}")
 
@@ -249,12 +259,15 @@ class Interpreter:
 
     # --- facts ------------------------------------------------------------------------------------
 
-    def appeared(self, path: str, now: float, why: tuple[str, ...]) -> None:
-        """New content at ``path``: a modification if the file existed before this batch."""
+    def appeared(self, path: str, now: float, why: tuple[str, ...],
+                 settled: bool = False) -> None:
+        """New content at ``path``: a modification if the file existed before this batch.
+        ``settled``: it was renamed into place, so it is complete (a scan finds files that may
+        still be written)."""
         if path in self.index.files:
-            self.debouncer.modified(path, now, why)
+            self.debouncer.modified(path, now, why, settled=settled)
         else:
-            self.debouncer.created(path, now, why)
+            self.debouncer.created(path, now, why, settled=settled)
 
     def _files_under(self, subtree: list[str]) -> list[str]:
         """Wanted files in the watched directories ``subtree`` now: known at the last batch and
@@ -286,23 +299,34 @@ class Interpreter:
     def lose_all(self) -> tuple[set[int], int]:
         """Before a rescan: forget every watch, held change and unpaired move. Returns the old
         wds and how many changes were held."""
-        held = self.debouncer.discard()
+        self._lost = self.debouncer.discard()
         self._moves.clear()
-        return self.index.forget_watches(), len(held)
+        return self.index.forget_watches(), len(self._lost)
 
     def rescanned(self, current: dict[str, Signature], dirs: int, took_ms: float, held: int,
                   now: float) -> None:
         """The rescan listed ``current`` (path -> signature) in ``dirs`` directories: each
-        difference from the snapshot is a fact, and every root gets a ``rescan`` change."""
+        difference from the snapshot is a fact, and every root gets a ``rescan`` change.
+
+        A path held when records were lost changed since the last batch (the kernel said so),
+        even if its signature matches: the snapshot's may have been taken after that change."""
         rule = "queue overflow: rescanned"
         files, debouncer, differences = self.index.files, self.debouncer, 0
+        lost = set(self._lost)
+        self._lost = []
         for path, sig in current.items():
             before = files.get(path)
             if before is None:
                 debouncer.created(path, now, (f"{rule}: new since the last batch",))
+            elif before == UNSIGNED:
+                debouncer.modified(path, now, (f"{rule}: no signature to compare with (taken "
+                                               "after the records were lost, or not yet)",))
             elif before != sig:
                 debouncer.modified(path, now, (f"{rule}: inode, size or mtime changed since "
                                                "the last batch",))
+            elif path in lost:
+                debouncer.modified(path, now, (f"{rule}: changed since the last batch by its "
+                                               "records read before the overflow",))
             else:
                 continue
             differences += 1

@@ -18,7 +18,10 @@ What the tutorial's class misses and this one does:
   ``poll``, ``timeout()`` 0 while more wait, so the caller's loop gets its turn between slices;
   the snapshot and the pending batch are indexed by directory, so the work is linear;
 - ``IN_Q_OVERFLOW`` (events lost) is answered by a rescan against a snapshot of
-  ``path -> (inode, size, mtime_ns)`` and a ``Change(kind="rescan")`` that says so;
+  ``path -> (inode, size, mtime_ns)`` and a ``Change(kind="rescan")`` that says so. Set-up only
+  lists files; their signatures are taken by the first polls, ``SIGNS_PER_POLL`` at a time (a
+  change after the watch is in place has its record, so a later signature loses nothing; one
+  taken while records may already be lost is withdrawn, and the rescan reports that file);
 - the file type is the real suffix (``a.b.py`` is ``.py``); editor swap/backup files and
   directories such as ``.git`` are ignored by name, and ignored directories get no watch at all;
 - the kernel's limits are read at run time; running out of watches is a clear ``LabError``.
@@ -44,7 +47,7 @@ from inotify_simple import Event, INotify, parse_events
 from lab.debounce import DEFAULT_DEBOUNCE, Change
 from lab.errors import LabError
 from lab.watch_filter import DEFAULT_IGNORE, NameFilter
-from lab.watch_index import Signature
+from lab.watch_index import UNSIGNED, Signature
 from lab.watch_interpreter import Action, Interpreter, Mask, Scan, Unwatch
 
 __all__ = ["DEFAULT_IGNORE", "RECORDS_PER_POLL", "Change", "Watcher", "inotify_limits"]
@@ -60,6 +63,8 @@ READ_SIZE = 1 << 16
 # At most this many raw records are interpreted per poll() (a few ms of work): a flood, such as
 # 200,000 files deleted at once, cannot starve the caller's loop; timeout() is 0 while more wait.
 RECORDS_PER_POLL = 4096
+# At most this many set-up files are signed (stat) per poll, once nothing else is to be done.
+SIGNS_PER_POLL = 2048
 
 # inotify_add_watch called directly (bytes in, int out): set-up makes one call per directory.
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -133,6 +138,10 @@ class Watcher:
         self.problems: deque[tuple[str, str]] = self._interp.problems
         self._records: deque[Event] = deque()  # read, not yet interpreted (see RECORDS_PER_POLL)
         self._backlog = False  # the last poll stopped at RECORDS_PER_POLL: more may be readable
+        self._unsigned: list[str] = []  # files found at set-up, to sign (stat) in later polls
+        # Signatures taken since the kernel's queue was last seen empty: should that read find
+        # IN_Q_OVERFLOW, they may include changes whose records were lost, and are withdrawn.
+        self._suspects: list[str] = []
         self._inotify = _open_inotify(self.limits)
         self._fd = self._inotify.fileno()
         self._poller = select.poll()
@@ -173,11 +182,18 @@ class Watcher:
             raise LabError("the watcher is closed; create a new Watcher")
         now = self._clock() if now is None else now
         self._backlog = not self._read(now)
+        if self._unsigned and not self._backlog and not self._interp.due(now, False):
+            self._sign_some()
+            # Read again at once: a queue found empty, without IN_Q_OVERFLOW, confirms them.
+            self._backlog = not self._read(now)
         return self._take() if self._interp.due(now, self._backlog) else []
 
     def timeout(self, now: float | None = None) -> float | None:
         """Seconds until ``poll`` may return a batch, or 0 while raw records wait to be
-        interpreted (call ``poll`` again soon, after other work); None when nothing is pending."""
+        interpreted or set-up's files to be signed (call ``poll`` again soon, after other
+        work); None when nothing is pending."""
+        if self._unsigned and not self._backlog:
+            return 0.0
         return self._interp.timeout(self._clock() if now is None else now, self._backlog)
 
     def read_batch(self, timeout: float | None = None) -> list[Change]:
@@ -232,12 +248,12 @@ class Watcher:
                 gc.enable()
 
     def _setup_walk(self) -> None:
-        remember = self._index.remember
+        remember, unsigned = self._index.remember, self._unsigned
 
         def found(directory: str, entry: os.DirEntry) -> None:
-            sig = _signature(entry)
-            if sig is not None:
-                remember(entry.path, sig, directory)
+            path = entry.path
+            remember(path, UNSIGNED, directory)
+            unsigned.append(path)
 
         for root in self._dir_roots:
             try:
@@ -324,6 +340,8 @@ class Watcher:
                 try:
                     data = os.read(self._fd, READ_SIZE)
                 except BlockingIOError:
+                    if not self._interp.overflowed:
+                        self._suspects.clear()  # taken before the queue was empty: none lost
                     break
                 if not data:
                     break
@@ -373,6 +391,8 @@ class Watcher:
     def _rescan(self, now: float) -> None:
         """Events were lost: rebuild the watches and compare the tree with the snapshot."""
         started = time.perf_counter()
+        self._index.unsign(self._suspects)
+        self._suspects.clear()
         old_wds, held = self._interp.lose_all()
         current: dict[str, Signature] = {}
 
@@ -408,9 +428,22 @@ class Watcher:
             elif change.kind != "rescan":
                 try:
                     index.remember(change.path, _signature_of(change.path))
+                    self._suspects.append(change.path)
                 except OSError:
                     index.forget_file(change.path)  # gone again: its record follows
         return changes
+
+    def _sign_some(self) -> None:
+        """Signs up to SIGNS_PER_POLL of set-up's files (a file gone meanwhile stays UNSIGNED:
+        its record follows)."""
+        unsigned, sign, suspects = self._unsigned, self._index.sign, self._suspects
+        for _ in range(min(SIGNS_PER_POLL, len(unsigned))):
+            path = unsigned.pop()
+            try:
+                sign(path, _signature_of(path))
+            except OSError:
+                continue
+            suspects.append(path)
 
 
 def _open_inotify(limits: dict[str, int]) -> INotify:

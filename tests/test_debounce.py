@@ -163,3 +163,43 @@ def test_deleting_or_renaming_an_open_file_releases_the_batch():
     d.modified("/b.py", 0.5, writing=True)
     d.deleted("/b.py", 0.75)
     assert d.ready(1.0)
+
+
+def test_a_batch_of_closed_files_is_due_after_settle_not_quiet():
+    d = Debouncer(quiet=0.25, max_wait=4, settle=0.0625)
+    d.modified("/a.py", 0.0, writing=True)  # truncated
+    d.modified("/a.py", 0.0, writing=True)  # written
+    d.modified("/a.py", 0.125, settled=True)  # IN_CLOSE_WRITE: the save says it is done
+    assert d.timeout(0.125) == 0.0625 and not d.ready(0.125) and d.ready(0.1875)
+    d.created("/b.py", 0.1875, writing=True)  # the same burst's next file: held again
+    assert d.timeout(1.0) == 3.0
+    d.modified("/b.py", 1.0, settled=True)
+    assert d.ready(1.0625)
+    assert kinds(d.take()) == [("modified", "/a.py", None), ("created", "/b.py", None)]
+
+
+def test_a_rename_into_place_settles_and_a_deletion_or_plain_modification_does_not():
+    d = Debouncer(quiet=0.25, max_wait=4, settle=0.0625)
+    d.created("/a.py.tmp", 0.0, writing=True)
+    d.modified("/a.py.tmp", 0.0, settled=True)
+    d.moved("/a.py.tmp", "/a.py", 0.0, replaced=True)  # an atomic save
+    assert d.ready(0.0625)
+    d.deleted("/b.py", 0.0625)  # vim moved the old file away; the new one is not written yet
+    assert not d.ready(0.125) and d.ready(0.3125)
+    d.take()
+    d.modified("/c.py", 0.0)  # a change with no close (a scan, a rescan): quiet time
+    assert d.timeout(0.0) == 0.25
+    d.created("/d.py", 0.0, settled=True)  # moved in from outside: complete
+    assert d.timeout(0.0) == 0.25  # c.py still wants the quiet time
+    d.modified("/c.py", 0.125, settled=True)  # now closed too
+    assert d.timeout(0.125) == 0.0625
+
+
+def test_settle_never_exceeds_quiet_and_a_reopened_file_holds_the_batch_again():
+    assert Debouncer(quiet=0.0).settle == 0.0 and Debouncer(quiet=1.0, settle=0.5).settle == 0.5
+    with pytest.raises(ValueError):
+        Debouncer(settle=-1)
+    d = Debouncer(quiet=0.25, max_wait=4, settle=0.0625)
+    d.modified("/a.py", 0.0, settled=True)
+    d.modified("/a.py", 0.03125, writing=True)  # opened and written again before settle ends
+    assert not d.ready(1.0) and d.timeout(1.0) == 3.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from lab.watch_filter import NameFilter
+from lab.watch_index import UNSIGNED
 from lab.watch_interpreter import RESCAN, Interpreter, Mask, Scan, Unwatch, mask_name
 
 M = Mask
@@ -163,6 +164,41 @@ def test_an_overflow_asks_for_a_rescan_once_the_queue_is_drained():
     assert interp.drained(0.0) == []  # once
 
 
+def test_after_an_overflow_a_held_change_counts_even_if_its_signature_matches():
+    """The snapshot's signature of b.py was taken after its change (a set-up file signed late,
+    or a batch that signed a later write): only the held record says it changed."""
+    interp = tree()
+    interp.feed((1, M.CLOSE_WRITE, 0, "b.py"), 0.0)
+    interp.feed((1, M.CLOSE_WRITE, 0, "x.py"), 0.0)  # gone by the rescan, never known: nothing
+    interp.feed((-1, M.Q_OVERFLOW, 0, ""), 0.0)
+    assert interp.drained(0.0) == [RESCAN]
+    current = {path: sig for path, sig in interp.index.files.items()}  # the same signatures
+    _, held = interp.lose_all()
+    interp.rescanned(current, dirs=3, took_ms=1.0, held=held, now=0.0)
+    changes = interp.take()
+    assert [(c.kind, c.path) for c in changes] == [("rescan", "/w"), ("modified", "/w/b.py")]
+    assert "records read before the overflow" in changes[1].why[0]
+
+
+def test_an_unsigned_file_counts_as_modified_by_a_rescan_and_sign_never_overwrites():
+    interp = tree()
+    index = interp.index
+    index.remember("/w/late.py", UNSIGNED)  # found at set-up, not signed yet
+    index.sign("/w/late.py", 7)
+    index.sign("/w/b.py", 7)  # signed by a batch since: a later state, kept
+    index.sign("/w/gone.py", 7)  # forgotten since: stays forgotten
+    assert (index.files["/w/late.py"], index.files["/w/b.py"]) == (7, hash("/w/b.py"))
+    assert "/w/gone.py" not in index.files
+    index.unsign(["/w/late.py", "/w/gone.py"])  # signed while records may have been lost
+    assert index.files["/w/late.py"] == UNSIGNED and "/w/gone.py" not in index.files
+    current = dict(index.files, **{"/w/late.py": 7})
+    _, held = interp.lose_all()
+    interp.rescanned(current, dirs=3, took_ms=1.0, held=held, now=0.0)
+    changes = interp.take()
+    assert [(c.kind, c.path) for c in changes] == [("rescan", "/w"), ("modified", "/w/late.py")]
+    assert "no signature to compare with" in changes[1].why[0]
+
+
 def test_a_lost_root_is_a_problem_and_a_moved_root_is_unwatched():
     interp = tree()
     assert feed(interp, (1, M.MOVE_SELF, 0, "")) == [Unwatch((1, 2, 3))]
@@ -196,6 +232,26 @@ def test_a_file_being_written_holds_the_batch_until_closed():
     feed(interp, (1, M.CLOSE_WRITE, 0, "n.py"), now=5.0)
     assert interp.due(5.25, backlog=False) and not interp.due(5.25, backlog=True)
     assert batch(interp) == [("created", "/w/n.py", None)]
+
+
+def test_a_save_that_closes_or_renames_into_place_ends_its_batch_after_settle_only():
+    interp = tree()  # quiet 0.25, settle the default 0.002 (binary fractions below it are exact)
+    settle = interp.debouncer.settle
+    feed(interp, (1, M.MODIFY, 0, "b.py"), (1, M.MODIFY, 0, "b.py"), (1, M.CLOSE_WRITE, 0, "b.py"))
+    assert interp.timeout(0.0, backlog=False) == settle and interp.due(settle, backlog=False)
+    assert batch(interp) == [("modified", "/w/b.py", None)]
+    feed(interp, (1, M.CREATE, 0, "b.py.tmp"), (1, M.CLOSE_WRITE, 0, "b.py.tmp"),
+         (1, M.MOVED_FROM, 7, "b.py.tmp"), (1, M.MOVED_TO, 7, "b.py"))  # atomic save
+    assert interp.timeout(0.0, backlog=False) == settle
+    assert batch(interp) == [("modified", "/w/b.py", None)]
+    feed(interp, (1, M.MOVED_TO, 8, "new.py"))  # moved in from outside the tree
+    assert interp.timeout(0.0, backlog=False) == settle
+    assert batch(interp) == [("created", "/w/new.py", None)]
+    feed(interp, (1, M.MOVED_FROM, 9, "b.py"), (1, M.MOVED_TO, 9, "b.py~"))  # vim's first half
+    assert interp.timeout(0.0, backlog=False) == 0.25  # a deletion alone: quiet time
+    feed(interp, (1, M.CREATE, 0, "b.py"), (1, M.MODIFY, 0, "b.py"), (1, M.CLOSE_WRITE, 0, "b.py"))
+    assert interp.timeout(0.0, backlog=False) == settle  # the new file written and closed
+    assert batch(interp) == [("modified", "/w/b.py", None)]
 
 
 @pytest.mark.parametrize("mask, name", [(M.CREATE | DIR, "IN_CREATE|IN_ISDIR"),
