@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Protocol
 
@@ -241,6 +242,52 @@ class LazyTracker(_Tracker):
         return len(self._heap)
 
 
+class QueueTracker(_Tracker):
+    """One queue in touch order: with one ``idle`` for all, deadlines fall in that order too.
+
+    A touch moves the key to the tail of an ``OrderedDict`` (O(1)), so the head is always the
+    connection silent the longest. A check pops from the head while it is due and stops at the
+    first that is not: a check that finds nothing due costs one look at the head, whatever the
+    number of connections, and nothing is rescheduled or left behind. ``next_check`` rounds the
+    head's deadline up to a multiple of ``interval``, so a server wakes at most once per interval.
+    The order relies on ``now`` never going backwards (the module's contract).
+    """
+
+    def __init__(self, idle: float, interval: float) -> None:
+        super().__init__(idle, interval)
+        self._last: OrderedDict[Hashable, float] = OrderedDict()
+
+    def touch(self, key: Hashable, now: float) -> None:
+        self._last[key] = now
+        self._last.move_to_end(key)
+
+    def forget(self, key: Hashable) -> None:
+        self._last.pop(key, None)
+
+    def expired(self, now: float) -> list[tuple[Hashable, float]]:
+        last_of, idle = self._last, self.idle
+        out = []
+        while last_of:
+            if next(iter(last_of.values())) + idle > now:  # the head is not due: nothing behind it is
+                break
+            out.append(last_of.popitem(last=False))
+        return out
+
+    def next_check(self, now: float) -> float | None:
+        if not self._last:
+            return None
+        last = next(iter(self._last.values()))
+        return self._tick_at_or_after(last + self.idle) * self.interval
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    @property
+    def entries(self) -> int:
+        """Queue entries held (one per tracked key)."""
+        return len(self._last)
+
+
 class WheelTracker(_Tracker):
     """A hashed timing wheel with a tick of ``interval``, rescheduled lazily.
 
@@ -326,6 +373,7 @@ STRATEGIES: dict[str, type] = {
     "scan": ScanTracker,
     "lazy": LazyTracker,
     "wheel": WheelTracker,
+    "queue": QueueTracker,
 }
 DEFAULT_STRATEGY = "wheel"  # cheapest checks and least memory in benchmarks/heartbeat.py
 
