@@ -436,6 +436,35 @@ def bench_heartbeat(data: dict[str, Any]) -> Figure:
     return fig
 
 
+def bench_connections(data: dict[str, Any]) -> Figure:
+    """Real idle connections: when each closed after it opened, and what holding them cost."""
+    settings, held, expiry = data["settings"], data["holding"], data["expiry"]
+    edges, counts = expiry["histogram"]["edges"], expiry["histogram"]["counts"]
+    fig = Figure(figsize=(10, 4.6))
+    ax = fig.subplots()
+    ax.stairs(counts, edges, fill=True, alpha=0.6, label=f"{expiry['closed']:,} closed")
+    idle = settings["expiry_idle"]
+    for x, text in ((idle, f"idle ({idle:g} s)"), (4.95, "4.95 s"), (5.35, "5.35 s")):
+        ax.axvline(x, color="grey", linestyle=":" if x == idle else "--")
+        ax.text(x, 0.97, " " + text, transform=ax.get_xaxis_transform(), fontsize=9, va="top")
+    ax.set_xlabel("open to close, from the client kernel's TCP_INFO (SYN-ACK to FIN) [s]")
+    ax.set_ylabel("connections per 10 ms")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.text(0.99, 0.80, f"held {held['connections']:,} with idle {settings['hold_idle']:g} s:\n"
+            f"{held['cpu_percent_of_one_core']:.2f} % of one core (all {held['server_processes']} processes)\n"
+            f"{held['uss_per_connection_bytes']:,} B USS per connection",
+            transform=ax.transAxes, ha="right", va="top", fontsize=9.5,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
+    ax.legend(loc="upper left", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"python -m lab serve, {settings['workers']} workers, {settings['strategy']}: "
+                 f"{expiry['connections']:,} idle loopback connections, check every {settings['interval']:g} s",
+                 fontsize=10.5)
+    fig.tight_layout()
+    return fig
+
+
 BENCHMARKS: dict[str, Callable[[dict[str, Any]], Figure]] = {
     "watcher": bench_watcher, "reload": bench_reload, "throughput": bench_throughput, "heartbeat": bench_heartbeat,
+    "connections": bench_connections,
 }
