@@ -449,13 +449,15 @@ def bench_connections(data: dict[str, Any]) -> Figure:
         ax.text(x, 0.97, " " + text, transform=ax.get_xaxis_transform(), fontsize=9, va="top")
     ax.set_xlabel("open to close, from the client kernel's TCP_INFO (SYN-ACK to FIN) [s]")
     ax.set_ylabel("connections per 10 ms")
+    ax.set_yscale("log")  # the few late ones show
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.text(0.99, 0.80, f"held {held['connections']:,} with idle {settings['hold_idle']:g} s:\n"
             f"{held['cpu_percent_of_one_core']:.2f} % of one core (all {held['server_processes']} processes)\n"
             f"{held['uss_per_connection_bytes']:,} B USS per connection",
             transform=ax.transAxes, ha="right", va="top", fontsize=9.5,
             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
-    ax.legend(loc="upper left", fontsize=9)
+    ax.legend(loc="center right", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"python -m lab serve, {settings['workers']} workers, {settings['strategy']}: "
                  f"{expiry['connections']:,} idle loopback connections, check every {settings['interval']:g} s",
