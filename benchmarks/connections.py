@@ -166,10 +166,10 @@ def _wait_accepted(procs: list, fds: int, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def holding(args) -> dict:
+def holding(args, strategy: str) -> dict:
     """Open everything, then measure the server over a window that ends before the first expiry."""
     open_seconds = args.connections / args.rate
-    with serve(args.strategy, HOLD_IDLE, INTERVAL, args.workers) as server:
+    with serve(strategy, HOLD_IDLE, INTERVAL, args.workers) as server:
         procs = server.processes()
         time.sleep(1)  # settle after start-up: imports done, first ticks passed
         uss0, rss0 = _memory(procs)
@@ -209,10 +209,10 @@ def holding(args) -> dict:
     }
 
 
-def expiry(args) -> dict:
+def expiry(args, strategy: str) -> dict:
     """Open everything at the same pace with idle 5 s; every connection's open-to-close time."""
     deadline = args.connections / args.rate + EXPIRY_IDLE + 30
-    with serve(args.strategy, EXPIRY_IDLE, INTERVAL, args.workers) as server:
+    with serve(strategy, EXPIRY_IDLE, INTERVAL, args.workers) as server:
         clients = _clients(server.port, args, hold=False, deadline=deadline)
         try:
             reports = _finish(clients, deadline + 30)
@@ -250,6 +250,22 @@ def _histogram(values: list[float], edges: list[float]) -> list[int]:
     return counts
 
 
+def _print(result: dict) -> None:
+    settings, (lo, hi) = result["settings"], EXPIRY_BOUNDS
+    print(f"\n{settings['connections']:,} idle connections, {settings['workers']} workers, interval {INTERVAL} s "
+          f"(goals: < 1 % of one core and < 2048 B per connection held; every one closed {lo}-{hi} s after "
+          "opening)\n")
+    print("| strategy | CPU held (% of one core) | USS per connection (B) | closed in bounds "
+          "| open to close p50 / p99 / max (s) | load (1 min) |")
+    print("|---|---:|---:|---:|---|---|")
+    for run in result["runs"]:
+        held, expired, life = run["holding"], run["expiry"], run["expiry"]["lifetime_s"]
+        print(f"| {run['strategy']} | {held['cpu_percent_of_one_core']} (over {held['window_s']} s) "
+              f"| {held['uss_per_connection_bytes']:,} | {expired['within_bounds']:,} / {expired['connections']:,} "
+              f"| {life.get('p50')} / {life.get('p99')} / {life.get('max')} "
+              f"| {run['load_before'].split()[0]} → {run['load_after'].split()[0]} |")
+
+
 def _load() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -270,9 +286,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=7, help="server workers (each < 20,000 fds)")
     parser.add_argument("--rate", type=float, default=1900, help="connects per second, all clients together")
     parser.add_argument("--hold-seconds", type=float, default=5.0, help="CPU window, at most")
-    parser.add_argument("--strategy", default=DEFAULT_STRATEGY)
+    parser.add_argument("--strategies", default=f"{DEFAULT_STRATEGY},queue",
+                        help="heartbeat strategies, each measured in turn (default: the default and queue)")
     parser.add_argument("--quick", action="store_true",
-                        help="2,000 connections, 2 clients, 2 workers; writes no result or figure")
+                        help="2,000 connections, 2 clients, 2 workers, the default strategy; writes no result "
+                             "or figure")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     args = parser.parse_args()
     if args.mode == "client":
@@ -284,24 +302,22 @@ def main() -> int:
         return 0
     if args.quick:
         args.connections, args.clients, args.workers, args.hold_seconds = 2000, 2, 2, 2.0
-    load_before = _load()
-    held = holding(args)
-    print(f"  holding: {held}", file=sys.stderr)
-    expired = expiry(args)
-    print(f"  expiry: {({k: v for k, v in expired.items() if k != 'histogram'})}", file=sys.stderr)
+    strategies = [DEFAULT_STRATEGY] if args.quick else list(dict.fromkeys(args.strategies.split(",")))
+    runs = []
+    for strategy in strategies:
+        load_before = _load()
+        held = holding(args, strategy)
+        print(f"  {strategy} holding: {held}", file=sys.stderr)
+        expired = expiry(args, strategy)
+        print(f"  {strategy} expiry: {({k: v for k, v in expired.items() if k != 'histogram'})}", file=sys.stderr)
+        runs.append({"strategy": strategy, "load_before": load_before, "load_after": _load(),
+                     "holding": held, "expiry": expired})
     result = {"settings": {"connections": args.connections, "clients": args.clients, "workers": args.workers,
                            "rate": args.rate, "interval": INTERVAL, "hold_idle": HOLD_IDLE,
-                           "expiry_idle": EXPIRY_IDLE, "strategy": args.strategy, "cpus": os.cpu_count(),
-                           "load_before": load_before, "load_after": _load()},
-              "holding": held, "expiry": expired}
-    lo, hi = EXPIRY_BOUNDS
-    print(f"\n{args.connections:,} idle connections, {args.workers} workers, {args.strategy}, interval {INTERVAL} s, "
-          f"load {load_before} -> {result['settings']['load_after']}\n")
-    print(f"holding (idle {HOLD_IDLE:g} s): {held['cpu_percent_of_one_core']} % of one core over "
-          f"{held['window_s']} s, {held['uss_per_connection_bytes']} B USS per connection "
-          "(goal: < 1 %, < 2048 B)")
-    print(f"expiry (idle {EXPIRY_IDLE:g} s): {expired['within_bounds']:,} of {expired['connections']:,} closed "
-          f"{lo}-{hi} s after opening; open-to-close {expired['lifetime_s']}")
+                           "expiry_idle": EXPIRY_IDLE, "default_strategy": DEFAULT_STRATEGY,
+                           "cpus": os.cpu_count()},
+              "runs": runs}
+    _print(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.quick:

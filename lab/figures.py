@@ -437,12 +437,20 @@ def bench_heartbeat(data: dict[str, Any]) -> Figure:
 
 
 def bench_connections(data: dict[str, Any]) -> Figure:
-    """Real idle connections: when each closed after it opened, and what holding them cost."""
-    settings, held, expiry = data["settings"], data["holding"], data["expiry"]
-    edges, counts = expiry["histogram"]["edges"], expiry["histogram"]["counts"]
-    fig = Figure(figsize=(10, 4.6))
+    """Real idle connections, per strategy: when each closed after it opened, what holding them cost."""
+    settings, runs = data["settings"], data["runs"]
+    fig = Figure(figsize=(10, 4.8))
     ax = fig.subplots()
-    ax.stairs(counts, edges, fill=True, alpha=0.6, label=f"{expiry['closed']:,} closed")
+    held = []
+    for run in runs:
+        hist, name = run["expiry"]["histogram"], run["strategy"]
+        default = name == settings.get("default_strategy")
+        ax.stairs(hist["counts"], hist["edges"], linewidth=2.2 if default else 1.3,
+                  label=f"{name}{' (default)' if default else ''}: {run['expiry']['within_bounds']:,} of "
+                        f"{run['expiry']['connections']:,} in bounds")
+        h = run["holding"]
+        held.append(f"{name}: {h['cpu_percent_of_one_core']:.2f} % of one core, "
+                    f"{h['uss_per_connection_bytes']:,} B per connection")
     idle = settings["expiry_idle"]
     for x, text in ((idle, f"idle ({idle:g} s)"), (4.95, "4.95 s"), (5.35, "5.35 s")):
         ax.axvline(x, color="grey", linestyle=":" if x == idle else "--")
@@ -452,16 +460,15 @@ def bench_connections(data: dict[str, Any]) -> Figure:
     ax.set_yscale("log")  # the few late ones show
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.text(0.99, 0.80, f"held {held['connections']:,} with idle {settings['hold_idle']:g} s:\n"
-            f"{held['cpu_percent_of_one_core']:.2f} % of one core (all {held['server_processes']} processes)\n"
-            f"{held['uss_per_connection_bytes']:,} B USS per connection",
-            transform=ax.transAxes, ha="right", va="top", fontsize=9.5,
+    connections = runs[0]["holding"]["connections"] if runs else 0
+    ax.text(0.99, 0.80, f"{connections:,} held, idle {settings['hold_idle']:g} s, all "
+            f"{runs[0]['holding']['server_processes'] if runs else '?'} server processes:\n" + "\n".join(held),
+            transform=ax.transAxes, ha="right", va="top", fontsize=9,
             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
     ax.legend(loc="center right", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"python -m lab serve, {settings['workers']} workers, {settings['strategy']}: "
-                 f"{expiry['connections']:,} idle loopback connections, check every {settings['interval']:g} s",
-                 fontsize=10.5)
+    ax.set_title(f"python -m lab serve, {settings['workers']} workers: {connections:,} idle loopback connections, "
+                 f"closed after {idle:g} s idle, checked every {settings['interval']:g} s", fontsize=10.5)
     fig.tight_layout()
     return fig
 

@@ -33,8 +33,8 @@ def test_connections_quick_holds_and_expires_every_connection(tmp_path):
     done = subprocess.run([sys.executable, str(script), "--quick", "--json", str(out)], capture_output=True,
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr
-    result = json.loads(out.read_text())
-    assert result["holding"]["connections"] == 2000 and result["holding"]["closed_during_hold"] == 0
-    expiry = result["expiry"]
+    run, = json.loads(out.read_text())["runs"]
+    assert run["holding"]["connections"] == 2000 and run["holding"]["closed_during_hold"] == 0
+    expiry = run["expiry"]
     assert (expiry["opened"], expiry["closed"], expiry["still_open"]) == (2000, 2000, 0)
     assert sum(expiry["histogram"]["counts"]) == 2000

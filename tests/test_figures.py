@@ -123,11 +123,19 @@ def test_reload_timeline_marks_the_refused_generation():
 
 
 def test_bench_connections_shows_the_bounds_and_the_cost_of_holding():
-    data = {"settings": {"workers": 7, "strategy": "queue", "interval": 0.1, "hold_idle": 60.0, "expiry_idle": 5.0},
-            "holding": {"connections": 100, "cpu_percent_of_one_core": 0.25, "server_processes": 8,
-                        "uss_per_connection_bytes": 1200},
-            "expiry": {"connections": 100, "closed": 100,
-                       "histogram": {"edges": [4.9, 5.0, 5.1, 5.2], "counts": [0, 90, 10]}}}
-    texts = _texts(bench_connections(data))
+    def run(strategy: str, cpu: float) -> dict:
+        return {"strategy": strategy,
+                "holding": {"connections": 100, "cpu_percent_of_one_core": cpu, "server_processes": 8,
+                            "uss_per_connection_bytes": 1200},
+                "expiry": {"connections": 100, "closed": 100, "within_bounds": 99,
+                           "histogram": {"edges": [4.9, 5.0, 5.1, 5.2], "counts": [0, 90, 10]}}}
+    data = {"settings": {"workers": 7, "default_strategy": "wheel", "interval": 0.1, "hold_idle": 60.0,
+                         "expiry_idle": 5.0},
+            "runs": [run("wheel", 0.25), run("queue", 0.0)]}
+    fig = bench_connections(data)
+    texts = _texts(fig)
     assert " 4.95 s" in texts and " 5.35 s" in texts
-    assert any("0.25 % of one core (all 8 processes)" in t and "1,200 B USS" in t for t in texts)
+    box = next(t for t in texts if "held" in t)
+    assert "wheel: 0.25 % of one core, 1,200 B per connection" in box and "queue: 0.00 %" in box
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["wheel (default): 99 of 100 in bounds", "queue: 99 of 100 in bounds"]
