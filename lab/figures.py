@@ -455,7 +455,8 @@ def bench_connections(data: dict[str, Any]) -> Figure:
     for x, text in ((idle, f"idle ({idle:g} s)"), (4.95, "4.95 s"), (5.35, "5.35 s")):
         ax.axvline(x, color="grey", linestyle=":" if x == idle else "--")
         ax.text(x, 0.97, " " + text, transform=ax.get_xaxis_transform(), fontsize=9, va="top")
-    ax.set_xlabel("open to close, from the client kernel's TCP_INFO (SYN-ACK to FIN) [s]")
+    ax.set_xlabel("open to close, from the client kernel's TCP_INFO (SYN-ACK to FIN) [s]; "
+                  "later ones in the last bin")
     ax.set_ylabel("connections per 10 ms")
     ax.set_yscale("log")  # the few late ones show
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
@@ -465,7 +466,7 @@ def bench_connections(data: dict[str, Any]) -> Figure:
             f"{runs[0]['holding']['server_processes'] if runs else '?'} server processes:\n" + "\n".join(held),
             transform=ax.transAxes, ha="right", va="top", fontsize=9,
             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
-    ax.legend(loc="center right", fontsize=9)
+    ax.legend(loc="lower left", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"python -m lab serve, {settings['workers']} workers: {connections:,} idle loopback connections, "
                  f"closed after {idle:g} s idle, checked every {settings['interval']:g} s", fontsize=10.5)
