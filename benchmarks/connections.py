@@ -68,54 +68,61 @@ def _last_ack_at(sock: socket.socket) -> float:
     return before - ago_ms / 1000
 
 
-def _open(port: int, source: str, opened: dict[int, tuple[socket.socket, float]], poller: select.epoll) -> None:
+def _connect(port: int, source: str, connecting: dict[int, socket.socket], poller: select.epoll) -> None:
+    """Starts a connect without waiting: a SYN lost to a full backlog is retried by the kernel 1-3 s
+    later, and meanwhile this client must go on reading the closes of the others."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((source, 0))
-    sock.settimeout(10)  # a SYN lost to a full backlog is retried by the kernel, within this
-    sock.connect(("127.0.0.1", port))
-    opened[sock.fileno()] = (sock, _last_ack_at(sock))
     sock.setblocking(False)
-    poller.register(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+    sock.bind((source, 0))
+    sock.connect_ex(("127.0.0.1", port))
+    connecting[sock.fileno()] = sock
+    poller.register(sock.fileno(), select.EPOLLOUT)
 
 
 def client(port: int, source: str, count: int, rate: float, hold: bool, deadline: float) -> dict:
     """Opens ``count`` silent connections at ``rate``/s from ``source``. ``hold``: says ``ready`` and
     holds them until stdin ends; else waits for the server to close each one. Ends by ``deadline`` s."""
     poller = select.epoll()
-    opened: dict[int, tuple[socket.socket, float]] = {}
+    connecting: dict[int, socket.socket] = {}
+    opened: dict[int, tuple[socket.socket, float]] = {}  # fd: (socket, when its SYN-ACK came)
     lifetimes: list[float] = []
     start = time.monotonic()
     end = start + deadline
-    done = 0  # connections opened so far (``opened`` loses the closed ones)
+    started = failed = 0
     stdin_open = hold
     if hold:
         poller.register(sys.stdin.fileno(), select.EPOLLIN)
     try:
-        while time.monotonic() < end and (done < count or (opened if not hold else stdin_open)):
-            due = min(count, int((time.monotonic() - start) * rate) + 1)
-            while done < due:
-                _open(port, source, opened, poller)
-                done += 1
-                if done == count and hold:
-                    print("ready", flush=True)
-            for fd, _ in poller.poll(0.005 if done < count else 0.1):
+        while time.monotonic() < end and (started < count or connecting or (stdin_open if hold else opened)):
+            for _ in range(min(count, int((time.monotonic() - start) * rate) + 1) - started):
+                _connect(port, source, connecting, poller)
+                started += 1
+            for fd, _ in poller.poll(0.005 if started < count or connecting else 0.1):
                 if fd == sys.stdin.fileno():
                     if not os.read(fd, 4096):
                         stdin_open = False
                         poller.unregister(fd)
-                    continue
-                sock, opened_at = opened.pop(fd)
-                try:
-                    sock.recv(1)
-                except OSError:
-                    pass
-                lifetimes.append(_last_ack_at(sock) - opened_at)
-                poller.unregister(fd)
-                sock.close()
+                elif fd in connecting:
+                    sock = connecting.pop(fd)
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        failed += 1
+                        poller.unregister(fd)
+                        sock.close()
+                    else:
+                        opened[fd] = (sock, _last_ack_at(sock))
+                        poller.modify(fd, select.EPOLLIN | select.EPOLLRDHUP)
+                    if hold and started == count and not connecting:
+                        print("ready" if not failed else f"{failed} connects failed", flush=True)
+                else:
+                    sock, opened_at = opened.pop(fd)
+                    lifetimes.append(_last_ack_at(sock) - opened_at)
+                    poller.unregister(fd)
+                    sock.close()
     finally:
-        for sock, _ in opened.values():
+        for sock in [*connecting.values(), *(s for s, _ in opened.values())]:
             sock.close()
-    return {"opened": done, "still_open": len(opened), "closed": len(lifetimes), "lifetimes": lifetimes,
+    return {"opened": started - failed - len(connecting), "failed": failed, "still_connecting": len(connecting),
+            "still_open": len(opened), "closed": len(lifetimes), "lifetimes": lifetimes,
             "seconds": round(time.monotonic() - start, 2)}
 
 
@@ -225,6 +232,7 @@ def expiry(args, strategy: str) -> dict:
     bins = [round(4.9 + 0.01 * i, 2) for i in range(61)]  # 10 ms bins, 4.9 to 5.5 s
     return {
         "connections": args.connections, "opened": sum(r["opened"] for r in reports),
+        "failed": sum(r["failed"] + r["still_connecting"] for r in reports),
         "closed": len(lifetimes), "still_open": sum(r["still_open"] for r in reports),
         "within_bounds": sum(1 for t in lifetimes if lo <= t <= hi),
         "lifetime_s": _summary(lifetimes), "server_idle_at_close_s": _summary(idle_at_close),
