@@ -225,8 +225,7 @@ def expiry(args, strategy: str) -> dict:
             reports = _finish(clients, deadline + 30)
         finally:
             _kill(clients)
-        idle_at_close = [e["idle"] for e in server.events + server.tail.read()
-                         if e["kind"] == "conn.close" and e.get("reason") == "idle"]
+        idle_at_close = [e["idle"] for e in _events(server) if e["kind"] == "conn.close" and e.get("reason") == "idle"]
     lifetimes = sorted(t for r in reports for t in r["lifetimes"])
     lo, hi = EXPIRY_BOUNDS
     bins = [round(4.9 + 0.01 * i, 2) for i in range(61)]  # 10 ms bins, 4.9 to 5.5 s
@@ -238,6 +237,12 @@ def expiry(args, strategy: str) -> dict:
         "lifetime_s": _summary(lifetimes), "server_idle_at_close_s": _summary(idle_at_close),
         "histogram": {"edges": bins, "counts": _histogram(lifetimes, bins)},
     }
+
+
+def _events(server) -> list[dict]:
+    """The server's events so far (``find`` where the server is a ``lab.process.ServerProcess``)."""
+    find = getattr(server, "find", None)
+    return find("conn.close") if find is not None else server.events + server.tail.read()
 
 
 def _summary(values: list[float]) -> dict[str, float]:
