@@ -45,8 +45,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from lab.debounce import DEFAULT_DEBOUNCE as DEBOUNCE, DEFAULT_SETTLE  # noqa: E402
+
 TOOLS = ("lab", "watchfiles", "watchdog", "inotifywait")
-DEBOUNCE = 0.02
 
 
 # --- agents (run in subprocesses) -----------------------------------------------------------------
@@ -355,7 +356,7 @@ def main() -> None:
     sizes = (2000,) if args.quick else (2000, 10000)
     samples, trials, reps = (10, 10, 1) if args.quick else (30, 30, 5)
     results: dict = {"machine": {"python": platform.python_version(), "kernel": platform.release(),
-                                 "cpus": os.cpu_count()}, "settings": {"debounce": DEBOUNCE}, "tools": {}}
+                                 "cpus": os.cpu_count()}, "settings": {"debounce": DEBOUNCE, "settle": DEFAULT_SETTLE}, "tools": {}}
     work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
     try:
         trees = {n: make_tree(work / f"tree{n}", n) for n in sizes}

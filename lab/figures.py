@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from lab.debounce import DEFAULT_DEBOUNCE
+from lab.debounce import DEFAULT_DEBOUNCE, DEFAULT_SETTLE
 from lab.demo import set_greeting
 from lab.errors import LabError
 from lab.events import RELOAD_PHASES, Kind
@@ -346,12 +346,15 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(12, 4.4))
     axes = fig.subplots(1, 3)
     # The numbers in the titles are the run's: its largest tree, its burst, its debounce.
-    files = max(int(k.split("_")[1]) for t in tools.values() for k in t if k.startswith("setup_"))
+    dirs = max(int(k.split("_")[1]) for t in tools.values() for k in t
+               if k.startswith("setup_") and k.split("_")[1].isdigit())
     written = max(t["burst"]["written"] for t in tools.values() if "burst" in t)
-    debounce = data.get("settings", {}).get("debounce", DEFAULT_DEBOUNCE)
+    settings = data.get("settings", {})
+    debounce = settings.get("debounce", DEFAULT_DEBOUNCE)
+    settle = settings.get("settle", DEFAULT_SETTLE)
     panels = [
         ("change -> report, median (ms)", lambda t: t.get("latency_in_place", {}).get("median_ms"), "{:.1f}"),
-        (f"set-up for {files:,} files (s)", lambda t: t.get(f"setup_{files}", {}).get("setup_s"), "{:.3f}"),
+        (f"set-up for {dirs:,} directories (s)", lambda t: t.get(f"setup_{dirs}", {}).get("setup_s"), "{:.3f}"),
         (f"burst of {written:,} changes: reported (%)",
          lambda t: 100 * t["burst"]["reported"] / t["burst"]["written"] if "burst" in t else None, "{:.0f}"),
     ]
@@ -368,7 +371,8 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     overflow = ", ".join(n for n in names if tools[n].get("overflow", {}).get("rescan_said"))
-    fig.suptitle(f"Watcher vs peers (the lab's latency includes its {debounce * 1000:g} ms debounce; "
+    fig.suptitle(f"Watcher vs peers (the lab's latency includes its {settle * 1000:g} ms settle after a "
+                 f"closed save, {debounce * 1000:g} ms quiet otherwise; "
                  f"on IN_Q_OVERFLOW, reports it and rescans: {overflow or 'none'})", fontsize=11.5)
     fig.tight_layout()
     return fig
@@ -455,6 +459,45 @@ def bench_heartbeat(data: dict[str, Any]) -> Figure:
     return fig
 
 
+def bench_connections(data: dict[str, Any]) -> Figure:
+    """Real idle connections, per strategy: when each closed after it opened, what holding them cost."""
+    settings, runs = data["settings"], data["runs"]
+    fig = Figure(figsize=(10, 4.8))
+    ax = fig.subplots()
+    held = []
+    for run in runs:
+        hist, name = run["expiry"]["histogram"], run["strategy"]
+        default = name == settings.get("default_strategy")
+        ax.stairs(hist["counts"], hist["edges"], linewidth=2.2 if default else 1.3,
+                  label=f"{name}{' (default)' if default else ''}: {run['expiry']['within_bounds']:,} of "
+                        f"{run['expiry']['connections']:,} in bounds")
+        h = run["holding"]
+        held.append(f"{name}: {h['cpu_percent_of_one_core']:.2f} % of one core, "
+                    f"{h['uss_per_connection_bytes']:,} B per connection")
+    idle = settings["expiry_idle"]
+    for x, text in ((idle, f"idle ({idle:g} s)"), (4.95, "4.95 s"), (5.35, "5.35 s")):
+        ax.axvline(x, color="grey", linestyle=":" if x == idle else "--")
+        ax.text(x, 0.97, " " + text, transform=ax.get_xaxis_transform(), fontsize=9, va="top")
+    ax.set_xlabel("open to close, from the client kernel's TCP_INFO (SYN-ACK to FIN) [s]; "
+                  "later ones in the last bin")
+    ax.set_ylabel("connections per 10 ms")
+    ax.set_yscale("log")  # the few late ones show
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    connections = runs[0]["holding"]["connections"] if runs else 0
+    ax.text(0.99, 0.80, f"{connections:,} held, idle {settings['hold_idle']:g} s, all "
+            f"{runs[0]['holding']['server_processes'] if runs else '?'} server processes:\n" + "\n".join(held),
+            transform=ax.transAxes, ha="right", va="top", fontsize=9,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
+    ax.legend(loc="lower left", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"python -m lab serve, {settings['workers']} workers: {connections:,} idle loopback connections, "
+                 f"closed after {idle:g} s idle, checked every {settings['interval']:g} s", fontsize=10.5)
+    fig.tight_layout()
+    return fig
+
+
 BENCHMARKS: dict[str, Callable[[dict[str, Any]], Figure]] = {
     "watcher": bench_watcher, "reload": bench_reload, "throughput": bench_throughput, "heartbeat": bench_heartbeat,
+    "connections": bench_connections,
 }

@@ -7,7 +7,7 @@ close, and ``expired(now)`` at ``next_check(now)``; each returned connection is 
 The contract every strategy keeps: a connection is never reported before ``last + idle <= now``,
 and, if ``expired`` is called at the times ``next_check`` asks for, at most ``interval`` after it.
 
-Four strategies, so the notebooks can compare them:
+Five strategies, so the notebooks and benchmarks can compare them:
 
 * ``timer`` -- the tutorial's: each message cancels the connection's one-shot timer and starts a
   new one. Exact, but a timer created and cancelled per message.
@@ -19,12 +19,17 @@ Four strategies, so the notebooks can compare them:
 * ``wheel`` -- a hashed timing wheel (Varghese & Lauck; Netty's ``HashedWheelTimer``) with a tick
   of ``interval``, rescheduled lazily as ``lazy``: O(1) per entry that comes due (a dict move,
   no per-connection heap), and no wake-up for an empty slot.
+* ``queue`` -- the connections in touch order: with one ``idle`` for all, deadlines fall in that
+  order, so a check looks at the head only and nothing is ever rescheduled. The least memory,
+  but each message moves its connection to the end of an ``OrderedDict``.
 
-``lazy`` and ``wheel`` round deadlines up to a multiple of ``interval``, so a server wakes at most
-once per ``interval`` however many connections there are (the rounding is the allowed lateness).
-The default is ``wheel``: as cheap per message as ``lazy`` (a dict store), but rescheduling is a
-dict move instead of a heap push, so its checks cost about half and it holds less memory
-(``benchmarks/heartbeat.py``).
+``lazy``, ``wheel`` and ``queue`` round deadlines up to a multiple of ``interval``, so a server
+wakes at most once per ``interval`` however many connections there are (the rounding is the
+allowed lateness). The default is ``wheel``: as cheap per message as ``lazy`` (a dict store), but
+rescheduling is a dict move instead of a heap push, so its checks cost about half and it holds
+less memory; ``queue`` checks for free but its per-message move costs several times the wheel's
+whole bookkeeping at 100,000 busy connections (``benchmarks/heartbeat.py``). Silent connections
+cost neither anything between checks (``benchmarks/connections.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Protocol
 
@@ -241,6 +247,52 @@ class LazyTracker(_Tracker):
         return len(self._heap)
 
 
+class QueueTracker(_Tracker):
+    """One queue in touch order: with one ``idle`` for all, deadlines fall in that order too.
+
+    A touch moves the key to the tail of an ``OrderedDict`` (O(1)), so the head is always the
+    connection silent the longest. A check pops from the head while it is due and stops at the
+    first that is not: a check that finds nothing due costs one look at the head, whatever the
+    number of connections, and nothing is rescheduled or left behind. ``next_check`` rounds the
+    head's deadline up to a multiple of ``interval``, so a server wakes at most once per interval.
+    The order relies on ``now`` never going backwards (the module's contract).
+    """
+
+    def __init__(self, idle: float, interval: float) -> None:
+        super().__init__(idle, interval)
+        self._last: OrderedDict[Hashable, float] = OrderedDict()
+
+    def touch(self, key: Hashable, now: float) -> None:
+        self._last[key] = now
+        self._last.move_to_end(key)
+
+    def forget(self, key: Hashable) -> None:
+        self._last.pop(key, None)
+
+    def expired(self, now: float) -> list[tuple[Hashable, float]]:
+        last_of, idle = self._last, self.idle
+        out = []
+        while last_of:
+            if next(iter(last_of.values())) + idle > now:  # the head is not due: nothing behind it is
+                break
+            out.append(last_of.popitem(last=False))
+        return out
+
+    def next_check(self, now: float) -> float | None:
+        if not self._last:
+            return None
+        last = next(iter(self._last.values()))
+        return self._tick_at_or_after(last + self.idle) * self.interval
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    @property
+    def entries(self) -> int:
+        """Queue entries held (one per tracked key)."""
+        return len(self._last)
+
+
 class WheelTracker(_Tracker):
     """A hashed timing wheel with a tick of ``interval``, rescheduled lazily.
 
@@ -326,8 +378,9 @@ STRATEGIES: dict[str, type] = {
     "scan": ScanTracker,
     "lazy": LazyTracker,
     "wheel": WheelTracker,
+    "queue": QueueTracker,
 }
-DEFAULT_STRATEGY = "wheel"  # cheapest checks and least memory in benchmarks/heartbeat.py
+DEFAULT_STRATEGY = "wheel"  # the least CPU with busy connections in benchmarks/heartbeat.py
 
 
 def make_tracker(strategy: str | None, idle: float, interval: float) -> IdleTracker:

@@ -15,12 +15,12 @@ from PIL import Image
 
 from lab.errors import LabError
 from lab.events import Kind
-from lab.figures import Plan, heartbeat_lifetimes, reload_timeline, render
+from lab.figures import Plan, bench_connections, heartbeat_lifetimes, reload_timeline, render
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 REAL_RUNS = ("architecture", "reload_timeline", "heartbeat_lifetimes")
-BENCH = ("bench_watcher", "bench_reload", "bench_throughput", "bench_heartbeat")
+BENCH_NAMES = ("watcher", "reload", "throughput", "heartbeat", "connections")
 
 
 def _check_png(path: Path) -> None:
@@ -35,7 +35,7 @@ def _check_png(path: Path) -> None:
 def test_quick_figures_from_real_runs_and_results(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    present = [name for name in ("watcher", "reload", "throughput", "heartbeat") if (RESULTS / f"{name}.json").exists()]
+    present = [name for name in BENCH_NAMES if (RESULTS / f"{name}.json").exists()]
     for name in present:
         shutil.copy(RESULTS / f"{name}.json", results)
     out = tmp_path / "pic"
@@ -47,7 +47,7 @@ def test_quick_figures_from_real_runs_and_results(tmp_path):
     for stem in expected:
         _check_png(out / f"{stem}.png")
         assert f"wrote {out / stem}.png" in run.stdout
-    for name in {"watcher", "reload", "throughput", "heartbeat"} - set(present):
+    for name in set(BENCH_NAMES) - set(present):
         assert f"skipped bench_{name}.png" in run.stdout
 
 
@@ -121,3 +121,22 @@ def test_reload_timeline_marks_the_refused_generation():
     assert "gen 3 refused: SyntaxError: boom (app.py:3)" in texts
     assert "edit 2: syntax error" in texts and "edit 1" in texts
     assert "gen 3 #0 (syntax error)" in texts
+
+
+def test_bench_connections_shows_the_bounds_and_the_cost_of_holding():
+    def run(strategy: str, cpu: float) -> dict:
+        return {"strategy": strategy,
+                "holding": {"connections": 100, "cpu_percent_of_one_core": cpu, "server_processes": 8,
+                            "uss_per_connection_bytes": 1200},
+                "expiry": {"connections": 100, "closed": 100, "within_bounds": 99,
+                           "histogram": {"edges": [4.9, 5.0, 5.1, 5.2], "counts": [0, 90, 10]}}}
+    data = {"settings": {"workers": 7, "default_strategy": "wheel", "interval": 0.1, "hold_idle": 60.0,
+                         "expiry_idle": 5.0},
+            "runs": [run("wheel", 0.25), run("queue", 0.0)]}
+    fig = bench_connections(data)
+    texts = _texts(fig)
+    assert " 4.95 s" in texts and " 5.35 s" in texts
+    box = next(t for t in texts if "held" in t)
+    assert "wheel: 0.25 % of one core, 1,200 B per connection" in box and "queue: 0.00 %" in box
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["wheel (default): 99 of 100 in bounds", "queue: 99 of 100 in bounds"]

@@ -178,5 +178,5 @@ def test_bad_numbers_are_a_clear_error(idle, interval):
 
 
 def test_unknown_strategy_names_the_choices():
-    with pytest.raises(LabError, match="choose one of lazy, scan, timer, wheel"):
+    with pytest.raises(LabError, match="choose one of lazy, queue, scan, timer, wheel"):
         make_tracker("fast", 1, 1)
