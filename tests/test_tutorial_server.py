@@ -30,7 +30,7 @@ def test_an_edit_reloads_by_killing_every_worker(server):
 
 
 def test_a_syntax_error_takes_the_server_down(server):
-    server.edit('class Greeting:\n    text = "oops\n')
+    server.edit(APP.replace("\"hello world client\"", "\"oops"))
     wait_until(lambda: "reload: killing every worker" in server.log(), timeout=10, what="the reload")
     for _ in range(10):  # each worker dies when a request makes it load the app (bounded)
         if not server.running:

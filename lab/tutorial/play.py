@@ -10,13 +10,32 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.events import EventSink
 from lab.playground import _DIE_WITH_PARENT, Client, Load, terminate, wait_until
 
-APP = 'class Greeting:\n    text = "hello world client"\n'
+APP = '''class Greeting:
+    """The tutorial's class Test: onReceive says (new Test())->index()."""
+
+    text = "hello world client"
+
+    def index(self):
+        return self.text
+'''
+
+# One app for both servers, with 20 ms of work per request (a database call, say): the tutorial's
+# server calls Greeting().index(), the lab's calls on_receive.
+SLOW_APP = APP.replace("        return self.text", "        time.sleep(0.02)\n        return self.text") + '''
+
+def on_receive(server, conn, data):
+    for _ in range(data.count(b"\\n")):
+        server.send(conn, f"{Greeting().index()}\\n".encode())
+'''
+SLOW_APP = "import time\n\n\n" + SLOW_APP
 
 
 def _cleanup(proc: subprocess.Popen | None, root: Path) -> None:
@@ -96,3 +115,25 @@ class TutorialServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def under_reloads(address: tuple[str, int], reload: Callable[[], object], reloads: int = 3,
+                  gap: float = 0.4) -> dict[str, int]:
+    """The same client load for any server: two threads of one-request connections while
+    ``reload()`` runs ``reloads`` times, ``gap`` seconds apart. Counts what the clients saw."""
+    load = Load(address, 2, 60.0, 0.01, EventSink())
+    load.start()
+    for _ in range(reloads):
+        time.sleep(gap)
+        reload()
+    time.sleep(gap)
+    load.stop()
+    return {"requests": load.ok + load.failed, "failed": load.failed}
+
+
+def outage(address: tuple[str, int], seconds: float = 1.5) -> dict[str, int]:
+    """Two threads of one-request connections for ``seconds``: how many got an answer."""
+    load = Load(address, 2, seconds, 0.01, EventSink())
+    load.start()
+    load.join(timeout=seconds + 30)
+    return {"requests": load.ok + load.failed, "failed": load.failed}

@@ -14,7 +14,7 @@ in the pid file. Its ``sigHandler``::
     }
 
 A worker loads the app on first use, as PHP's autoload loads ``Test`` when ``onReceive`` first
-says ``new Test()``; it answers each read with ``Greeting.text`` (the tutorial's
+says ``new Test()``; it answers each read with ``Greeting().index()`` (the tutorial's
 ``(new Test())->index(); send($client, "hello world client \n")``) and runs the tutorial's
 heartbeat (``lab.tutorial.heartbeat``). An app that does not compile kills each worker that
 reaches it; the series' master only waits for its workers, so here it exits when the last one
@@ -92,7 +92,7 @@ class Worker:
         if not data:
             self.close(fd)
             return
-        text = self.app().Greeting.text  # (new Test())->index()
+        text = self.app().Greeting().index()  # (new Test())->index()
         self.conns[fd].sendall(f"{text}\n".encode())
         self.heartbeat.on_read(fd)
 
@@ -184,7 +184,7 @@ class Master:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lab.tutorial.server", description=__doc__.split("\n")[0])
-    parser.add_argument("app", help="a .py file with a class Greeting (attribute text)")
+    parser.add_argument("app", help="a .py file with a class Greeting whose index() returns the answer")
     parser.add_argument("--pidfile", required=True, help="created by the server (must not exist)")
     parser.add_argument("--port", type=int, default=0, help="on 127.0.0.1 (default: any free port)")
     parser.add_argument("--workers", type=int, default=2)
