@@ -5,7 +5,9 @@ fails with a hint, never hangs the kernel. ``report`` prints the verdict the not
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -91,6 +93,36 @@ def _phases_wrong(phase_durations: Callable[[dict], dict], event: dict, want: di
         return None if abs(sum(got.values()) - total) <= 1e-6 else f"gave {got}: the steps add up to {sum(got.values()):.3f} ms, not {total:.3f}"
     off = [k for k in STEPS if abs(got[k] - want[k]) > 1e-6]
     return f"gave {got}, want {want}: check {', '.join(off)}" if off else None
+
+
+def check_send_reload(send_reload: Callable[[str], int], server: Any,
+                      timeout: float = 15.0) -> tuple[list[Failure], int]:
+    """``send_reload(pidfile)`` against a running ``lab.Lab``: it must signal that master, and
+    raise (never signal anything) on a missing or malformed pid file."""
+    failures = []
+    seen = len(server.read_events())
+    pid, error = _call(send_reload, str(server.pidfile))
+    if error or pid != server.pid:
+        hint = " (the file holds 'PID STARTTIME': take the first field, as pidGet(...)[0] does)" \
+            if error and "ValueError" in error else ""
+        failures.append(("reads the master's pid", f"{error or f'returned {pid!r}'}, want {server.pid}{hint}"))
+        failures.append(("the master reloads", "not tried: read the pid first"))
+    else:
+        try:
+            server.wait_for("reload.done", timeout=timeout, after=seen)
+        except Exception as exc:
+            failures.append(("the master reloads", f"no reload followed ({exc}): send SIGUSR1 to that pid"))
+    with tempfile.TemporaryDirectory() as tmp:
+        bad = os.path.join(tmp, "bad.pid")
+        with open(bad, "w") as f:
+            f.write("not a pid\n")
+        for case, path in (("a missing pid file raises", os.path.join(tmp, "missing.pid")),
+                           ("a pid file that holds no pid raises", bad)):
+            got, error = _call(send_reload, path)
+            if error is None:
+                failures.append((case, f"returned {got!r}: raise (FileNotFoundError, ValueError): "
+                                       f"a reload of nothing must not look like success"))
+    return failures, 4
 
 
 def report(failures: list[Failure], total: int, solution: str) -> None:
@@ -278,4 +310,4 @@ def check_tracker(make: Callable[[float, float], Any]) -> tuple[list[Failure], i
     return failures, total
 
 
-__all__ = ["check_due", "check_phases", "check_tracker", "check_wanted", "report"]
+__all__ = ["check_due", "check_phases", "check_send_reload", "check_tracker", "check_wanted", "report"]

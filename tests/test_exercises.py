@@ -184,3 +184,50 @@ def test_report_prints_each_failure_and_the_verdict(capsys):
     out = capsys.readouterr().out
     assert "✗ case: why\n1 of 3 cases fail: keep going (a solution is in solutions/x.py)" in out
     assert "✓ all 3 cases pass" in out
+
+
+# --- 02: send_reload, against a real server -----------------------------------------------------
+
+@pytest.fixture
+def lab_server():  # one per test: a reload forks new workers, which belong to that test
+    from lab.playground import Lab
+    with Lab(workers=1, watch=False) as server:
+        yield server
+
+
+def naive_int(pidfile):
+    import os
+    import signal
+    pid = int(open(pidfile).read())  # the file holds "PID STARTTIME"
+    os.kill(pid, signal.SIGUSR1)
+    return pid
+
+
+def probe_only(pidfile):
+    import os
+    pid = int(open(pidfile).read().split()[0])
+    os.kill(pid, 0)  # checks the process exists, sends nothing
+    return pid
+
+
+def swallow(pidfile):
+    try:
+        return solved("02_hot_reload", "exercise-signal", "send_reload")(pidfile)
+    except Exception:
+        return None  # "nothing to reload": looks like success
+
+
+def test_send_reload_starter_fails_and_solution_passes(lab_server):
+    stub = failing(ex.check_send_reload(starter("02_hot_reload", "exercise-signal", "send_reload"), lab_server, 3))
+    assert "returned 0" in stub["reads the master's pid"] and "not tried" in stub["the master reloads"]
+    assert failing(ex.check_send_reload(solved("02_hot_reload", "exercise-signal", "send_reload"), lab_server)) == {}
+
+
+@pytest.mark.parametrize("answer, case, hint", [
+    (naive_int, "reads the master's pid", "take the first field"),
+    (probe_only, "the master reloads", "send SIGUSR1"),
+    (swallow, "a missing pid file raises", "must not look like success"),
+    (swallow, "a pid file that holds no pid raises", "must not look like success"),
+])
+def test_send_reload_wrong_answers_get_their_hint(lab_server, answer, case, hint):
+    assert hint in failing(ex.check_send_reload(answer, lab_server, 3))[case]
