@@ -93,7 +93,10 @@ class Worker:
             self.close(fd)
             return
         text = self.app().Greeting().index()  # (new Test())->index()
-        self.conns[fd].sendall(f"{text}\n".encode())
+        try:
+            self.conns[fd].sendall(f"{text}\n".encode())
+        except OSError:  # PHP's fwrite returns false on a closed peer; the read callback goes on
+            pass
         self.heartbeat.on_read(fd)
 
     def close(self, fd: int) -> None:
