@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,64 +39,45 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lab.events import EventTail  # noqa: E402
+from lab.events import Kind  # noqa: E402
 from lab.heartbeat import DEFAULT_STRATEGY  # noqa: E402
-from lab.playground import terminate  # noqa: E402
+from lab.process import ServerProcess, serve_argv  # noqa: E402
 
 APP = "lab.examples.hello"  # answers each line with one line
+# Timeliness: silent connections must be closed within [IDLE, IDLE + SLACK] s of their last byte
+# while chatty ones (a line every CHAT s) stay; the silent ones open over SPREAD s.
+IDLE, INTERVAL, SLACK, CHAT, SPREAD = 1.0, 0.25, 0.5, 0.3, 1.0
+# Holding: the cost of many silent connections that are not due for a long time.
+HOLD_IDLE, HOLD_INTERVAL = 60.0, 0.1
 
 
 # --- the server ----------------------------------------------------------------------------------
 
-class Server:
+class Server(ServerProcess):
     """A ``python -m lab serve`` subprocess on a free loopback port, read through its events."""
-
-    def __init__(self, proc: subprocess.Popen, events: Path):
-        self.proc = proc
-        self.tail = EventTail(events)
-        self.events: list[dict[str, Any]] = []
-        self.port = 0
-
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate(self.events):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server: condition not met in {timeout} s (exit {self.proc.poll()})")
-            time.sleep(0.02)
-            self.events += self.tail.read()
 
     def processes(self) -> list[psutil.Process]:
         master = psutil.Process(self.proc.pid)
         return [master] + master.children(recursive=True)
 
     def count(self, kind: str, **fields: Any) -> int:
-        self.events += self.tail.read()
-        return sum(1 for e in self.events if e["kind"] == kind and all(e.get(k) == v for k, v in fields.items()))
+        return len(self.find(kind, **fields))
 
 
 @contextmanager
 def serve(strategy: str, idle: float, interval: float, workers: int) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="hb-bench-") as tmp:
         events = Path(tmp) / "events.jsonl"
-        stderr = open(Path(tmp) / "stderr.txt", "w+")  # workers log there; shown if it fails
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lab", "serve", APP, "--bind", "127.0.0.1:0", "--workers", str(workers),
-             "--heartbeat-idle", str(idle), "--heartbeat-interval", str(interval),
-             "--heartbeat-strategy", strategy, "--events", str(events), "--quiet"],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        argv = serve_argv(APP, events, bind="127.0.0.1:0", workers=workers, heartbeat_idle=idle,
+                          heartbeat_interval=interval, heartbeat_strategy=strategy, quiet=True)
+        server = Server(argv, events, cwd=ROOT, output=Path(tmp) / "stderr.txt")  # workers log there
         try:
-            server = Server(proc, events)
-            server.wait_for(lambda evs: any(e["kind"] == "reload.done" for e in evs), 30)
-            bind = next(e["bind"] for e in server.events if e["kind"] == "server.start")
-            server.port = int(bind.rsplit(":", 1)[1])
-            yield server
+            yield server.start(timeout=30)
         except BaseException:
-            stderr.seek(0)
-            sys.stderr.write(stderr.read()[-4000:])
+            sys.stderr.write(server.output()[-4000:])  # why it failed
             raise
         finally:
-            terminate(proc)
-            stderr.close()
+            server.stop(30)
 
 
 # --- the clients (run in their own process: ``heartbeat_server.py client-...``) ---------------------
@@ -189,23 +170,22 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def timeliness(strategy: str, args) -> dict:
-    idle, interval = 1.0, 0.25
-    with serve(strategy, idle, interval, args.workers) as server:
+    with serve(strategy, IDLE, INTERVAL, args.workers) as server:
         out = subprocess.run(
             [sys.executable, __file__, "client-timeliness", "--port", str(server.port),
              "--silent", str(args.silent), "--chatty", str(args.chatty)],
             check=True, capture_output=True, text=True, timeout=120)
         client = json.loads(out.stdout)
-        server.count("conn.close")  # read the events
+        server.read()
     opened = {e["conn"] + e["pid"] * 1_000_000: int(e["peer"].rsplit(":", 1)[1])
-              for e in server.events if e["kind"] == "conn.open"}
+              for e in server.events if e["kind"] == Kind.CONN_OPEN}
     silent_ports = {int(p) for p in client["sent"]}
     idle_closes = {opened[e["conn"] + e["pid"] * 1_000_000]: e for e in server.events
-                   if e["kind"] == "conn.close" and e.get("reason") == "idle"}
+                   if e["kind"] == Kind.CONN_CLOSE and e.get("reason") == "idle"}
     server_idle = [e["idle"] for p, e in idle_closes.items() if p in silent_ports]
     client_gap = [client["eof"][str(p)] - client["sent"][str(p)] for p in silent_ports if str(p) in client["eof"]]
     closed_by_server = [idle_closes[p]["t"] - client["sent"][str(p)] for p in silent_ports if p in idle_closes]
-    in_bounds = sum(1 for v in server_idle if idle <= v <= idle + 0.5)
+    in_bounds = sum(1 for v in server_idle if IDLE <= v <= IDLE + SLACK)
     return {
         "strategy": strategy, "silent": len(silent_ports), "chatty": args.chatty,
         "closed_idle": len(server_idle), "within_1_to_1.5_s": in_bounds,
@@ -236,8 +216,7 @@ def _cpu(procs: list[psutil.Process]) -> float:
 
 
 def holding(strategy: str, args) -> dict:
-    idle, interval = 60.0, 0.1
-    with serve(strategy, idle, interval, args.workers) as server:
+    with serve(strategy, HOLD_IDLE, HOLD_INTERVAL, args.workers) as server:
         procs = server.processes()
         time.sleep(1)  # settle after start-up: imports done, first ticks passed
         uss0, rss0 = _memory(procs)
@@ -247,13 +226,13 @@ def holding(strategy: str, args) -> dict:
         try:
             if client.stdout.readline().strip() != "ready":
                 raise RuntimeError("the client could not open its connections")
-            server.wait_for(lambda evs: server.count("conn.open") >= args.held, 60)
+            server.wait_events(lambda evs: server.count(Kind.CONN_OPEN) >= args.held, 60, "every connection open")
             time.sleep(1)  # the accept burst is over
             uss1, rss1 = _memory(procs)
             cpu0, wall0 = _cpu(procs), time.monotonic()
             time.sleep(args.hold_seconds)  # the measurement window itself
             cpu1, wall1 = _cpu(procs), time.monotonic()
-            closed = server.count("conn.close")
+            closed = server.count(Kind.CONN_CLOSE)
         finally:
             client.stdin.close()
             client.wait(60)
@@ -273,14 +252,15 @@ def plot(rows: list[dict], pic: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.6))
     for row in rows:
-        ax.hist(row["_server_idle"], bins=60, range=(0.95, 1.6), histtype="step", linewidth=1.6,
-                label=f"{row['strategy']} ({row['closed_idle']:,} closed)")
-    for x, text in ((1.0, "idle (1 s)"), (1.5, "bound (1.5 s)")):
+        ax.hist(row["_server_idle"], bins=60, range=(IDLE - 0.05, IDLE + SLACK + 0.1), histtype="step",
+                linewidth=1.6, label=f"{row['strategy']} ({row['closed_idle']:,} closed)")
+    for x, text in ((IDLE, f"idle ({IDLE:g} s)"), (IDLE + SLACK, f"bound ({IDLE + SLACK:g} s)")):
         ax.axvline(x, color="grey", linestyle="--")
         ax.text(x, ax.get_ylim()[1] * 0.95, " " + text, fontsize=9, va="top")
     ax.set_xlabel("silence at close, measured by the worker [s]")
     ax.set_ylabel("connections")
-    ax.set_title("python -m lab serve: 2,000 silent connections, idle 1 s, interval 0.25 s")
+    silent = max(row["silent"] for row in rows)
+    ax.set_title(f"python -m lab serve: {silent:,} silent connections, idle {IDLE:g} s, interval {INTERVAL:g} s")
     ax.legend(loc="center right")
     fig.tight_layout()
     fig.savefig(pic / "heartbeat_server_lateness.png", dpi=110)
@@ -305,8 +285,8 @@ def main() -> int:
     parser.add_argument("--hold-seconds", type=float, default=10.0)
     args = parser.parse_args()
     if args.mode == "client-timeliness":
-        print(json.dumps(client_timeliness(args.port, args.silent, args.chatty, spread=1.0, every=0.3,
-                                           idle=1.0, slack=0.5)))
+        print(json.dumps(client_timeliness(args.port, args.silent, args.chatty, spread=SPREAD, every=CHAT,
+                                           idle=IDLE, slack=SLACK)))
         return 0
     if args.mode == "client-hold":
         client_hold(args.port, args.count)
@@ -322,8 +302,8 @@ def main() -> int:
         held.append(holding(s, args))
         print(f"  holding {s}: {held[-1]['cpu_percent_of_one_core']} % cpu", file=sys.stderr)
 
-    print(f"\n{args.silent:,} silent + {args.chatty} chatty connections, idle 1 s, interval 0.25 s, "
-          f"{args.workers} workers (goal: every silent one closed 1-1.5 s after its last byte, "
+    print(f"\n{args.silent:,} silent + {args.chatty} chatty connections, idle {IDLE:g} s, interval {INTERVAL:g} s, "
+          f"{args.workers} workers (goal: every silent one closed {IDLE:g}-{IDLE + SLACK:g} s after its last byte, "
           "no chatty one closed)\n")
     print("| strategy | closed idle | within 1-1.5 s | silence at close p50 / p99 / max (s) "
           "| client send→EOF max (s) | chatty closed |")
@@ -333,7 +313,8 @@ def main() -> int:
         print(f"| {r['strategy']} | {r['closed_idle']:,} / {r['silent']:,} | {r['within_1_to_1.5_s']:,} | "
               f"{si['p50']} / {si['p99']} / {si['max']} | {r['client_send_to_eof_s']['max']} | "
               f"{r['chatty_closed']} of {r['chatty']} |")
-    print(f"\n{args.held:,} silent connections held, idle 60 s, interval 0.1 s, {args.workers} workers, "
+    print(f"\n{args.held:,} silent connections held, idle {HOLD_IDLE:g} s, interval {HOLD_INTERVAL:g} s, "
+          f"{args.workers} workers, "
           f"{args.hold_seconds:g} s (goal: < 1 % of a core, < 3 KiB per connection)\n")
     print("| strategy | CPU (% of one core) | USS per connection (B) | RSS per connection (B) |")
     print("|---|---:|---:|---:|")

@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from lab.playground import terminate
+from lab.process import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "reload.json"

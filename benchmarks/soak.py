@@ -23,7 +23,6 @@ import random
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,75 +33,26 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from lab.events import EventTail  # noqa: E402
+from lab.clients import Load  # noqa: E402
+from lab.events import Kind  # noqa: E402
+from lab.process import ServerProcess, serve_argv  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "soak.json"
-GREETING = b"hello world client\n"
+GREETING = "hello world client"
 MAX_RSS_GROWTH = 2 << 20
 
 
-class Server:
-    """``python -m lab serve lab.examples.hello`` with an event stream we follow."""
-
-    def __init__(self, tmp: Path, workers: int):
-        self.events_path = tmp / "events.jsonl"
-        argv = [sys.executable, "-m", "lab", "serve", "lab.examples.hello", "--bind", "127.0.0.1:0",
-                "--workers", str(workers), "--events", str(self.events_path), "--graceful-timeout", "5",
-                "--heartbeat-idle", "2", "--quiet"]
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL)
-        self.tail = EventTail(self.events_path)
-        self.events: list[dict] = []
-        self.port = int(self.wait("server.start")["bind"].rsplit(":", 1)[1])
-        self.wait("reload.done", generation=1)
-
-    def wait(self, kind: str, timeout: float = 30.0, **match) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.events.extend(self.tail.read())
-            for e in self.events:
-                if e["kind"] == kind and all(e.get(k) == v for k, v in match.items()):
-                    return e
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"no {kind} {match} (server exit code {self.proc.poll()})")
-            time.sleep(0.005)
-
-    def serving_pids(self) -> list[int]:
-        self.events.extend(self.tail.read())
-        exited = {e["pid"] for e in self.events if e["kind"] == "worker.exit"}
-        serving = max(e["generation"] for e in self.events if e["kind"] == "reload.done")
-        return [e["pid"] for e in self.events if e["kind"] == "worker.ready"
-                and e["generation"] == serving and e["pid"] not in exited]
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+def start_server(tmp: Path, workers: int) -> ServerProcess:
+    """``python -m lab serve lab.examples.hello``, serving, with an event stream we follow."""
+    events = tmp / "events.jsonl"
+    argv = serve_argv("lab.examples.hello", events, bind="127.0.0.1:0", workers=workers, graceful_timeout=5,
+                      heartbeat_idle=2, quiet=True)
+    return ServerProcess(argv, events, cwd=ROOT, output=tmp / "server.log").start(timeout=30)
 
 
 def measure(pid: int) -> dict:
     p = psutil.Process(pid)
     return {"rss": p.memory_info().rss, "fds": p.num_fds(), "threads": p.num_threads()}
-
-
-def normal_client(port: int, stop: threading.Event, log: list) -> None:
-    while not stop.is_set():
-        start = time.monotonic()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-                s.sendall(b"hi\n")
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = s.recv(100)
-                    if not chunk:
-                        break
-                    data += chunk
-            ok = data == GREETING
-        except OSError:
-            ok = False
-        log.append((start, time.monotonic(), ok))
 
 
 def hostile_client(port: int, stop: threading.Event, counts: dict) -> None:
@@ -151,14 +101,14 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(42)
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server(Path(tmp), args.workers)
+        server = start_server(Path(tmp), args.workers)
         stop = threading.Event()
-        logs: list[list] = [[] for _ in range(args.clients)]
+        # Fresh connections, one line each, expecting the greeting: until stopped.
+        load = Load(server.address, args.clients, duration=float("inf"), pause=0, expect=GREETING, timeout=10)
         hostile_counts: dict[str, int] = {}
-        threads = [threading.Thread(target=normal_client, args=(server.port, stop, log)) for log in logs]
-        threads.append(threading.Thread(target=hostile_client, args=(server.port, stop, hostile_counts)))
-        for t in threads:
-            t.start()
+        hostile = threading.Thread(target=hostile_client, args=(server.port, stop, hostile_counts))
+        load.start()
+        hostile.start()
         kills: list[float] = []
         began = time.monotonic()
         try:
@@ -168,33 +118,35 @@ def main() -> int:
                 if i % args.kill_every == 0:
                     victim = rng.choice(server.serving_pids())
                     kills.append(time.monotonic())
+                    mark = len(server.read())
                     os.kill(victim, signal.SIGKILL)
-                    server.wait("worker.exit", pid=victim)
-                server.proc.send_signal(signal.SIGUSR1)
-                server.wait("reload.done", generation=i + 1, timeout=60)
+                    server.wait_for(Kind.WORKER_EXIT, 30, after=mark, pid=victim)
+                mark = len(server.read())
+                server.send_signal(signal.SIGUSR1)
+                server.wait_for(Kind.RELOAD_DONE, 60, after=mark, generation=i + 1)
             # Let the never-read clients be closed by the heartbeat, then measure.
             time.sleep(3)
             after = measure(server.proc.pid)
         finally:
             stop.set()
-            for t in threads:
-                t.join()
-            code = server.stop()
+            load.stop(timeout=60)
+            hostile.join()
+            code = server.stop(30)
         elapsed = time.monotonic() - began
-    requests = [r for log in logs for r in log]
-    failed = [r for r in requests if not r[2]]
-    excused = [r for r in failed if any(r[0] - 0.001 <= k <= r[1] for k in kills)]
+    requests, failed = load.ok + load.failed, load.failed
+    # A request fails when the worker holding it is killed: excused if its span holds a kill.
+    excused = [r for r in load.spans if any(r[0] - 0.001 <= k <= r[1] for k in kills)]
     result = {
         "command": " ".join(["benchmarks/soak.py", *sys.argv[1:]]),
         "reloads": args.reloads, "worker_kills": len(kills), "seconds": round(elapsed, 1),
-        "requests": len(requests), "failed": len(failed), "failed_in_flight_on_a_killed_worker": len(excused),
+        "requests": requests, "failed": failed, "failed_in_flight_on_a_killed_worker": len(excused),
         "hostile_clients": hostile_counts,
         "master_before": before, "master_after": after,
         "rss_growth_bytes": after["rss"] - before["rss"],
         "server_exit_code": code,
     }
     ok = (result["rss_growth_bytes"] < MAX_RSS_GROWTH and after["fds"] == before["fds"]
-          and after["threads"] == before["threads"] and len(failed) == len(excused) and code == 0)
+          and after["threads"] == before["threads"] and failed == len(excused) and code == 0)
     result["pass"] = ok
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

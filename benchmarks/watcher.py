@@ -331,7 +331,7 @@ def main() -> None:
     sizes = (2000,) if args.quick else (2000, 10000)
     samples, trials, reps = (10, 10, 1) if args.quick else (30, 30, 5)
     results: dict = {"machine": {"python": platform.python_version(), "kernel": platform.release(),
-                                 "cpus": os.cpu_count()}, "tools": {}}
+                                 "cpus": os.cpu_count()}, "settings": {"debounce": DEBOUNCE}, "tools": {}}
     work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
     try:
         trees = {n: make_tree(work / f"tree{n}", n) for n in sizes}

@@ -23,13 +23,13 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from lab.errors import LabError
+from lab.events import RELOAD_PHASES, Kind
 from lab.playground import EXAMPLE_APP, Lab, wait_until
 
 SCENARIOS = ("reload", "heartbeat")
 # Greeting.text's line in hello.py, whatever it says: the served copy comes from the tracked
 # lab/examples/hello.py, which a reader may have edited.
 GREETING_LINE = re.compile(r"^(?P<indent>[ \t]+)text[ \t]*=.*$", re.MULTILINE)
-PHASE_NAMES = (("forked", "fork"), ("ready", "import"), ("serving", "switch"), ("old_gone", "old gone"))
 HEARTBEAT_IDLE, HEARTBEAT_INTERVAL = 1.0, 0.25
 
 _COLOURS = {"title": "1;36", "ok": "32", "bad": "31", "dim": "2", "value": "1"}
@@ -126,17 +126,18 @@ def http_get(address: tuple[str, int]) -> str:
 
 
 def phase_line(done: dict[str, Any], saved: float) -> str:
-    """``save->seen 21 | fork 2 | import 38 | switch 0 | old gone 4 | total 65 ms`` for a reload.done."""
+    """``save->seen 21 | fork 2 | import 38 | switch 0 | drain 4 | total 65 ms`` for a reload.done:
+    each step of ``RELOAD_PHASES``, the first from the save."""
     phases = done.get("phases") or {}
     parts = []
-    if isinstance(phases.get("seen"), (int, float)):
-        parts.append(f"save->seen {(phases['seen'] - saved) * 1000:.0f}")
-    previous = phases.get("seen")
-    for key, name in PHASE_NAMES:
-        value = phases.get(key)
+    previous: Any = saved
+    for phase in RELOAD_PHASES:
+        value = phases.get(phase.key)
         if isinstance(value, (int, float)) and isinstance(previous, (int, float)):
-            parts.append(f"{name} {(value - previous) * 1000:.0f}")
+            parts.append(f"{phase.step} {(value - previous) * 1000:.0f}")
             previous = value
+        elif phase is RELOAD_PHASES[0]:
+            previous = None  # not seen: the later steps have no start
     if isinstance(previous, (int, float)):
         parts.append(f"total {(previous - saved) * 1000:.0f} ms")
     return " | ".join(parts)
@@ -162,26 +163,25 @@ def reload_story(say: Say, *, workers: int, edits: int, port: int | None) -> Non
         say(f"  {lab.request('hi')}", "value")
         load = lab.load(threads=2, duration=120, pause=0.01)
         say("2 background clients now send requests on fresh connections, all through the edits")
-        say("reload phases in ms: save->seen (inotify + debounce), fork, import (new workers load the "
-            "app), switch (old workers stop accepting), old gone (they drain and exit)", "dim")
+        say("reload phases in ms: " + "; ".join(f"{p.step}: {p.what}" for p in RELOAD_PHASES), "dim")
         for k in range(1, edits + 1):
             new = f"hello, edit {k}"
             say.beat()
             say(f"edit {k}: Greeting.text = {new!r} in {lab.target}.py (saved)")
             set_greeting(lab, f'"{new}"')
-            done = lab.wait_for("reload.done", timeout=15)
+            done = lab.wait_for(Kind.RELOAD_DONE, timeout=15)
             say(f"  generation {done['generation']} serving: {phase_line(done, _edit_time(lab))}")
             say(f"  answer: {lab.request('hi')}", "value")
         say.beat()
         say("edit: a syntax error (an unclosed string)", "bad")
         set_greeting(lab, '"oops')
-        failed = lab.wait_for("reload.failed", timeout=15)
+        failed = lab.wait_for(Kind.RELOAD_FAILED, timeout=15)
         say(f"  generation {failed['generation']} refused and removed: {failed.get('error', '?')}", "bad")
         say(f"  the old workers keep answering: {lab.request('hi')}", "value")
         say.beat()
         fixed = "hello, fixed"
         set_greeting(lab, f'"{fixed}"')
-        done = lab.wait_for("reload.done", timeout=15)
+        done = lab.wait_for(Kind.RELOAD_DONE, timeout=15)
         say(f"fixed: generation {done['generation']} serving: {phase_line(done, _edit_time(lab))}")
         say(f"  answer: {lab.request('hi')}", "value")
         say.beat()
@@ -196,7 +196,7 @@ def reload_story(say: Say, *, workers: int, edits: int, port: int | None) -> Non
 
 def _edit_time(lab: Lab) -> float:
     """When the last edit was saved (the lab notes each edit on the server's clock)."""
-    return lab.of("lab.edit")[-1]["t"]
+    return lab.of(Kind.LAB_EDIT)[-1]["t"]
 
 
 def heartbeat_story(say: Say, *, workers: int, port: int | None, silent: int = 3, chatty: int = 2,
@@ -208,16 +208,16 @@ def heartbeat_story(say: Say, *, workers: int, port: int | None, silent: int = 3
         silent_peers = {"%s:%d" % c.sock.getsockname()[:2] for c in quiet}
         talkers = [lab.chatty(every=idle / 4, duration=60) for _ in range(chatty)]
         say(f"opened {silent} silent clients (never send) and {chatty} chatty ones (a line every {idle / 4:g} s)")
-        wait_until(lambda: len(lab.of("conn.open")) >= silent + chatty, timeout=10, what="all connections open")
+        wait_until(lambda: len(lab.of(Kind.CONN_OPEN)) >= silent + chatty, timeout=10, what="all connections open")
         first = len(lab.history)
-        opened = {_key(e): e for e in lab.of("conn.open")}
+        opened = {_key(e): e for e in lab.of(Kind.CONN_OPEN)}
         closed = 0
         # Watch until the silent ones are closed and the chatty ones have outlived the idle time
         # twice over (so staying open means something); give up well past the lateness bound.
         settled, deadline = start + 2 * idle, start + 3 * idle + 4 * interval
         while (closed < silent or time.monotonic() < settled) and time.monotonic() < deadline:
             for e in lab.read_events()[first:]:
-                if e["kind"] != "conn.close":
+                if e["kind"] != Kind.CONN_CLOSE:
                     continue
                 peer = opened.get(_key(e), {}).get("peer", "?")
                 who = "silent" if peer in silent_peers else "chatty"

@@ -19,21 +19,79 @@ import stat
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TextIO
 
 from lab.errors import LabError
 
 LINE_MAX = select.PIPE_BUF  # 4096 on Linux
 
-# A reload's phases in order, as ``reload.done`` carries them (``phases``: monotonic times), each
-# with what happens between the previous phase and it. One definition for every view of a reload.
-RELOAD_PHASES: dict[str, str] = {
-    "seen": "the change is seen (inotify + debounce)",
-    "forked": "fork new workers",
-    "ready": "new workers import the app",
-    "serving": "old workers stop accepting",
-    "old_gone": "old workers drain and exit",
-}
+
+
+class Kind(StrEnum):
+    """Every kind of event in the stream, defined once; the value is what is written on disk."""
+
+    SERVER_START = "server.start"
+    SERVER_STOPPING = "server.stopping"
+    SERVER_STOP = "server.stop"
+    SERVER_DEGRADED = "server.degraded"
+    SERVER_RECOVERED = "server.recovered"
+    SERVER_STALLED = "server.stalled"
+    WATCH_CHANGE = "watch.change"
+    WATCH_ERROR = "watch.error"
+    WATCH_RESTORED = "watch.restored"
+    RELOAD_START = "reload.start"
+    RELOAD_DONE = "reload.done"
+    RELOAD_FAILED = "reload.failed"
+    RELOAD_SLOW = "reload.slow"
+    RELOAD_SUPERSEDED = "reload.superseded"
+    WORKER_START = "worker.start"
+    WORKER_READY = "worker.ready"
+    WORKER_EXIT = "worker.exit"
+    WORKER_FAILED = "worker.failed"
+    WORKER_TIMEOUT = "worker.timeout"
+    WORKER_UNRESPONSIVE = "worker.unresponsive"
+    WORKER_BACKOFF = "worker.backoff"
+    WORKER_ACCEPT_ERROR = "worker.accept_error"
+    CONN_OPEN = "conn.open"
+    CONN_CLOSE = "conn.close"
+    APP_ERROR = "app.error"
+    # The playground's own actions and its clients' failures, on the server's timeline.
+    LAB_EDIT = "lab.edit"
+    LAB_SIGNAL = "lab.signal"
+    LAB_KILL_WORKER = "lab.kill_worker"
+    LOAD_FAILED = "load.failed"
+    CHATTY_FAILED = "chatty.failed"
+    SLOW_READER_FAILED = "slow_reader.failed"
+    FIGURE_END = "figure.end"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a reload: ``key`` in ``reload.done``'s ``phases`` (a monotonic time), ``step``
+    the word for the step that ends at it, ``what`` what happens in that step."""
+
+    key: str
+    step: str
+    what: str
+
+
+# A reload's phases in order, as ``reload.done`` carries them. One definition for every view of a
+# reload: the live views, the figures, the demo and the notebooks.
+RELOAD_PHASES: tuple[Phase, ...] = (
+    Phase("seen", "save->seen", "the change is seen (inotify + debounce)"),
+    Phase("forked", "fork", "fork new workers"),
+    Phase("ready", "import", "new workers import the app"),
+    Phase("serving", "switch", "old workers stop accepting"),
+    Phase("old_gone", "drain", "old workers drain and exit"),
+)
+PHASE_BY_KEY: dict[str, Phase] = {p.key: p for p in RELOAD_PHASES}
+
+
+def matches(event: dict[str, Any], kind: str, match: dict[str, Any]) -> bool:
+    """True when ``event`` is of ``kind`` and has every field of ``match`` equal."""
+    return event.get("kind") == kind and all(event.get(k) == v for k, v in match.items())
 
 
 def record(kind: str, **fields: Any) -> dict[str, Any]:

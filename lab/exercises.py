@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from lab.events import RELOAD_PHASES, Kind
+
 Failure = tuple[str, str]  # (case, what went wrong and why it probably did)
 
 WANTED_CASES = [  # (name, expected, why)
@@ -35,10 +37,10 @@ DUE_CASES = [  # ((first, last, quiet, max_wait), due, why)
     ((10.0, 10.0, 0.2, 1.0), 10.2, "times are absolute: add to first/last, not to 0"),
 ]
 
-STEPS = ("fork", "import", "switch", "drain")
-SYNTHETIC_RELOAD = {"kind": "reload.done", "duration": 0.1, "phases": {
-    "seen": 10.0, "forked": 10.004, "ready": 10.05, "serving": 10.0502, "old_gone": 10.1}}
-SYNTHETIC_WANT = {"fork": 4.0, "import": 46.0, "switch": 0.2, "drain": 49.8}
+STEPS = tuple(phase.step for phase in RELOAD_PHASES[1:])  # fork, import, switch, drain
+SYNTHETIC_RELOAD = {"kind": Kind.RELOAD_DONE, "duration": 0.1, "phases": dict(
+    zip([phase.key for phase in RELOAD_PHASES], (10.0, 10.004, 10.05, 10.0502, 10.1)))}
+SYNTHETIC_WANT = dict(zip(STEPS, (4.0, 46.0, 0.2, 49.8)))
 
 
 def _call(f: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
@@ -73,7 +75,8 @@ def check_phases(phase_durations: Callable[[dict], dict], reloads: list[dict] = 
     cases = [("a made-up reload", SYNTHETIC_RELOAD, SYNTHETIC_WANT)]
     for e in reloads:
         p = e["phases"]
-        cases.append((f"generation {e['generation']}", e, {"total": (p["old_gone"] - p["seen"]) * 1000}))
+        total = (p[RELOAD_PHASES[-1].key] - p[RELOAD_PHASES[0].key]) * 1000
+        cases.append((f"generation {e['generation']}", e, {"total": total}))
     failures = [(name, why) for name, event, want in cases if (why := _phases_wrong(phase_durations, event, want))]
     return failures, len(cases)
 
@@ -109,7 +112,7 @@ def check_send_reload(send_reload: Callable[[str], int], server: Any,
         failures.append(("the master reloads", "not tried: read the pid first"))
     else:
         try:
-            server.wait_for("reload.done", timeout=timeout, after=seen)
+            server.wait_for(Kind.RELOAD_DONE, timeout=timeout, after=seen)
         except Exception as exc:
             failures.append(("the master reloads", f"no reload followed ({exc}): send SIGUSR1 to that pid"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,16 +23,19 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+from lab.debounce import DEFAULT_DEBOUNCE
 from lab.demo import set_greeting
 from lab.errors import LabError
-from lab.events import RELOAD_PHASES
+from lab.events import RELOAD_PHASES, Kind
 from lab.live import PHASE_COLOURS
 from lab.playground import Lab, wait_until
 
 Event = dict[str, Any]
 DPI = 110
 OUT, QUICK_OUT = Path("pic"), Path("test-artifacts/figures")  # quick runs never replace the committed pic/
-PHASES = tuple((name, RELOAD_PHASES[name], colour) for name, colour in PHASE_COLOURS.items())
+# (key, label, colour) of each step of a reload, the first from the save.
+PHASES = ((RELOAD_PHASES[0].key, f"{RELOAD_PHASES[0].step}: {RELOAD_PHASES[0].what}", "tab:gray"),
+          *((p.key, p.what, PHASE_COLOURS[p.key]) for p in RELOAD_PHASES[1:]))
 
 
 @dataclass
@@ -173,9 +176,9 @@ def record_reload_run(plan: Plan) -> list[Event]:
             lab.wait_for(outcome, timeout=15)
 
         for k in range(1, plan.edits + 1):
-            edit(f'"hello, edit {k}"', "reload.done")
-        edit('"broken', "reload.failed")  # refused: the old generation keeps serving
-        edit('"hello, fixed"', "reload.done")
+            edit(f'"hello, edit {k}"', Kind.RELOAD_DONE)
+        edit('"broken', Kind.RELOAD_FAILED)  # refused: the old generation keeps serving
+        edit('"hello, fixed"', Kind.RELOAD_DONE)
         lab.stop()
         return list(lab.read_events())
 
@@ -184,13 +187,25 @@ def reload_timeline(events: list[Event]) -> Figure:
     """Top: each worker's life, by generation, with the edits. Bottom: each reload's phases in ms."""
     fig = Figure(figsize=(10, 8))
     top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": (3, 2.2)})
-    edits = [e["t"] for e in events if e["kind"] == "lab.edit"]
-    t0 = min(e["t"] for e in events if e["kind"] == "worker.start")
+    edits = [e["t"] for e in events if e["kind"] == Kind.LAB_EDIT]
+    rows = _worker_lives(top, events, edits)
+    _reload_steps(bottom, events, edits)
+    started = next((e for e in events if e["kind"] == Kind.SERVER_START), {})
+    workers = started.get("workers", sum(e["generation"] == 1 for e in rows))
+    fig.suptitle(f"Hot reload on a real server ({_count(workers, 'worker')}, lab/examples/hello.py)",
+                 fontsize=13, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def _worker_lives(top: Any, events: list[Event], edits: list[float]) -> list[Event]:
+    """A bar per worker from start to exit, by generation, and a line per edit; the workers drawn."""
+    t0 = min(e["t"] for e in events if e["kind"] == Kind.WORKER_START)
     end = max(e["t"] for e in events)
-    failed = {e["generation"] for e in events if e["kind"] == "reload.failed"}
-    starts = {e["pid"]: e for e in events if e["kind"] == "worker.start"}
-    exits = {e["pid"]: e["t"] for e in events if e["kind"] == "worker.exit"}
-    ready = {e["pid"]: e["t"] for e in events if e["kind"] == "worker.ready"}
+    failed = {e["generation"] for e in events if e["kind"] == Kind.RELOAD_FAILED}
+    starts = {e["pid"]: e for e in events if e["kind"] == Kind.WORKER_START}
+    exits = {e["pid"]: e["t"] for e in events if e["kind"] == Kind.WORKER_EXIT}
+    ready = {e["pid"]: e["t"] for e in events if e["kind"] == Kind.WORKER_READY}
     rows = sorted(starts.values(), key=lambda e: (e["generation"], e.get("index", 0)))
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
     for y, e in enumerate(rows):
@@ -202,11 +217,12 @@ def reload_timeline(events: list[Event]) -> Figure:
             top.plot([ready[e["pid"]] - t0], [y], marker="|", markersize=12, color="black")
         label = f"gen {gen} #{e.get('index', 0)}" + (" (syntax error)" if gen in failed else "")
         top.text(stop - t0 + 0.01, y, label, va="center", fontsize=8.5)
-    outcomes = sorted((e["t"], e["kind"]) for e in events if e["kind"] in ("reload.done", "reload.failed"))
+    outcomes = sorted((e["t"], e["kind"]) for e in events if e["kind"] in (Kind.RELOAD_DONE, Kind.RELOAD_FAILED))
     for i, t in enumerate(edits):
         answer = next((kind for when, kind in outcomes if when > t), None)
-        label = f"edit {i + 1}" + (": syntax error" if answer == "reload.failed" else "")
-        top.axvline(t - t0, color="tab:red" if answer == "reload.failed" else "black", linestyle="--", linewidth=1)
+        label = f"edit {i + 1}" + (": syntax error" if answer == Kind.RELOAD_FAILED else "")
+        top.axvline(t - t0, color="tab:red" if answer == Kind.RELOAD_FAILED else "black", linestyle="--",
+                    linewidth=1)
         top.text(t - t0, len(rows) - 0.3, label, rotation=90, va="top", ha="right", fontsize=8.5)
     top.set_yticks([])
     top.set_ylim(-0.7, len(rows) + 0.3)
@@ -217,19 +233,22 @@ def reload_timeline(events: list[Event]) -> Figure:
                   "(bar: a worker's life; tick: ready; red: refused, the old generation kept serving)",
                   fontsize=10.5)
     top.grid(axis="x", alpha=0.3)
+    return rows
 
-    # Reloads that answered an edit (not the first generation, nor one sent by a signal), with the
-    # time the change was seen.
-    done = [e for e in events if e["kind"] == "reload.done" and e.get("trigger", "watch") == "watch"
+
+def _reload_steps(bottom: Any, events: list[Event], edits: list[float]) -> None:
+    """A bar per reload that answered an edit, split into its steps (``PHASES``), in ms from the save."""
+    # Not the first generation, nor one sent by a signal: those with the time the change was seen.
+    done = [e for e in events if e["kind"] == Kind.RELOAD_DONE and e.get("trigger", "watch") == "watch"
             and isinstance((e.get("phases") or {}).get("seen"), (int, float))
             and any(t <= e["phases"]["seen"] for t in edits)]
+    failed = [e for e in events if e["kind"] == Kind.RELOAD_FAILED]
     right = 0.0
     for e in done:
         phases = e["phases"]
         saved = max(t for t in edits if t <= phases["seen"])  # the edit this reload answered
-        segments = [("seen", "inotify + debounce (save -> seen)", "tab:gray"), *PHASES]
         previous = saved
-        for key, label, colour in segments:
+        for key, label, colour in PHASES:
             if isinstance(phases.get(key), (int, float)):
                 bottom.barh(e["generation"], (phases[key] - previous) * 1000, left=(previous - saved) * 1000,
                             height=0.6, color=colour, label=label)
@@ -237,24 +256,20 @@ def reload_timeline(events: list[Event]) -> Figure:
         total = (previous - saved) * 1000
         right = max(right, total)
         bottom.text(total + 0.5, e["generation"], f"{total:.0f} ms", va="center", fontsize=8.5)
-    for e in events:
-        if e["kind"] == "reload.failed":
-            bottom.text(0.5, e["generation"], f"gen {e['generation']} refused: {e.get('error', '')[:60]}",
-                        va="center", fontsize=8.5, color="tab:red")
+    for e in failed:
+        bottom.text(0.5, e["generation"], f"gen {e['generation']} refused: {e.get('error', '')[:60]}",
+                    va="center", fontsize=8.5, color="tab:red")
     handles, labels = bottom.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     bottom.legend(unique.values(), unique.keys(), fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.3),
                   ncol=3, frameon=False)
-    gens = sorted({e["generation"] for e in done} | failed)
+    gens = sorted({e["generation"] for e in done} | {e["generation"] for e in failed})
     bottom.set_yticks(gens, [f"gen {g}" for g in gens])
     bottom.set_xlim(0, right * 1.15 + 1)
     bottom.set_xlabel("time since the file was saved (ms)")
     bottom.set_ylabel("reload")
     bottom.set_title("Reload phases per generation", fontsize=10.5)
     bottom.grid(axis="x", alpha=0.3)
-    fig.suptitle("Hot reload on a real server (2 workers, lab/examples/hello.py)", fontsize=13, fontweight="bold")
-    fig.tight_layout()
-    return fig
 
 
 # --- heartbeat lifetimes from a real run ---------------------------------------------------------
@@ -269,9 +284,9 @@ def record_heartbeat_run(plan: Plan) -> tuple[list[Event], set[str]]:
             if not c.wait_closed(timeout=plan.idle + plan.interval + 5):
                 raise LabError("a silent client was not closed by the heartbeat: see the server's log")
         # The chatty ones outlive twice the idle time, so their staying open means something.
-        opened = wait_until(lambda: lab.of("conn.open")[:1], timeout=5, what="a connection")[0]["t"]
+        opened = wait_until(lambda: lab.of(Kind.CONN_OPEN)[:1], timeout=5, what="a connection")[0]["t"]
         time.sleep(max(0.0, opened + 2 * plan.idle - time.monotonic()))
-        lab.note("figure.end")
+        lab.note(Kind.FIGURE_END)
         for t in talkers:
             t.stop()
         lab.stop()
@@ -280,9 +295,9 @@ def record_heartbeat_run(plan: Plan) -> tuple[list[Event], set[str]]:
 
 def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan) -> Figure:
     """One bar per connection from open to close, silent vs chatty, with why and when it closed."""
-    opens = [e for e in events if e["kind"] == "conn.open"]
-    closes = {(e["pid"], e["conn"]): e for e in events if e["kind"] == "conn.close"}
-    end = next((e["t"] for e in events if e["kind"] == "figure.end"), max(e["t"] for e in events))
+    opens = [e for e in events if e["kind"] == Kind.CONN_OPEN]
+    closes = {(e["pid"], e["conn"]): e for e in events if e["kind"] == Kind.CONN_CLOSE}
+    end = next((e["t"] for e in events if e["kind"] == Kind.FIGURE_END), max(e["t"] for e in events))
     t0 = min(e["t"] for e in opens)
     opens.sort(key=lambda e: (e["peer"] not in silent_peers, e["t"]))
     fig = Figure(figsize=(10, 2.4 + 0.5 * len(opens)))
@@ -330,10 +345,14 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
     names = list(tools)
     fig = Figure(figsize=(12, 4.4))
     axes = fig.subplots(1, 3)
+    # The numbers in the titles are the run's: its largest tree, its burst, its debounce.
+    files = max(int(k.split("_")[1]) for t in tools.values() for k in t if k.startswith("setup_"))
+    written = max(t["burst"]["written"] for t in tools.values() if "burst" in t)
+    debounce = data.get("settings", {}).get("debounce", DEFAULT_DEBOUNCE)
     panels = [
         ("change -> report, median (ms)", lambda t: t.get("latency_in_place", {}).get("median_ms"), "{:.1f}"),
-        ("set-up for 10,000 files (s)", lambda t: t.get("setup_10000", {}).get("setup_s"), "{:.3f}"),
-        ("burst of 900 changes: reported (%)",
+        (f"set-up for {files:,} files (s)", lambda t: t.get(f"setup_{files}", {}).get("setup_s"), "{:.3f}"),
+        (f"burst of {written:,} changes: reported (%)",
          lambda t: 100 * t["burst"]["reported"] / t["burst"]["written"] if "burst" in t else None, "{:.0f}"),
     ]
     for ax, (title, value, fmt) in zip(axes, panels):
@@ -349,7 +368,7 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     overflow = ", ".join(n for n in names if tools[n].get("overflow", {}).get("rescan_said"))
-    fig.suptitle("Watcher vs peers (the lab's latency includes its 20 ms debounce; "
+    fig.suptitle(f"Watcher vs peers (the lab's latency includes its {debounce * 1000:g} ms debounce; "
                  f"on IN_Q_OVERFLOW, reports it and rescans: {overflow or 'none'})", fontsize=11.5)
     fig.tight_layout()
     return fig

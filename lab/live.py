@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lab.errors import LabError
-from lab.events import RELOAD_PHASES, EventTail
+from lab.events import PHASE_BY_KEY, RELOAD_PHASES, EventTail, Kind
 
 Event = dict[str, Any]
 
@@ -43,7 +43,8 @@ REASON_COLOURS = {
     "peer": "tab:blue", "idle": "tab:orange", "drain": "tab:green", "error": "tab:red",
     "open": "tab:gray",
 }
-PHASE_COLOURS = dict(zip(list(RELOAD_PHASES)[1:], ("tab:blue", "tab:orange", "tab:purple", "tab:green")))
+# A colour for each step of a reload (the step ends at the phase); the first phase starts them.
+PHASE_COLOURS = dict(zip([p.key for p in RELOAD_PHASES[1:]], ("tab:blue", "tab:orange", "tab:purple", "tab:green")))
 
 
 class Feed:
@@ -292,7 +293,7 @@ def _phase_offsets(event: Event) -> list[tuple[str, float]]:
     own time is an offset.
     """
     phases = event.get("phases") or {}
-    present = [(name, phases[name]) for name in RELOAD_PHASES if isinstance(phases.get(name), (int, float))]
+    present = [(p.key, phases[p.key]) for p in RELOAD_PHASES if isinstance(phases.get(p.key), (int, float))]
     if len(present) < 2:
         return []
     last = present[-1][1]
@@ -301,7 +302,7 @@ def _phase_offsets(event: Event) -> list[tuple[str, float]]:
 
 
 class ReloadPhases(LiveView):
-    """One bar per reload generation, split into its phases (fork, ready, old gone)."""
+    """One bar per reload generation, split into its steps (``lab.events.RELOAD_PHASES``)."""
 
     title = "Reload phases per generation"
 
@@ -309,15 +310,15 @@ class ReloadPhases(LiveView):
         ax.set_title(self.title)
         ax.set_xlabel("time since the change was seen (ms)")
         ax.set_ylabel("generation")
-        done = [(e, offs) for e in feed.of("reload.done") if (offs := _phase_offsets(e))]
-        failed = feed.of("reload.failed")
+        done = [(e, offs) for e in feed.of(Kind.RELOAD_DONE) if (offs := _phase_offsets(e))]
+        failed = feed.of(Kind.RELOAD_FAILED)
         if not done and not failed:
             _empty(ax, "no reload yet: edit a file or send SIGUSR1")
             return
         for e, offs in done:
             for (_, begin), (name, end) in zip(offs, offs[1:]):
                 ax.barh(e.get("generation", 0), (end - begin) * 1000, left=begin * 1000, height=0.6,
-                        color=PHASE_COLOURS.get(name, "tab:gray"), label=RELOAD_PHASES[name])
+                        color=PHASE_COLOURS.get(name, "tab:gray"), label=PHASE_BY_KEY[name].what)
         for e in failed:
             ax.scatter([(e.get("duration") or 0) * 1000], [e.get("generation", 0)], marker="x",
                        color="tab:red", s=80, label="reload failed (old workers kept)")
@@ -335,15 +336,15 @@ class ReloadLatency(LiveView):
         ax.set_title(self.title)
         ax.set_xlabel("reload (generation)")
         ax.set_ylabel("latency (ms)")
-        reloads = feed.of("reload.done", "reload.failed", "watch.change")
+        reloads = feed.of(Kind.RELOAD_DONE, Kind.RELOAD_FAILED, Kind.WATCH_CHANGE)
         xs, durations, saved_to_done, failures = [], [], [], []
         last_change: float | None = None
         for e in reloads:
-            if e["kind"] == "watch.change":
+            if e["kind"] == Kind.WATCH_CHANGE:
                 last_change = e["t"] if last_change is None else last_change
                 continue
             n = e.get("generation", len(xs) + len(failures) + 1)
-            if e["kind"] == "reload.failed":
+            if e["kind"] == Kind.RELOAD_FAILED:
                 failures.append(n)
             else:
                 xs.append(n)
@@ -384,9 +385,9 @@ class Connections(LiveView):
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         t0 = feed.t0
         spans: dict[tuple, list] = {}
-        for e in feed.of("conn.open", "conn.close"):
+        for e in feed.of(Kind.CONN_OPEN, Kind.CONN_CLOSE):
             key = _conn_key(e)
-            if e["kind"] == "conn.open":
+            if e["kind"] == Kind.CONN_OPEN:
                 spans[key] = [e["t"], None, "open"]
             elif key in spans and spans[key][1] is None:
                 spans[key][1:] = [e["t"], e.get("reason", "peer")]

@@ -27,22 +27,23 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab.clients import Background, Chatty, Client, Load, SlowReader
 from lab.config import Config
 from lab.debounce import DEFAULT_DEBOUNCE
 from lab.errors import LabError
-from lab.events import EventSink, EventTail
+from lab.events import EventSink, Kind
 from lab.pidfile import PidFile, inspect, runs
+from lab.process import ServerProcess, serve_argv, terminate, wait_until
+
+# Clients and process helpers are imported from here by notebooks and tests.
+__all__ = ["Lab", "Client", "Background", "Chatty", "Load", "SlowReader", "sweep_scratch", "terminate",
+           "wait_until", "EXAMPLE_APP"]
 
 Event = dict[str, Any]
 
@@ -50,15 +51,6 @@ EXAMPLE_APP = Path(__file__).resolve().parent / "examples" / "hello.py"
 SCRATCH_PREFIX = "reactor-lab-"
 OWNER_FILE = "owner.pid"  # in a scratch directory: who made it (and that the lab made it)
 SERVER_PIDFILE = "server.pid"
-
-# Run in the new process before it becomes the server: die with the parent, then exec.
-_DIE_WITH_PARENT = """\
-import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-if os.getppid() != int(sys.argv[1]):
-    sys.exit("the notebook that started this server is gone")
-os.execv(sys.argv[2], sys.argv[2:])
-"""
 
 
 class Lab:
@@ -93,20 +85,18 @@ class Lab:
         self.events_path = self.root / "events.jsonl"
         self.pidfile = self.root / SERVER_PIDFILE
         self.log_path = self.root / "server.log"
-        options = {"--workers": workers, "--graceful-timeout": graceful_timeout, "--debounce": debounce,
-                   "--heartbeat-idle": heartbeat_idle, "--heartbeat-interval": heartbeat_interval,
-                   "--heartbeat-strategy": heartbeat_strategy}
-        self.args = ["serve", self.target, "--app-dir", str(self.app_dir), "--bind", "127.0.0.1:0",
-                     "--events", str(self.events_path), "--pidfile", str(self.pidfile),
-                     *(["--watch", str(self.app_dir)] if watch else []),
-                     *[str(a) for k, v in options.items() if v is not None for a in (k, v)], *extra_args]
+        argv = serve_argv(self.target, self.events_path, app_dir=self.app_dir, bind="127.0.0.1:0",
+                          pidfile=self.pidfile, watch=self.app_dir if watch else None, workers=workers,
+                          graceful_timeout=graceful_timeout, debounce=debounce, heartbeat_idle=heartbeat_idle,
+                          heartbeat_interval=heartbeat_interval, heartbeat_strategy=heartbeat_strategy)
+        self._server = ServerProcess([*argv, *extra_args], self.events_path, cwd=self.root, output=self.log_path,
+                                     merge_stdout=True, own_session=True, die_with_parent=True)
+        self.args = self._server.argv[3:]  # after ``python -m lab``
         self.ready_timeout = ready_timeout
-        self.history: list[Event] = []
-        self.address: tuple[str, int] | None = None
-        self._tail = EventTail(self.events_path)
+        self.history: list[Event] = self._server.events  # one list, grown as events are read
         self._mark = 0  # wait_for looks at events after this index: those after the last action
         self._notes = EventSink(self.events_path)  # the lab's own actions, on the same timeline
-        self._res = _Resources(self.root, self._notes)
+        self._res = _Resources(self.root, self._notes, self._server)
         self._finalizer = weakref.finalize(self, self._res.close)
         if start:
             self.start()
@@ -120,18 +110,8 @@ class Lab:
         if not self._finalizer.alive:
             raise LabError("this Lab is closed (its scratch directory is removed): create a new Lab()")
         self._mark = len(self.read_events())
-        log = open(self.log_path, "ab")
         try:
-            cmd = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), sys.executable, "-m", "lab", *self.args]
-            self._res.proc = subprocess.Popen(cmd, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log,
-                                              stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            log.close()
-        try:
-            started = self.wait_for("server.start", timeout=self.ready_timeout)
-            host, _, port = started["bind"].rpartition(":")
-            self.address = (host.strip("[]"), int(port))
-            self.wait_for("reload.done", timeout=self.ready_timeout, generation=1)
+            self._server.start(timeout=self.ready_timeout)
         except LabError:
             self.stop()
             raise
@@ -140,11 +120,16 @@ class Lab:
     @property
     def pid(self) -> int | None:
         """The master's pid (None before ``start``)."""
-        return self._res.proc.pid if self._res.proc is not None else None
+        return self._server.pid
 
     @property
     def running(self) -> bool:
-        return self._res.proc is not None and self._res.proc.poll() is None
+        return self._server.running
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The (host, port) the server listens on (None before ``start``)."""
+        return self._server.address
 
     @property
     def port(self) -> int:
@@ -174,10 +159,7 @@ class Lab:
 
     def log(self) -> str:
         """What the server printed (its stderr and stdout)."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self._server.output()
 
     def __repr__(self) -> str:
         state = f"serving on {self.address[0]}:{self.address[1]}" if self.running and self.address else "stopped"
@@ -187,27 +169,17 @@ class Lab:
 
     def read_events(self) -> list[Event]:
         """Every event so far (the server's, its workers' and the lab's own)."""
-        self.history.extend(self._tail.read())
-        return self.history
+        return self._server.read()
 
     def of(self, *kinds: str) -> list[Event]:
         return [e for e in self.read_events() if e["kind"] in kinds]
 
-    def _find(self, kind: str, after: int, match: dict[str, Any]) -> Event | None:
-        for e in self.read_events()[after:]:
-            if e["kind"] == kind and all(e.get(k) == v for k, v in match.items()):
-                return e
-        return None
-
-    def _failure(self, kind: str) -> str | None:
-        """Why waiting for ``kind`` is pointless: the server exited, or (for a reload) it failed."""
-        if self._res.proc is not None and self._res.proc.poll() is not None and not kind.startswith("server.stop"):
-            tail = "\n".join(self.log().strip().splitlines()[-5:])
-            return f"the server exited with code {self._res.proc.returncode}:\n{tail}"
-        if kind == "reload.done":
-            failed = self._find("reload.failed", self._mark, {})
-            if failed is not None:
-                return f"the reload failed (the old workers keep serving): {failed.get('error', '')}"
+    def _give_up(self, kind: str) -> str | None:
+        """Why waiting for ``kind`` is pointless besides the server exiting: the reload failed."""
+        if kind == Kind.RELOAD_DONE:
+            failed = self._server.find(Kind.RELOAD_FAILED, self._mark)
+            if failed:
+                return f"the reload failed (the old workers keep serving): {failed[0].get('error', '')}"
         return None
 
     def wait_for(self, kind: str, timeout: float = 10.0, after: int | None = None, **match: Any) -> Event:
@@ -218,29 +190,20 @@ class Lab:
         returns an older reload. Raises LabError on timeout, or early when the server exits.
         """
         after = self._mark if after is None else after
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self._find(kind, after, match)
-            if found is not None:
-                return found
-            failure = self._failure(kind)
-            if failure is not None:
-                raise LabError(f"waiting for {kind}: {failure}")
-            if time.monotonic() > deadline:
-                raise LabError(f"no {kind} event within {timeout:g} s; see lab.log() and lab.history")
-            time.sleep(0.01)
+        try:
+            return self._server.wait_for(kind, timeout, after, give_up=lambda: self._give_up(kind), **match)
+        except LabError as exc:
+            raise LabError(f"{exc}; see lab.log() and lab.history") from None
 
     async def until(self, kind: str, timeout: float = 10.0, after: int | None = None, **match: Any) -> Event:
         """``wait_for`` for a notebook cell: ``await lab.until("reload.done")`` lets views redraw."""
         after = self._mark if after is None else after
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self.wait_for(kind, timeout=0, after=after, **match)
-            except LabError:
-                if self._failure(kind) is not None or time.monotonic() > deadline:
-                    raise
+        while (found := self._server.check(kind, after, 1, match, lambda: self._give_up(kind))) is None:
+            if time.monotonic() > deadline:
+                raise LabError(f"no {kind} event within {timeout:g} s; see lab.log() and lab.history")
             await asyncio.sleep(0.02)
+        return found
 
     def note(self, kind: str, **fields: Any) -> Event:
         """Write an event of the lab's own (an action) to the events file."""
@@ -274,7 +237,7 @@ class Lab:
         """
         path = self.path(relpath)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._act("lab.edit", path=str(path))
+        self._act(Kind.LAB_EDIT, path=str(path))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o644)
@@ -298,7 +261,7 @@ class Lab:
         """Send ``signum`` to the master (SIGUSR1/SIGHUP: reload; SIGTERM: stop; SIGQUIT: now)."""
         if not self.running:
             raise LabError("the server is not running: lab.start() it first")
-        self._act("lab.signal", signal=signal.Signals(signum).name)
+        self._act(Kind.LAB_SIGNAL, signal=signal.Signals(signum).name)
         os.kill(self.pid, signum)
 
     def reload(self) -> None:
@@ -307,20 +270,14 @@ class Lab:
 
     def workers(self) -> list[int]:
         """Pids of the workers of the serving generation that have not exited."""
-        events = self.read_events()
-        done = [e["generation"] for e in events if e["kind"] == "reload.done"]
-        if not done:
-            return []
-        exited = {e.get("pid") for e in events if e["kind"] == "worker.exit"}
-        return [e["pid"] for e in events if e["kind"] == "worker.ready"
-                and e.get("generation") == done[-1] and e["pid"] not in exited]
+        return self._server.serving_pids()
 
     def kill_worker(self, signum: int = signal.SIGKILL) -> int:
         """Kill one worker of the serving generation (the master replaces it); returns its pid."""
         pids = self.workers()
         if not pids:
             raise LabError("no serving worker to kill: is the server started?")
-        self._act("lab.kill_worker", worker=pids[0], signal=signal.Signals(signum).name)
+        self._act(Kind.LAB_KILL_WORKER, worker=pids[0], signal=signal.Signals(signum).name)
         os.kill(pids[0], signum)
         return pids[0]
 
@@ -372,10 +329,10 @@ class Lab:
 class _Resources:
     """What a Lab must release, held apart from it so ``weakref.finalize`` can release it."""
 
-    def __init__(self, root: Path, notes: EventSink):
+    def __init__(self, root: Path, notes: EventSink, server: ServerProcess):
         self.root = root
         self.notes = notes
-        self.proc: subprocess.Popen | None = None
+        self.server = server
         self.clients: list[Client] = []
         self.jobs: list[Background] = []
 
@@ -386,205 +343,12 @@ class _Resources:
         for client in self.clients:
             client.close()
         self.clients.clear()
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # The session we created: workers still in it (a master killed mid-fork) go too.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        return proc.wait()
+        return self.server.stop(timeout)
 
     def close(self) -> None:
         self.stop(timeout=10.0)
         self.notes.close()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-class Client:
-    """A line-protocol client on one TCP connection (a context manager)."""
-
-    def __init__(self, address: tuple[str, int], timeout: float = 5.0):
-        self.sock = socket.create_connection(address, timeout=timeout)
-        self._buffer = b""
-
-    def send(self, line: str) -> None:
-        self.sock.sendall(line.encode() + b"\n")
-
-    def recv_line(self) -> str:
-        """The next answer line; LabError if the server closed the connection first."""
-        while b"\n" not in self._buffer:
-            data = self.sock.recv(65536)
-            if not data:
-                raise LabError("the server closed the connection")
-            self._buffer += data
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode(errors="replace")
-
-    def request(self, line: str = "hi") -> str:
-        self.send(line)
-        return self.recv_line()
-
-    def wait_closed(self, timeout: float = 10.0) -> bool:
-        """True once the server has closed this connection (within ``timeout`` seconds)."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                return False
-            except OSError:
-                return True  # reset by the server
-            if not data:
-                return True
-            self._buffer += data
-        return False
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Background:
-    """Client threads that count answers (``ok``) and failures, bounded by ``duration``."""
-
-    kind = "client"
-
-    def __init__(self, address: tuple[str, int], duration: float, notes: EventSink, threads: int = 1):
-        self.address = address
-        self.duration = duration
-        self.ok = 0
-        self.failed = 0
-        self.errors: list[str] = []  # the first few failures, for the reader
-        self._notes = notes
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._threads = [threading.Thread(target=self._main, daemon=True, name=f"{self.kind}-{i}")
-                         for i in range(threads)]
-
-    def start(self) -> None:
-        self._deadline = time.monotonic() + self.duration
-        for t in self._threads:
-            t.start()
-
-    def _main(self) -> None:
-        try:
-            self.run()
-        except Exception as exc:  # counted and shown, never lost in a thread
-            self._fail(exc)
-
-    def run(self) -> None:  # pragma: no cover - every subclass overrides it
-        raise NotImplementedError
-
-    @property
-    def going(self) -> bool:
-        return not self._stopping.is_set() and time.monotonic() < self._deadline
-
-    def _count_ok(self, n: int = 1) -> None:
-        with self._lock:
-            self.ok += n
-
-    def _fail(self, exc: BaseException | str) -> None:
-        text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-        with self._lock:
-            self.failed += 1
-            if len(self.errors) < 20:
-                self.errors.append(text)
-        self._notes.emit(f"{self.kind}.failed", error=text)
-
-    @property
-    def running(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
-
-    def stop(self, timeout: float = 10.0) -> Background:
-        """Stop and wait for the threads (each finishes its current request)."""
-        self._stopping.set()
-        self.join(timeout)
-        return self
-
-    def join(self, timeout: float | None = None) -> Background:
-        """Wait until the threads end by themselves (at ``duration`` at the latest)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for t in self._threads:
-            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return self
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "done"
-        return f"<{type(self).__name__} {state}: {self.ok} ok, {self.failed} failed>"
-
-
-class Load(Background):
-    kind = "load"
-
-    def __init__(self, address: tuple[str, int], threads: int, duration: float, pause: float, notes: EventSink):
-        super().__init__(address, duration, notes, threads)
-        self.pause = pause
-
-    def run(self) -> None:
-        while self.going:
-            try:
-                with Client(self.address, timeout=5.0) as client:
-                    client.request("hi")
-                self._count_ok()
-            except (OSError, LabError) as exc:
-                self._fail(exc)
-            if self.pause:
-                self._stopping.wait(self.pause)
-
-
-class Chatty(Background):
-    kind = "chatty"
-
-    def __init__(self, address: tuple[str, int], every: float, duration: float, notes: EventSink):
-        super().__init__(address, duration, notes)
-        self.every = every
-        self.closed_by_server = False
-
-    def run(self) -> None:
-        with Client(self.address, timeout=max(5.0, self.every * 2)) as client:
-            while self.going:
-                try:
-                    client.request("hi")
-                except LabError:
-                    self.closed_by_server = True
-                    self._fail("the server closed the connection")
-                    return
-                self._count_ok()
-                self._stopping.wait(self.every)
-
-
-class SlowReader(Background):
-    kind = "slow_reader"
-
-    def __init__(self, address: tuple[str, int], requests: int, chunk: int, pause: float, duration: float,
-                 notes: EventSink):
-        super().__init__(address, duration, notes)
-        self.requests, self.chunk, self.pause = requests, chunk, pause
-
-    def run(self) -> None:
-        with Client(self.address, timeout=5.0) as client:
-            client.sock.sendall(b"hi\n" * self.requests)
-            while self.ok < self.requests and self.going:
-                data = client.sock.recv(self.chunk)
-                if not data:
-                    self._fail("the server closed the connection")
-                    return
-                self._count_ok(data.count(b"\n"))
-                self._stopping.wait(self.pause)
 
 
 def sweep_scratch(tmp: str | None = None) -> list[Path]:
@@ -616,25 +380,3 @@ def _abandoned(directory: str) -> bool:
         return not (os.path.lexists(server) and runs(inspect(server)))
     except LabError:  # no owner file (not made by a Lab), or a pid file that is not one
         return False
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "the condition") -> Any:
-    """Poll ``condition`` until it returns something true; LabError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise LabError(f"{what} did not happen within {timeout:g} s")
-        time.sleep(0.01)
-    return value
-
-
-def terminate(proc: subprocess.Popen, timeout: float = 30.0) -> int:
-    """SIGTERM (a server's graceful stop), SIGKILL if it is not gone within ``timeout``; reaped."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode

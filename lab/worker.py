@@ -37,7 +37,7 @@ from typing import Any, TextIO
 
 from lab.config import Config
 from lab.errors import LabError
-from lab.events import EventSink
+from lab.events import EventSink, Kind
 from lab.heartbeat import make_tracker
 from lab.reactor import Reactor
 
@@ -263,7 +263,7 @@ class Server:
             except OSError as exc:
                 # EMFILE and friends: the connection stays queued (the listener stays readable), so
                 # pause, or the loop would spin; another worker, or this one later, takes it.
-                self.events.emit("worker.accept_error", error=exc.strerror or str(exc), pause=_ACCEPT_PAUSE)
+                self.events.emit(Kind.WORKER_ACCEPT_ERROR, error=exc.strerror or str(exc), pause=_ACCEPT_PAUSE)
                 self.reactor.remove_reader(self.listener.fileno())
                 self.accepting = False
                 self.reactor.call_later(_ACCEPT_PAUSE, self.start_accepting)
@@ -275,7 +275,7 @@ class Server:
             self.connections[conn.fd] = conn
             self.reactor.add_reader(conn.fd, self._on_readable, conn)
             if self._conn_events is not None:
-                self._conn_events.emit("conn.open", conn=conn.id, peer=f"{peer[0]}:{peer[1]}",
+                self._conn_events.emit(Kind.CONN_OPEN, conn=conn.id, peer=f"{peer[0]}:{peer[1]}",
                                        generation=self.generation)
             if self._tracker is not None:
                 self._touch(conn)
@@ -418,7 +418,7 @@ class Server:
         del self.connections[conn.fd]
         conn.sock.close()
         if self._conn_events is not None:
-            self._conn_events.emit("conn.close", conn=conn.id, reason=reason, generation=self.generation,
+            self._conn_events.emit(Kind.CONN_CLOSE, conn=conn.id, reason=reason, generation=self.generation,
                                    **fields)
         if self._on_close is not None:
             try:
@@ -434,7 +434,7 @@ class Server:
         self._close(conn, "error")
 
     def _report_app_error(self, conn: Connection, callback: str) -> None:
-        self.events.emit("app.error", conn=conn.id, callback=callback, generation=self.generation,
+        self.events.emit(Kind.APP_ERROR, conn=conn.id, callback=callback, generation=self.generation,
                          traceback=app_traceback())
 
     # --- heartbeat -----------------------------------------------------------------------------------
@@ -594,7 +594,7 @@ def run(spec: WorkerSpec) -> int:
     for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN):
         signal.signal(ignored, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, spec.sigmask)
-    events.emit("worker.start", generation=spec.generation, index=spec.index)
+    events.emit(Kind.WORKER_START, generation=spec.generation, index=spec.index)
 
     try:
         app = load_app(config.target, config.app_dir)
@@ -615,7 +615,7 @@ def run(spec: WorkerSpec) -> int:
     if config.worker_timeout is not None:
         # The liveness signal is sent from the loop: a loop stuck in app code falls silent.
         reactor.call_every(config.worker_timeout / 4, lambda: channel.tell(alive=True))
-    events.emit("worker.ready", generation=spec.generation, index=spec.index)
+    events.emit(Kind.WORKER_READY, generation=spec.generation, index=spec.index)
     channel.tell(ready=True)
     reactor.run()
     return 0

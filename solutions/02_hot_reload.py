@@ -5,8 +5,11 @@ the notebook with them and expects every check cell to pass.
 """
 
 # %% exercise-phases
-STEPS = {"fork": ("seen", "forked"), "import": ("forked", "ready"),
-         "switch": ("ready", "serving"), "drain": ("serving", "old_gone")}
+from lab.events import RELOAD_PHASES
+
+# Each step ends at a phase: fork is seen -> forked, import forked -> ready, switch ready -> serving,
+# drain serving -> old_gone.
+STEPS = {end.step: (start.key, end.key) for start, end in zip(RELOAD_PHASES, RELOAD_PHASES[1:])}
 
 
 def phase_durations(done: dict) -> dict[str, float]:

@@ -1,8 +1,7 @@
-"""Running ``python -m lab serve`` for real in tests: start, wait on its events, talk, clean up."""
+"""Running ``python -m lab serve`` for real in tests (through ``lab.process``): start, wait, talk, clean up."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,9 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lab.events import EventTail
+from lab import process
+from lab.clients import Client
+from lab.errors import LabError
+from lab.events import Kind
 from lab.pidfile import is_alive
-from lab.playground import terminate
 
 # An app whose answers carry a version text, so a test sees which code answered.
 VERSIONED_APP = '''\
@@ -45,27 +46,19 @@ def write_app(app_dir: Path, text: str, name: str = "app.py", source: str = VERS
     return path
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
-               message: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, message: str = "condition") -> Any:
+    """``lab.process.wait_until``, failing the test (AssertionError) after ``timeout`` seconds."""
+    try:
+        return process.wait_until(condition, timeout, what=message)
+    except LabError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def ask(port: int, line: bytes = b"hi", host: str = "127.0.0.1", timeout: float = 5.0) -> str:
-    """One fresh connection, one line out, one line back."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect((host, port))
-        s.sendall(line + b"\n")
-        return read_line(s)
+    """One fresh connection (a ``lab.clients.Client``), one line out, one line back."""
+    with Client((host, port), timeout) as client:
+        client.sock.sendall(line + b"\n")
+        return client.recv_line().strip()
 
 
 def read_line(s: socket.socket) -> str:
@@ -78,84 +71,62 @@ def read_line(s: socket.socket) -> str:
     return data.decode().strip()
 
 
-class ServerProcess:
-    """A ``python -m lab serve`` subprocess on a free loopback port, with its event stream."""
+class ServerProcess(process.ServerProcess):
+    """``python -m lab serve`` on a free loopback port in ``tmp``, its stderr in a file of its own."""
 
     def __init__(self, tmp: Path, target: str = "app", app_dir: Path | None = None, workers: int = 2,
                  args: tuple[str, ...] = (), pidfile: Path | None = None, bind: str = "127.0.0.1:0"):
         self.tmp = tmp
-        self.events_path = tmp / "events.jsonl"
         self.pidfile = pidfile or tmp / "server.pid"
-        self.stderr_path = tmp / f"stderr-{time.monotonic_ns()}.txt"
-        self.argv = [sys.executable, "-m", "lab", "serve", target, "--app-dir", str(app_dir or tmp),
-                     "--bind", bind, "--workers", str(workers), "--events", str(self.events_path),
-                     "--pidfile", str(self.pidfile), "--graceful-timeout", "5", *args]
-        self.tail = EventTail(self.events_path)
-        self.events: list[dict[str, Any]] = []
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-
-    def start(self, wait: bool = True) -> ServerProcess:
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=err, cwd=self.tmp)
-        if wait:
-            start = self.wait_event("server.start")
-            self.port = int(start["bind"].rsplit(":", 1)[1])
-            self.wait_event("reload.done", generation=1)
-        return self
+        events = tmp / "events.jsonl"
+        argv = process.serve_argv(target, events, app_dir=app_dir or tmp, bind=bind, workers=workers,
+                                  pidfile=self.pidfile, graceful_timeout=5)
+        super().__init__([*argv, *args], events, cwd=tmp, output=tmp / f"stderr-{time.monotonic_ns()}.txt")
 
     @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def stderr_path(self) -> Path:
+        return self.output_path
+
+    @stderr_path.setter
+    def stderr_path(self, path: Path) -> None:
+        self.output_path = path
+
+    @property
+    def port(self) -> int:
+        return self.address[1] if self.address is not None else 0
+
+    @port.setter
+    def port(self, port: int) -> None:
+        self.address = ("127.0.0.1", port)
 
     def stderr(self) -> str:
-        return self.stderr_path.read_text()
+        return self.output()
 
     def poll_events(self) -> list[dict[str, Any]]:
-        self.events.extend(self.tail.read())
-        return self.events
-
-    def find(self, kind: str, **match: Any) -> list[dict[str, Any]]:
-        return [e for e in self.poll_events()
-                if e["kind"] == kind and all(e.get(k) == v for k, v in match.items())]
+        return self.read()
 
     def wait_event(self, kind: str, timeout: float = 10.0, count: int = 1, **match: Any) -> dict[str, Any]:
         """The ``count``-th event of ``kind`` matching ``match`` (waits for it)."""
-        def found():
-            if self.proc.poll() is not None and len(self.find(kind, **match)) < count:
-                raise AssertionError(f"server exited ({self.proc.returncode}) while waiting for {kind}: "
-                                     f"{self.stderr()[-2000:]}")
-            hits = self.find(kind, **match)
-            return hits[count - 1] if len(hits) >= count else None
-        return wait_until(found, timeout, message=f"{kind} {match} x{count}")
-
-    def worker_pids(self, generation: int | None = None) -> list[int]:
-        started = [e["pid"] for e in self.find("worker.start")
-                   if generation is None or e["generation"] == generation]
-        exited = {e["pid"] for e in self.find("worker.exit")}
-        return [pid for pid in started if pid not in exited]
+        return self.wait_for(kind, timeout, count=count, **match)
 
     def ask(self, line: bytes = b"hi") -> str:
         return ask(self.port, line)
 
     def signal(self, signum: int) -> None:
-        os.kill(self.proc.pid, signum)
+        self.send_signal(signum)
 
     def reload(self, timeout: float = 10.0) -> dict[str, Any]:
         """SIGUSR1, then the next generation's ``reload.done``."""
-        generation = max(e["generation"] for e in self.find("reload.start")) + 1
+        generation = max(e["generation"] for e in self.find(Kind.RELOAD_START)) + 1
         self.signal(signal.SIGUSR1)
-        return self.wait_event("reload.done", timeout=timeout, generation=generation)
+        return self.wait_event(Kind.RELOAD_DONE, timeout=timeout, generation=generation)
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM and wait (SIGKILL if it hangs); then make sure no worker of it is left."""
-        if self.proc is None:
-            return 0
-        terminate(self.proc, timeout)
-        pids = [e["pid"] for e in self.find("worker.start")]
+        code = super().stop(timeout)
+        pids = [e["pid"] for e in self.find(Kind.WORKER_START)]
         wait_until(lambda: not any(is_alive(p) for p in pids), 5, message="workers gone")
-        return self.proc.returncode
+        return 0 if code is None else code
 
 
 def run_cli(*args: str, timeout: float = 30, cwd: Path | None = None) -> subprocess.CompletedProcess:

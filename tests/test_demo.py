@@ -58,7 +58,7 @@ def test_demo_all_tells_the_reload_and_heartbeat_story():
     assert re.search(r"\$ curl http://127\.0\.0\.1:\d+/\n.*hello world client", out)
     for k, generation in ((1, 2), (2, 3)):
         assert re.search(rf"generation {generation} serving: save->seen \d+ \| fork \d+ \| import \d+ "
-                         rf"\| switch \d+ \| old gone \d+ \| total \d+ ms\n.*answer: hello, edit {k}\n", out), out
+                         rf"\| switch \d+ \| drain \d+ \| total \d+ ms\n.*answer: hello, edit {k}\n", out), out
     # The syntax error is refused while the old code answers; the fix is served.
     assert re.search(r"generation 4 refused and removed: SyntaxError.*\n.*keep answering: hello, edit 2", out), out
     assert re.search(r"fixed: generation 5 serving: .*\n.*answer: hello, fixed", out), out

@@ -7,6 +7,7 @@ import nbformat
 import pytest
 
 from lab import exercises as ex
+from lab.events import RELOAD_PHASES
 from lab.heartbeat import STRATEGIES, make_tracker
 from tests import nbutil
 
@@ -86,7 +87,7 @@ def test_phases_starter_fails_solution_passes():
     assert failing(ex.check_phases(solved("02_hot_reload", "exercise-phases", "phase_durations"), REAL)) == {}
 
 
-ORDER = ("seen", "forked", "ready", "serving", "old_gone")
+ORDER = tuple(phase.key for phase in RELOAD_PHASES)  # seen, forked, ready, serving, old_gone
 
 
 @pytest.mark.parametrize("answer, hint", [

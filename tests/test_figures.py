@@ -14,6 +14,7 @@ from lab_copy import copy_lab
 from PIL import Image
 
 from lab.errors import LabError
+from lab.events import Kind
 from lab.figures import Plan, heartbeat_lifetimes, reload_timeline, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,12 +89,12 @@ def _texts(fig) -> list[str]:
 
 def test_heartbeat_lifetimes_tells_closed_from_still_open():
     events = [
-        {"t": 10.0, "kind": "conn.open", "pid": 1, "conn": 1, "peer": "127.0.0.1:5001"},
-        {"t": 10.0, "kind": "conn.open", "pid": 2, "conn": 1, "peer": "127.0.0.1:5002"},
-        {"t": 11.1, "kind": "conn.close", "pid": 1, "conn": 1, "reason": "idle", "idle": 1.1},
-        {"t": 12.0, "kind": "figure.end", "pid": 9},
+        {"t": 10.0, "kind": Kind.CONN_OPEN, "pid": 1, "conn": 1, "peer": "127.0.0.1:5001"},
+        {"t": 10.0, "kind": Kind.CONN_OPEN, "pid": 2, "conn": 1, "peer": "127.0.0.1:5002"},
+        {"t": 11.1, "kind": Kind.CONN_CLOSE, "pid": 1, "conn": 1, "reason": "idle", "idle": 1.1},
+        {"t": 12.0, "kind": Kind.FIGURE_END, "pid": 9},
         # Closed by the final stop, after the figure's end: drawn as open until the end.
-        {"t": 12.5, "kind": "conn.close", "pid": 2, "conn": 1, "reason": "drain"},
+        {"t": 12.5, "kind": Kind.CONN_CLOSE, "pid": 2, "conn": 1, "reason": "drain"},
     ]
     texts = _texts(heartbeat_lifetimes(events, {"127.0.0.1:5001"}, Plan()))
     assert "closed by the heartbeat after 1.10 s idle" in texts
@@ -103,17 +104,17 @@ def test_heartbeat_lifetimes_tells_closed_from_still_open():
 def test_reload_timeline_marks_the_refused_generation():
     phases = {"seen": 1.02, "forked": 1.03, "ready": 1.05, "serving": 1.051, "old_gone": 1.06}
     events = [
-        {"t": 0.0, "kind": "worker.start", "pid": 11, "generation": 1, "index": 0},
-        {"t": 0.1, "kind": "worker.ready", "pid": 11, "generation": 1, "index": 0},
-        {"t": 1.0, "kind": "lab.edit", "pid": 9},
-        {"t": 1.025, "kind": "worker.start", "pid": 12, "generation": 2, "index": 0},
-        {"t": 1.05, "kind": "worker.ready", "pid": 12, "generation": 2, "index": 0},
-        {"t": 1.055, "kind": "worker.exit", "pid": 11, "generation": 1, "index": 0, "code": 0},
-        {"t": 1.06, "kind": "reload.done", "pid": 10, "generation": 2, "phases": phases},
-        {"t": 2.0, "kind": "lab.edit", "pid": 9},
-        {"t": 2.03, "kind": "worker.start", "pid": 13, "generation": 3, "index": 0},
-        {"t": 2.05, "kind": "worker.exit", "pid": 13, "generation": 3, "index": 0, "signal": "SIGKILL"},
-        {"t": 2.05, "kind": "reload.failed", "pid": 10, "generation": 3, "error": "SyntaxError: boom (app.py:3)"},
+        {"t": 0.0, "kind": Kind.WORKER_START, "pid": 11, "generation": 1, "index": 0},
+        {"t": 0.1, "kind": Kind.WORKER_READY, "pid": 11, "generation": 1, "index": 0},
+        {"t": 1.0, "kind": Kind.LAB_EDIT, "pid": 9},
+        {"t": 1.025, "kind": Kind.WORKER_START, "pid": 12, "generation": 2, "index": 0},
+        {"t": 1.05, "kind": Kind.WORKER_READY, "pid": 12, "generation": 2, "index": 0},
+        {"t": 1.055, "kind": Kind.WORKER_EXIT, "pid": 11, "generation": 1, "index": 0, "code": 0},
+        {"t": 1.06, "kind": Kind.RELOAD_DONE, "pid": 10, "generation": 2, "phases": phases},
+        {"t": 2.0, "kind": Kind.LAB_EDIT, "pid": 9},
+        {"t": 2.03, "kind": Kind.WORKER_START, "pid": 13, "generation": 3, "index": 0},
+        {"t": 2.05, "kind": Kind.WORKER_EXIT, "pid": 13, "generation": 3, "index": 0, "signal": "SIGKILL"},
+        {"t": 2.05, "kind": Kind.RELOAD_FAILED, "pid": 10, "generation": 3, "error": "SyntaxError: boom (app.py:3)"},
     ]
     texts = _texts(reload_timeline(events))
     assert "60 ms" in texts  # save at 1.0 -> old generation gone at 1.06

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import selectors
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.events import EventTail
+from lab.clients import Client
+from lab.events import Kind
 from lab.heartbeat import STRATEGIES
-from lab.playground import terminate
+from lab.process import ServerProcess, serve_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -29,62 +27,33 @@ SLACK = 1.0  # seconds allowed beyond idle + interval for a busy machine
 BIG = 32 << 20  # a 32 MiB answer: far more than the kernel's socket buffers hold
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen
-    port: int
-    tail: EventTail
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float,
-                 what: str) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.events += self.tail.read()
-            if predicate(self.events):
-                return self.events
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{what}: not seen in {timeout} s (server exit code {self.proc.poll()}); "
-                            f"events: {[e['kind'] for e in self.events][-20:]}")
-            time.sleep(0.01)
+class Served(ServerProcess):
+    """The server, with the ``conn.close`` events of the clients a test owns."""
 
     def closes(self, ports: set[int]) -> dict[int, dict[str, Any]]:
         """The ``conn.close`` event of each client port in ``ports`` seen so far."""
-        self.events += self.tail.read()
-        opened = {e["conn"]: int(e["peer"].rsplit(":", 1)[1]) for e in self.events if e["kind"] == "conn.open"}
-        return {opened[e["conn"]]: e for e in self.events
-                if e["kind"] == "conn.close" and opened.get(e["conn"]) in ports}
+        events = self.read()
+        opened = {e["conn"]: int(e["peer"].rsplit(":", 1)[1]) for e in events if e["kind"] == Kind.CONN_OPEN}
+        return {opened[e["conn"]]: e for e in events
+                if e["kind"] == Kind.CONN_CLOSE and opened.get(e["conn"]) in ports}
 
 
 @contextmanager
 def serve(tmp_path: Path, idle: float, interval: float, strategy: str | None = None) -> Iterator[Served]:
     """``python -m lab serve`` of tests/apps/heartbeat_big.py on a free loopback port, one worker."""
     events = tmp_path / "events.jsonl"
-    cmd = [sys.executable, "-m", "lab", "serve", "heartbeat_big", "--app-dir", str(APPS),
-           "--bind", "127.0.0.1:0", "--workers", "1", "--events", str(events), "--quiet",
-           "--heartbeat-idle", str(idle), "--heartbeat-interval", str(interval)]
-    if strategy is not None:
-        cmd += ["--heartbeat-strategy", strategy]
-    with open(tmp_path / "stderr.txt", "wb") as stderr:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=stderr)
+    argv = serve_argv("heartbeat_big", events, app_dir=APPS, bind="127.0.0.1:0", workers=1, quiet=True,
+                      heartbeat_idle=idle, heartbeat_interval=interval, heartbeat_strategy=strategy)
+    server = Served(argv, events, cwd=ROOT, output=tmp_path / "stderr.txt")
     try:
-        served = Served(proc, 0, EventTail(events))
-        served.wait_for(lambda evs: any(e["kind"] == "reload.done" for e in evs), 30, "server ready")
-        bind = next(e["bind"] for e in served.events if e["kind"] == "server.start")
-        served.port = int(bind.rsplit(":", 1)[1])
-        yield served
+        yield server.start(timeout=30)
     finally:
-        terminate(proc, 15)
+        server.stop(15)
 
 
 def connect(port: int, rcvbuf: int | None = None) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:  # before connect, so the TCP window is small from the start
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    return sock
+    """The socket of a ``lab.clients.Client`` (blocking, 10 s timeout): the tests drive it byte by byte."""
+    return Client(("127.0.0.1", port), timeout=10, rcvbuf=rcvbuf).sock
 
 
 def echo(sock: socket.socket, line: bytes = b"ping") -> None:
@@ -164,7 +133,7 @@ def test_a_client_that_never_reads_a_large_answer_is_closed(tmp_path):
         port = sock.getsockname()[1]
         sent = time.monotonic()
         sock.sendall(b"big %d\n" % BIG)
-        server.wait_for(lambda evs: server.closes({port}), idle + interval + SLACK + 5, "idle close")
+        server.wait_events(lambda evs: server.closes({port}), idle + interval + SLACK + 5, "idle close")
         event = server.closes({port})[port]
         assert event["reason"] == "idle" and event["idle"] >= idle
         assert event["t"] - sent >= idle

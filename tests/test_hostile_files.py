@@ -19,6 +19,7 @@ import pytest
 from privileges import python_for_nobody, skip_without_user_namespaces
 from server_helpers import ServerProcess, wait_until, write_app
 
+from lab.events import Kind
 from lab.watcher import Watcher, inotify_limits
 
 
@@ -32,15 +33,15 @@ def test_the_watched_root_deleted_and_recreated_is_watched_again(serve, app_dir,
     root = watched_tree(tmp_path / "watched")
     server = serve(app_dir=app_dir, args=("--watch", str(root)))
     shutil.rmtree(root)
-    degraded = server.wait_event("server.degraded")
+    degraded = server.wait_event(Kind.SERVER_DEGRADED)
     assert degraded["reason"] == "watched root gone" and degraded["paths"] == [str(root)]
-    assert server.find("watch.error", problem="root-lost")
+    assert server.find(Kind.WATCH_ERROR, problem="root-lost")
     assert server.ask() == "v1", "the server keeps serving"
     watched_tree(root)
-    server.wait_event("watch.restored")
-    done = server.wait_event("reload.done", trigger="watch", count=2)  # the first: the deletion
+    server.wait_event(Kind.WATCH_RESTORED)
+    done = server.wait_event(Kind.RELOAD_DONE, trigger="watch", count=2)  # the first: the deletion
     (root / "pkg" / "mod.py").write_text("A = 2\n")
-    server.wait_event("reload.done", trigger="watch", generation=done["generation"] + 1)
+    server.wait_event(Kind.RELOAD_DONE, trigger="watch", generation=done["generation"] + 1)
     assert server.ask() == "v1"
 
 
@@ -54,9 +55,9 @@ def test_a_symlink_loop_is_not_followed(serve, app_dir, tmp_path):
         assert sorted(w._index.files) == [str(root / "pkg" / "mod.py")]
     server = serve(app_dir=app_dir, args=("--watch", str(root)))
     (root / "pkg" / "mod.py").write_text("A = 2\n")
-    change = server.wait_event("watch.change")
+    change = server.wait_event(Kind.WATCH_CHANGE)
     assert change["paths"] == [str(root / "pkg" / "mod.py")]
-    server.wait_event("reload.done", generation=2)
+    server.wait_event(Kind.RELOAD_DONE, generation=2)
     assert server.ask() == "v1"
 
 
@@ -69,9 +70,9 @@ class NobodyServer(ServerProcess):
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=err, cwd=self.tmp, user="nobody", env=env)
-        start = self.wait_event("server.start")
+        start = self.wait_event(Kind.SERVER_START)
         self.port = int(start["bind"].rsplit(":", 1)[1])
-        self.wait_event("reload.done", generation=1)
+        self.wait_event(Kind.RELOAD_DONE, generation=1)
         return self
 
 
@@ -86,12 +87,12 @@ def test_an_unreadable_directory_is_skipped_and_reported(tmp_path):
         for path in (root, root / "pkg", root / "pkg" / "mod.py", top / "app.py"):
             path.chmod(0o755)
         server = NobodyServer(top, workers=1, args=("--watch", str(root))).start()
-        error = server.wait_event("watch.error", problem="unwatched")
+        error = server.wait_event(Kind.WATCH_ERROR, problem="unwatched")
         assert error["error"] == f"not watched: {root / 'closed'}: Permission denied"
         (root / "later").mkdir(mode=0o700)  # one made while serving: the same
-        server.wait_event("watch.error", problem="unwatched", count=2)
+        server.wait_event(Kind.WATCH_ERROR, problem="unwatched", count=2)
         (root / "pkg" / "mod.py").write_text("A = 2\n")  # the rest is still watched
-        server.wait_event("reload.done", trigger="watch")
+        server.wait_event(Kind.RELOAD_DONE, trigger="watch")
         assert server.ask() == "v1"
     finally:
         if server is not None:
@@ -119,20 +120,20 @@ def test_the_watch_limit_reached_while_serving_is_a_degraded_state(tmp_path, app
                    *server.argv[1:]]
     try:
         server.start(wait=False)
-        wait_until(lambda: server.find("reload.done") or server.proc.poll() is not None, 10,
+        wait_until(lambda: server.find(Kind.RELOAD_DONE) or server.proc.poll() is not None, 10,
                    message="the server started (or exited)")
         if server.proc.poll() == 99:
             pytest.skip("cannot lower inotify limits in a user namespace")
-        server.port = int(server.find("server.start")[0]["bind"].rsplit(":", 1)[1])
+        server.port = int(server.find(Kind.SERVER_START)[0]["bind"].rsplit(":", 1)[1])
         for i in range(10):
             (root / f"new{i}").mkdir()
             (root / f"new{i}" / "m.py").write_text("")
-        degraded = server.wait_event("server.degraded")
+        degraded = server.wait_event(Kind.SERVER_DEGRADED)
         assert degraded["reason"] == "inotify watch limit"
         assert "inotify watch limit reached" in degraded["error"] and "max_user_watches=6" in degraded["error"]
-        assert server.find("watch.error", problem="watch-limit")
+        assert server.find(Kind.WATCH_ERROR, problem="watch-limit")
         assert server.ask() == "v1", "the server keeps serving"
-        assert len(server.find("server.degraded")) == 1, "said once"
+        assert len(server.find(Kind.SERVER_DEGRADED)) == 1, "said once"
     finally:
         server.stop()
 
@@ -153,9 +154,9 @@ def test_an_event_queue_overflow_rescans_and_reloads(serve, app_dir, tmp_path):
         assert server.ask() == "v1"
     finally:
         server.signal(signal.SIGCONT)
-    change = server.wait_event("watch.change")
+    change = server.wait_event(Kind.WATCH_CHANGE)
     assert "rescan" in change["kinds"] and str(root / "pkg" / "mod.py") in change["paths"]
-    server.wait_event("reload.done", generation=2)
+    server.wait_event(Kind.RELOAD_DONE, generation=2)
     assert server.ask() == "v1"
 
 
@@ -187,7 +188,7 @@ def test_a_full_disk_for_the_events_file(tmp_path, app_dir):
         filler.unlink()
         before = len(server.poll_events())
         assert server.ask() == "v1"
-        wait_until(lambda: len(server.find("conn.close")) and len(server.poll_events()) > before, 5,
+        wait_until(lambda: len(server.find(Kind.CONN_CLOSE)) and len(server.poll_events()) > before, 5,
                    message="events written again once there is space")
     finally:
         server.stop()

@@ -13,7 +13,7 @@ from server_helpers import run_cli
 from test_cli_watch import WatchProcess
 
 from lab.errors import LabError
-from lab.events import EventSink, read_events
+from lab.events import EventSink, Kind, read_events
 from lab.pidfile import start_time
 from lab.playground import OWNER_FILE, SERVER_PIDFILE, Lab, sweep_scratch
 
@@ -24,14 +24,14 @@ def test_a_run_after_a_torn_line_starts_on_a_fresh_line(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_bytes(b'{"t":1.0,"kind":"reload.done","pid":7}\n{"t":2.0,"kind":"conn.op')  # the disk filled
     with EventSink(path) as sink:
-        sink.emit("server.start", bind="127.0.0.1:1")
-    assert [e["kind"] for e in read_events(path)] == ["reload.done", "server.start"]
+        sink.emit(Kind.SERVER_START, bind="127.0.0.1:1")
+    assert [e["kind"] for e in read_events(path)] == [Kind.RELOAD_DONE, Kind.SERVER_START]
 
 
 def test_an_event_glued_to_a_torn_line_by_another_writer_is_read(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_bytes(b'{"t":2.0,"kind":"conn.op{"t":3.0,"kind":"server.start","pid":8,"x":"{\\"t\\":"}\n')
-    assert read_events(path) == [{"t": 3.0, "kind": "server.start", "pid": 8, "x": '{"t":'}]
+    assert read_events(path) == [{"t": 3.0, "kind": Kind.SERVER_START, "pid": 8, "x": '{"t":'}]
 
 
 FILL_THE_DISK = textwrap.dedent("""
@@ -55,10 +55,10 @@ def test_a_full_disk_tears_one_line_and_loses_no_other(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "cannot write events" in done.stderr
     with EventSink(path) as sink:  # the next run
-        sink.emit("server.start")
+        sink.emit(Kind.SERVER_START)
     kinds = [e["kind"] for e in read_events(path)]
-    assert kinds[-2:] == ["disk.back", "server.start"], kinds
-    opened = [e["n"] for e in read_events(path) if e["kind"] == "conn.open"]
+    assert kinds[-2:] == ["disk.back", Kind.SERVER_START], kinds
+    opened = [e["n"] for e in read_events(path) if e["kind"] == Kind.CONN_OPEN]
     assert opened == list(range(len(opened))) and opened, "every complete line before the tear"
     assert path.read_bytes().count(b"\n") == len(kinds) + 1, "one torn line, then fresh lines"
 

@@ -15,6 +15,7 @@ import pytest
 from server_helpers import ask, serving, wait_until, write_app
 
 from lab.pidfile import is_alive
+from lab.events import Kind
 
 APPS = Path(__file__).parent / "apps"
 MIB = 1 << 20
@@ -68,8 +69,8 @@ def test_a_worker_killed_mid_request_is_replaced(serve):
                 pass
         except ConnectionResetError:
             pass  # the client learns that its request failed
-    server.wait_event("worker.exit", pid=victim, signal="SIGKILL")
-    server.wait_event("worker.ready", generation=1, count=3)
+    server.wait_event(Kind.WORKER_EXIT, pid=victim, signal="SIGKILL")
+    server.wait_event(Kind.WORKER_READY, generation=1, count=3)
     assert server.ask() == "ok"
     assert len(server.worker_pids()) == 2
 
@@ -79,15 +80,15 @@ def test_a_worker_stuck_in_app_code_is_killed_and_replaced(serve):
     s, stuck = spin(server.port)
     with s:
         assert server.ask() == "ok", "the other worker serves meanwhile"
-        event = server.wait_event("worker.timeout", pid=stuck, timeout=5)
+        event = server.wait_event(Kind.WORKER_TIMEOUT, pid=stuck, timeout=5)
         assert 1 < event["silent"] < 2
-        server.wait_event("worker.exit", pid=stuck, signal="SIGKILL")
+        server.wait_event(Kind.WORKER_EXIT, pid=stuck, signal="SIGKILL")
         assert s.recv(10) == b""
-    server.wait_event("worker.ready", generation=1, count=3)
+    server.wait_event(Kind.WORKER_READY, generation=1, count=3)
     assert not is_alive(stuck)
     assert server.ask() == "ok"
     assert len(server.worker_pids()) == 2
-    assert len(server.find("worker.timeout")) == 1, "healthy workers are never timed out"
+    assert len(server.find(Kind.WORKER_TIMEOUT)) == 1, "healthy workers are never timed out"
 
 
 def test_a_worker_that_ignores_the_drain_is_killed_after_the_graceful_timeout(serve):
@@ -96,7 +97,7 @@ def test_a_worker_that_ignores_the_drain_is_killed_after_the_graceful_timeout(se
     with s:
         done = server.reload()
         assert done["generation"] == 2
-        assert server.find("worker.exit", pid=stuck, signal="SIGKILL")
+        assert server.find(Kind.WORKER_EXIT, pid=stuck, signal="SIGKILL")
     assert server.ask() == "ok"
     assert stuck not in server.worker_pids()
 
@@ -108,14 +109,14 @@ def test_a_crash_loop_is_a_visible_degraded_state_and_a_good_reload_recovers(ser
     server = serve(app_dir=app_dir, workers=1)
     write_app(app_dir, "", source=CRASHING_APP)  # what a replacement will import
     os.kill(server.worker_pids()[0], signal.SIGKILL)
-    degraded = server.wait_event("server.degraded", timeout=15)
+    degraded = server.wait_event(Kind.SERVER_DEGRADED, timeout=15)
     assert degraded["reason"] == "crash loop" and degraded["failures"] >= 3
     assert server.proc.poll() is None, "the master lives on"
     write_app(app_dir, "", source=GOOD_APP)
     server.reload()
-    server.wait_event("server.recovered")
+    server.wait_event(Kind.SERVER_RECOVERED)
     assert server.ask() == "fixed"
-    assert len(server.find("server.degraded")) == 1, "said once"
+    assert len(server.find(Kind.SERVER_DEGRADED)) == 1, "said once"
 
 
 def test_sigkill_of_the_master_with_a_stuck_worker_leaves_nothing(serve):

@@ -9,7 +9,7 @@ import pytest
 
 from lab import live
 from lab.errors import LabError
-from lab.events import RELOAD_PHASES, EventSink
+from lab.events import PHASE_BY_KEY, EventSink, Kind
 from lab.watcher import Watcher
 
 
@@ -23,9 +23,9 @@ def reload_events(t0: float, absolute: bool) -> list[dict]:
     if absolute:
         phases = {k: t0 + v for k, v in phases.items()}
     return [
-        {"t": t0 - 0.05, "kind": "watch.change", "paths": ["app.py"]},
-        {"t": t0, "kind": "reload.start", "generation": 2},
-        {"t": t0 + 0.4, "kind": "reload.done", "generation": 2, "duration": 0.4, "phases": phases},
+        {"t": t0 - 0.05, "kind": Kind.WATCH_CHANGE, "paths": ["app.py"]},
+        {"t": t0, "kind": Kind.RELOAD_START, "generation": 2},
+        {"t": t0 + 0.4, "kind": Kind.RELOAD_DONE, "generation": 2, "duration": 0.4, "phases": phases},
     ]
 
 
@@ -39,10 +39,10 @@ def test_every_plot_has_a_title_and_labelled_axes_with_units(cls):
 
 
 def test_timeline_has_one_row_per_kind_in_order_of_appearance():
-    events = [{"t": 10.0, "kind": "server.start"}, {"t": 10.5, "kind": "worker.ready"},
-              {"t": 11.0, "kind": "worker.ready"}, {"t": 12.0, "kind": "reload.failed"}]
+    events = [{"t": 10.0, "kind": Kind.SERVER_START}, {"t": 10.5, "kind": Kind.WORKER_READY},
+              {"t": 11.0, "kind": Kind.WORKER_READY}, {"t": 12.0, "kind": Kind.RELOAD_FAILED}]
     ax = live.Timeline(events, autostart=False).figure().axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["server.start", "worker.ready", "reload.failed"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [Kind.SERVER_START, Kind.WORKER_READY, Kind.RELOAD_FAILED]
     offsets = [list(c.get_offsets()[:, 0]) for c in ax.collections]
     assert offsets == [[0.0], [0.5, 1.0], [2.0]]
 
@@ -58,19 +58,20 @@ def test_reload_phases_accept_offsets_or_monotonic_times(absolute):
     ax = live.ReloadPhases(reload_events(5000.0, absolute), autostart=False).figure().axes[0]
     bars = [(round(p.get_x(), 3), round(p.get_width(), 3)) for p in ax.patches]
     assert bars == [(0.0, 10.0), (10.0, 140.0), (150.0, 10.0), (160.0, 240.0)]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [RELOAD_PHASES[name] for name in live.PHASE_COLOURS]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [PHASE_BY_KEY[name].what for name in live.PHASE_COLOURS]
 
 
 def test_reload_phases_draw_what_a_server_reports_and_skip_the_rest():
-    events = [{"t": 9.0, "kind": "reload.done", "generation": 4, "phases": {"seen": 0.0, "ready": 0.5}},
-              {"t": 9.0, "kind": "reload.done", "generation": 5, "phases": {"seen": 1.0}}]
+    events = [{"t": 9.0, "kind": Kind.RELOAD_DONE, "generation": 4, "phases": {"seen": 0.0, "ready": 0.5}},
+              {"t": 9.0, "kind": Kind.RELOAD_DONE, "generation": 5, "phases": {"seen": 1.0}}]
     ax = live.ReloadPhases(events, autostart=False).figure().axes[0]
     assert [(p.get_x(), p.get_width()) for p in ax.patches] == [(0.0, 500.0)]
 
 
 def test_reload_latency_shows_durations_failures_and_save_to_done():
     events = reload_events(100.0, absolute=False) + [
-        {"t": 103.0, "kind": "reload.failed", "generation": 3, "traceback": "SyntaxError"}]
+        {"t": 103.0, "kind": Kind.RELOAD_FAILED, "generation": 3, "traceback": "SyntaxError"}]
     ax = live.ReloadLatency(events, autostart=False).figure().axes[0]
     assert [round(p.get_height()) for p in ax.patches] == [400]
     assert list(ax.lines[0].get_ydata()) == pytest.approx([450.0])
@@ -78,10 +79,10 @@ def test_reload_latency_shows_durations_failures_and_save_to_done():
 
 
 def test_connections_are_spans_coloured_by_close_reason():
-    events = [{"t": 0.0, "kind": "conn.open", "pid": 7, "conn": 1},
-              {"t": 0.5, "kind": "conn.open", "pid": 7, "conn": 2},
-              {"t": 2.0, "kind": "conn.close", "pid": 7, "conn": 1, "reason": "idle"},
-              {"t": 3.0, "kind": "worker.exit", "pid": 7}]
+    events = [{"t": 0.0, "kind": Kind.CONN_OPEN, "pid": 7, "conn": 1},
+              {"t": 0.5, "kind": Kind.CONN_OPEN, "pid": 7, "conn": 2},
+              {"t": 2.0, "kind": Kind.CONN_CLOSE, "pid": 7, "conn": 1, "reason": "idle"},
+              {"t": 3.0, "kind": Kind.WORKER_EXIT, "pid": 7}]
     ax = live.Connections(events, autostart=False).figure().axes[0]
     spans = [list(line.get_xdata()) for line in ax.lines]
     assert spans == [[0.0, 2.0], [0.5, 3.0]]
@@ -93,7 +94,7 @@ def test_update_redraws_only_when_events_arrive(tmp_path):
     view = live.Timeline(path, autostart=False)
     assert view.renders == 1 and not view.update()
     with EventSink(path) as sink:
-        sink.emit("server.start")
+        sink.emit(Kind.SERVER_START)
     assert view.update() and view.renders == 2
     assert not view.update()
     assert "1 events" in view.status.value
@@ -126,7 +127,7 @@ def test_views_refresh_themselves_on_a_running_loop(tmp_path):
         view = live.Timeline(path, refresh=0.02)
         started = view.running
         with EventSink(path) as sink:
-            sink.emit("server.start")
+            sink.emit(Kind.SERVER_START)
         deadline = time.monotonic() + 5
         while view.renders < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -147,7 +148,7 @@ def test_a_bad_event_is_shown_and_the_refresh_goes_on():
     async def scenario():
         feed = live.Feed()
         view = live.ReloadLatency(feed, refresh=0.01)
-        feed.add("reload.done", duration={"not": "a number"})
+        feed.add(Kind.RELOAD_DONE, duration={"not": "a number"})
         deadline = time.monotonic() + 5
         while "cannot draw" not in view.status.value and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -160,10 +161,10 @@ def test_a_bad_event_is_shown_and_the_refresh_goes_on():
 
 
 def test_dashboard_shares_one_feed_and_refuses_unknown_views():
-    dash = live.Dashboard([{"t": 1.0, "kind": "conn.open", "conn": 1}], autostart=False)
+    dash = live.Dashboard([{"t": 1.0, "kind": Kind.CONN_OPEN, "conn": 1}], autostart=False)
     assert {v.feed for v in dash.views.values()} == {dash.feed}
     assert not dash.update()
-    dash.feed.add("conn.close", conn=1, reason="peer")
+    dash.feed.add(Kind.CONN_CLOSE, conn=1, reason="peer")
     assert dash.update()
     with pytest.raises(LabError, match="unknown view"):
         live.Dashboard([], views=["pie"], autostart=False)

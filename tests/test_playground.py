@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lab.errors import LabError
+from lab.events import Kind
 from lab.pidfile import is_alive
 from lab.playground import Lab, sweep_scratch, wait_until
 
@@ -32,32 +33,33 @@ def test_an_edit_reloads_the_server_without_a_failed_request(lab):
     load = lab.load(threads=2, duration=30, pause=0.002)
     wait_until(lambda: load.ok > 20, what="the load's first answers")
     lab.replace("hello.py", OLD, NEW)
-    done = lab.wait_for("reload.done")
+    done = lab.wait_for(Kind.RELOAD_DONE)
     assert done["generation"] == 2 and set(done["phases"]) >= {"seen", "forked", "ready", "old_gone"}
     assert lab.request() == "hello, reloaded"
     assert not list(lab.app_dir.glob("*.tmp")) and oct(lab.path("hello.py").stat().st_mode)[-3:] == "644"
-    assert not lab.of("reload.failed")  # the save is atomic: no reload sees a half-written file
+    assert not lab.of(Kind.RELOAD_FAILED)  # the save is atomic: no reload sees a half-written file
     load.stop()
     assert load.failed == 0 and load.ok > 20, load.errors
     kinds = [e["kind"] for e in lab.history]
-    assert kinds.index("lab.edit") < kinds.index("watch.change") < len(kinds) - kinds[::-1].index("reload.done")
+    last_done = len(kinds) - kinds[::-1].index(Kind.RELOAD_DONE)
+    assert kinds.index(Kind.LAB_EDIT) < kinds.index(Kind.WATCH_CHANGE) < last_done
 
 
 def test_a_broken_edit_fails_the_reload_and_the_old_code_keeps_serving(lab):
     lab.replace("hello.py", OLD, 'text = "unclosed')
     with pytest.raises(LabError, match="reload failed"):
-        lab.wait_for("reload.done", timeout=10)
-    assert "SyntaxError" in lab.wait_for("reload.failed")["traceback"]
+        lab.wait_for(Kind.RELOAD_DONE, timeout=10)
+    assert "SyntaxError" in lab.wait_for(Kind.RELOAD_FAILED)["traceback"]
     assert lab.request() == "hello world client"
 
 
 def test_signals_reload_and_a_killed_worker_is_replaced(lab):
     lab.reload()
-    assert lab.wait_for("reload.done")["trigger"] in ("signal", "SIGUSR1")  # a name or the signal
+    assert lab.wait_for(Kind.RELOAD_DONE)["trigger"] in ("signal", "SIGUSR1")  # a name or the signal
     before = lab.workers()
     killed = lab.kill_worker()
-    assert lab.wait_for("worker.exit")["pid"] == killed
-    replacement = lab.wait_for("worker.ready")
+    assert lab.wait_for(Kind.WORKER_EXIT)["pid"] == killed
+    replacement = lab.wait_for(Kind.WORKER_READY)
     assert replacement["pid"] not in before
     assert sorted(lab.workers()) == sorted(set(before) - {killed} | {replacement["pid"]})
     assert lab.request() == "hello world client"
@@ -75,7 +77,7 @@ def test_await_until_lets_the_event_loop_run(lab):
 
         task = asyncio.create_task(ticker())
         lab.reload()
-        event = await lab.until("reload.done")
+        event = await lab.until(Kind.RELOAD_DONE)
         task.cancel()
         return event, ticks
 
@@ -89,7 +91,7 @@ def test_stop_is_graceful_and_close_removes_everything():
     assert len(workers) == 2 and lab.pidfile.exists()
     assert lab.stop() == 0
     assert not lab.pidfile.exists() and not any(is_alive(p) for p in workers)
-    assert lab.history[-1]["kind"] == "server.stop"
+    assert lab.history[-1]["kind"] == Kind.SERVER_STOP
     lab.close()
     assert not lab.root.exists()
 
@@ -132,7 +134,7 @@ def test_the_heartbeat_closes_a_silent_client_but_not_a_chatty_one():
         chatty = lab.chatty(every=0.1, duration=30)
         silent = lab.silent()
         assert silent.wait_closed(timeout=10)
-        assert lab.wait_for("conn.close", reason="idle")["idle"] >= 0.5
+        assert lab.wait_for(Kind.CONN_CLOSE, reason="idle")["idle"] >= 0.5
         ok = chatty.ok
         wait_until(lambda: chatty.ok > ok + 3, what="the chatty client's answers after the idle close")
         chatty.stop()

@@ -13,7 +13,7 @@ import pytest
 from server_helpers import ask, read_line, wait_until, write_app
 
 from lab.config import Config
-from lab.events import EventSink
+from lab.events import EventSink, Kind
 from lab.pidfile import is_alive
 from lab.reactor import Reactor
 from lab.worker import Channel, Server, take_lines
@@ -127,18 +127,18 @@ def test_a_worker_stuck_in_app_code_does_not_hold_up_a_reload(serve, tmp_path):
         write_app(tmp_path, "v2", source=BLOCKING_APP)
         server.signal(signal.SIGUSR1)
         # The new generation accepts without waiting for the stuck worker's drain ...
-        unresponsive = server.wait_event("worker.unresponsive", timeout=5)
+        unresponsive = server.wait_event(Kind.WORKER_UNRESPONSIVE, timeout=5)
         assert unresponsive["pid"] == stuck
         # ... so fresh connections are answered by the new code long before the graceful timeout.
         assert [ask(server.port, timeout=5) for _ in range(5)] == ["v2"] * 5
         # Awake again, it answers what it was doing, drains and leaves; it never accepts again.
         assert read_line(stuck_client) == "v1 woke"
-        server.wait_event("worker.exit", pid=stuck, timeout=15)
-    assert server.find("worker.exit", pid=stuck, code=0), "drained, not killed"
-    opened_by_stuck = [e for e in server.find("conn.open") if e["pid"] == stuck]
+        server.wait_event(Kind.WORKER_EXIT, pid=stuck, timeout=15)
+    assert server.find(Kind.WORKER_EXIT, pid=stuck, code=0), "drained, not killed"
+    opened_by_stuck = [e for e in server.find(Kind.CONN_OPEN) if e["pid"] == stuck]
     assert len(opened_by_stuck) == 1, "the stuck worker accepted again after its drain"
     assert server.ask() == "v2"
-    server.wait_event("reload.done", generation=2)
+    server.wait_event(Kind.RELOAD_DONE, generation=2)
 
 
 # --- BaseException from app callbacks (issue item 7) ---------------------------------------------------
@@ -152,11 +152,11 @@ def test_system_exit_and_keyboard_interrupt_in_on_receive_cost_only_the_connecti
         pid = ask_pid(s)
         s.sendall(request_line + b"\n")
         assert s.recv(100) == b"", "the connection is closed"
-    error = server.wait_event("app.error", callback="on_receive")
+    error = server.wait_event(Kind.APP_ERROR, callback="on_receive")
     assert exc in error["traceback"]
     with connect(server.port) as s:
         assert ask_pid(s) == pid, "the same worker serves on"
-    assert not server.find("worker.exit")
+    assert not server.find(Kind.WORKER_EXIT)
 
 
 def test_system_exit_in_on_start_fails_the_reload_with_its_traceback(serve, app_dir):
@@ -164,7 +164,7 @@ def test_system_exit_in_on_start_fails_the_reload_with_its_traceback(serve, app_
     (app_dir / "app.py").write_text("import sys\n\n\ndef on_start(server):\n    sys.exit(2)\n\n\n"
                                      "def on_receive(server, conn, data):\n    pass\n")
     server.signal(signal.SIGUSR1)
-    failed = server.wait_event("reload.failed", generation=2)
+    failed = server.wait_event(Kind.RELOAD_FAILED, generation=2)
     assert "SystemExit" in failed["traceback"]
     assert server.ask() == "v1"
 
@@ -181,10 +181,10 @@ def test_a_stopped_master_does_not_blame_its_workers_for_its_own_silence(serve, 
             time.sleep(3)  # the stall itself: three worker timeouts long
         finally:
             server.signal(signal.SIGCONT)
-        stalled = server.wait_event("server.stalled")
+        stalled = server.wait_event(Kind.SERVER_STALLED)
         assert stalled["gap"] > 2
         assert {ask_pid(s) for s in clients} == pids, "every keep-alive client is still served"
-        assert not server.find("worker.timeout"), "no healthy worker is killed"
+        assert not server.find(Kind.WORKER_TIMEOUT), "no healthy worker is killed"
     finally:
         for s in clients:
             s.close()
@@ -199,16 +199,16 @@ def test_a_hung_import_is_reported_and_a_newer_change_supersedes_it(serve, app_d
     server = serve(app_dir=app_dir)
     (app_dir / "app.py").write_text(HANGING_APP)
     server.signal(signal.SIGUSR1)
-    slow = server.wait_event("reload.slow", generation=2)
+    slow = server.wait_event(Kind.RELOAD_SLOW, generation=2)
     hung = slow["workers"]
     assert len(hung) == 2
     assert server.ask() == "v1", "the old code serves meanwhile"
     write_app(app_dir, "v3")
     server.signal(signal.SIGUSR1)
-    server.wait_event("reload.superseded", generation=2)
-    server.wait_event("reload.done", generation=3)  # long before the 60 s of READY_TIMEOUT
+    server.wait_event(Kind.RELOAD_SUPERSEDED, generation=2)
+    server.wait_event(Kind.RELOAD_DONE, generation=3)  # long before the 60 s of READY_TIMEOUT
     assert server.ask() == "v3"
-    assert not server.find("reload.failed")
+    assert not server.find(Kind.RELOAD_FAILED)
     wait_until(lambda: not any(is_alive(pid) for pid in hung), 5, message="the hung workers killed")
 
 

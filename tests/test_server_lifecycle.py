@@ -12,7 +12,7 @@ import time
 import pytest
 from server_helpers import ServerProcess, ask, run_cli, wait_until, write_app
 
-from lab.events import read_events
+from lab.events import Kind, read_events
 from lab.heartbeat import STRATEGIES
 from lab.pidfile import is_alive, read_pid
 
@@ -40,29 +40,29 @@ def test_graceful_stop_exits_0_and_removes_the_pid_file(serve, app_dir, signum):
     assert server.proc.wait(10) == 0
     assert not server.pidfile.exists()
     assert not any(is_alive(pid) for pid in workers)
-    assert server.find("server.stop")
+    assert server.find(Kind.SERVER_STOP)
 
 
 def test_a_graceful_stop_finishes_in_flight_requests(serve, app_dir):
     server = serve(app_dir=app_dir)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as slow:
         slow.sendall(b"slow 0.5\n")
-        wait_until(lambda: server.find("conn.open"), message="the slow request accepted")
+        wait_until(lambda: server.find(Kind.CONN_OPEN), message="the slow request accepted")
         server.signal(signal.SIGTERM)
         assert slow.recv(100) == b"v1 slow\n"
     assert server.proc.wait(5) == 0
-    assert not server.find("worker.exit", signal="SIGKILL")
+    assert not server.find(Kind.WORKER_EXIT, signal="SIGKILL")
 
 
 def test_a_request_longer_than_the_graceful_timeout_is_cut(serve, app_dir):
     server = serve(app_dir=app_dir, args=("--graceful-timeout", "0.3"))
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as slow:
         slow.sendall(b"slow 30\n")
-        wait_until(lambda: server.find("conn.open"), message="the slow request accepted")
+        wait_until(lambda: server.find(Kind.CONN_OPEN), message="the slow request accepted")
         server.signal(signal.SIGTERM)
         assert server.proc.wait(5) == 0
         assert slow.recv(100) == b""
-    assert server.find("worker.exit", signal="SIGKILL")
+    assert server.find(Kind.WORKER_EXIT, signal="SIGKILL")
 
 
 def test_the_stop_command_waits_until_the_server_is_gone(serve, app_dir):
@@ -78,7 +78,7 @@ def test_sigquit_stops_at_once(serve, app_dir):
     slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     with slow:
         slow.sendall(b"slow 30\n")
-        wait_until(lambda: server.find("conn.open"), message="the slow request accepted")
+        wait_until(lambda: server.find(Kind.CONN_OPEN), message="the slow request accepted")
         server.signal(signal.SIGQUIT)
         server.proc.wait(5)
         try:
@@ -101,18 +101,18 @@ def test_a_killed_worker_is_replaced(serve, app_dir):
     server = serve(app_dir=app_dir)
     victim = server.worker_pids()[0]
     os.kill(victim, signal.SIGKILL)
-    server.wait_event("worker.exit", pid=victim, signal="SIGKILL")
-    server.wait_event("worker.ready", generation=1, count=3)
+    server.wait_event(Kind.WORKER_EXIT, pid=victim, signal="SIGKILL")
+    server.wait_event(Kind.WORKER_READY, generation=1, count=3)
     assert len(server.worker_pids()) == 2
     assert server.ask() == "v1"
-    assert not server.find("worker.backoff"), "a single crash is replaced at once"
+    assert not server.find(Kind.WORKER_BACKOFF), "a single crash is replaced at once"
 
 
 def test_a_worker_that_keeps_dying_backs_off(serve, app_dir):
     write_app(app_dir, "v1", source=CRASHING_APP)
     server = serve(app_dir=app_dir, workers=1)
-    third = server.wait_event("worker.backoff", count=3, timeout=15)
-    delays = [e["delay"] for e in server.find("worker.backoff")][:3]
+    third = server.wait_event(Kind.WORKER_BACKOFF, count=3, timeout=15)
+    delays = [e["delay"] for e in server.find(Kind.WORKER_BACKOFF)][:3]
     assert delays == sorted(delays) and delays[0] < delays[2], delays
     assert third["failures"] == 4
     assert server.proc.poll() is None, "the master lives on"
@@ -124,9 +124,9 @@ def test_an_exception_in_the_app_costs_one_connection_not_the_worker(serve, app_
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
         s.sendall(b"boom\n")
         assert s.recv(100) == b""
-    error = server.wait_event("app.error")
+    error = server.wait_event(Kind.APP_ERROR)
     assert "boom on purpose" in error["traceback"] and error["callback"] == "on_receive"
-    assert server.wait_event("conn.close", reason="error")
+    assert server.wait_event(Kind.CONN_CLOSE, reason="error")
     assert server.ask(b"pid") == pid
 
 
@@ -194,7 +194,7 @@ def test_an_app_that_cannot_start_is_a_one_line_error(tmp_path, source, message)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.pid").exists()
-    started = [e["pid"] for e in read_events(events) if e["kind"] == "worker.start"]
+    started = [e["pid"] for e in read_events(events) if e["kind"] == Kind.WORKER_START]
     assert started and not any(is_alive(pid) for pid in started)
 
 
@@ -215,10 +215,10 @@ def test_the_heartbeat_closes_idle_connections_only(serve, app_dir, strategy):
             busy.sendall(b"hi\n")
             assert busy.recv(100) == b"v1\n"
             time.sleep(0.1)  # the pace of the client is what is tested, not a synchronisation
-        closed = server.wait_event("conn.close", reason="idle")
+        closed = server.wait_event(Kind.CONN_CLOSE, reason="idle")
         assert closed["idle"] >= 0.5
         assert idle.recv(100) == b""
-        assert len(server.find("conn.close", reason="idle")) == 1
+        assert len(server.find(Kind.CONN_CLOSE, reason="idle")) == 1
         busy.sendall(b"hi\n")
         assert busy.recv(100) == b"v1\n"
 

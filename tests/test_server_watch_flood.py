@@ -13,6 +13,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from lab.events import Kind
+
 FILES = 80_000  # before the fix: exit 9 s after SIGTERM at 50,000, 50 s at 80,000; now < 1 s
 # Generous for a loaded machine; before the fix, exit came only after the whole quadratic batch.
 EXIT_DEADLINE = 10.0
@@ -35,4 +37,4 @@ def test_sigterm_during_a_flood_of_deletions_stops_the_server(serve, app_dir, tm
     except subprocess.TimeoutExpired:
         raise AssertionError(f"SIGTERM unheard for {EXIT_DEADLINE} s after {FILES} deletions; "
                              f"{server.stderr()[-2000:]}") from None
-    assert server.find("server.stopping", graceful=True)
+    assert server.find(Kind.SERVER_STOPPING, graceful=True)

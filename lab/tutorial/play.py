@@ -15,8 +15,8 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.events import EventSink
-from lab.playground import _DIE_WITH_PARENT, Client, Load, terminate, wait_until
+from lab.clients import Client, Load
+from lab.process import _DIE_WITH_PARENT, terminate, wait_until
 
 APP = '''class Greeting:
     """The tutorial's class Test: onReceive says (new Test())->index()."""
@@ -93,7 +93,7 @@ class TutorialServer:
 
     def load(self, threads: int = 2, duration: float = 10.0, pause: float = 0.01) -> Load:
         """Clients in threads, a new connection per request, counting answers and failures."""
-        load = Load(self.address, threads, duration, pause, EventSink())
+        load = Load(self.address, threads, duration, pause)
         load.start()
         return load
 
@@ -121,7 +121,7 @@ def under_reloads(address: tuple[str, int], reload: Callable[[], object], reload
                   gap: float = 0.4) -> dict[str, int]:
     """The same client load for any server: two threads of one-request connections while
     ``reload()`` runs ``reloads`` times, ``gap`` seconds apart. Counts what the clients saw."""
-    load = Load(address, 2, 60.0, 0.01, EventSink())
+    load = Load(address, 2, 60.0, 0.01)
     load.start()
     for _ in range(reloads):
         time.sleep(gap)
@@ -133,7 +133,7 @@ def under_reloads(address: tuple[str, int], reload: Callable[[], object], reload
 
 def outage(address: tuple[str, int], seconds: float = 1.5) -> dict[str, int]:
     """Two threads of one-request connections for ``seconds``: how many got an answer."""
-    load = Load(address, 2, seconds, 0.01, EventSink())
+    load = Load(address, 2, seconds, 0.01)
     load.start()
     load.join(timeout=seconds + 30)
     return {"requests": load.ok + load.failed, "failed": load.failed}
