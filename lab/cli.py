@@ -151,20 +151,29 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--buffer-budget", type=int, default=16 << 20, metavar="BYTES",
                    help="a worker's buffers (all connections, in and out) above this: a connection over "
                         "its share is not read until it frees; at worst twice this is held (default: 16 MiB)")
+    p.add_argument("--preload", action="append", default=[], metavar="MODULE[,MODULE...]",
+                   help="modules the master imports once before forking (numpy, a framework): every "
+                        "generation inherits them and imports only the app; a reload does not pick up "
+                        "a change to them (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no log lines on stderr")
     p.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from lab.config import Config
-    from lab.master import Master
+    from lab.master import Master, take_upgrade_env
 
+    handed = take_upgrade_env()
+    if handed is not None:  # a new master exec'd by an upgrade: the old one's settings, not argv's
+        config, quiet, predecessor = handed
+        return Master(config, echo=None if quiet else sys.stderr, predecessor=predecessor).run()
     options = {name: getattr(args, name) for name in (
         "target", "app_dir", "bind", "watch", "types", "debounce", "graceful_timeout", "pidfile",
         "events", "heartbeat_idle", "heartbeat_interval", "heartbeat_strategy", "worker_timeout",
         "max_output", "header_timeout", "buffer_budget")}
     if args.workers is not None:
         options["workers"] = args.workers
+    options["preload"] = ",".join(args.preload)
     return Master(Config(**options), echo=None if args.quiet else sys.stderr).run()
 
 
@@ -182,6 +191,27 @@ def _reload(args: argparse.Namespace) -> int:
 
     pid = signal_server(args.pidfile, signal.SIGUSR1)
     print(f"reload requested from server {pid}")
+    return 0
+
+
+@command
+def _cmd_upgrade(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upgrade", help="replace a running server's master without dropping a connection "
+                                       "(SIGUSR2): new lab code and preloaded modules are loaded",
+                       description="Send SIGUSR2 to the master named in the pid file and wait until the pid "
+                                   "file names its successor. A new master that fails is reported in the "
+                                   "server's events (upgrade.failed) and the old one keeps serving.")
+    p.add_argument("--pidfile", required=True, metavar="PATH", help="the server's pid file")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="give up waiting after S seconds (default: 120)")
+    p.set_defaults(func=_upgrade)
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    from lab.pidfile import upgrade_server
+
+    old, new = upgrade_server(args.pidfile, args.timeout)
+    print(f"server upgraded: master {old} -> {new}")
     return 0
 
 

@@ -34,6 +34,7 @@ DURATIONS: dict[str, tuple[float, float]] = {
 }
 OPTIONAL_DURATIONS = frozenset({"heartbeat_idle", "heartbeat_interval", "worker_timeout"})  # None: off
 
+_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 
 
@@ -87,6 +88,7 @@ class Config:
     buffer_budget: int = 16 << 20  # a worker's buffers above this: connections over their share wait
     worker_timeout: float | None = None  # a worker silent this long (stuck in app code) is replaced
     header_timeout: float = 10.0  # for apps: a request not whole this long after its first byte: 408
+    preload: tuple[str, ...] = ()  # modules the master imports once, before any fork (not reloaded)
 
     def __post_init__(self) -> None:
         # Which heartbeat option was derived from the other (Swoole's defaults), so that changing
@@ -125,6 +127,7 @@ class Config:
         if self.target and not _TARGET.match(self.target):
             raise LabError(f"bad target {self.target!r}: use module or module:attribute, e.g. hello or hello:app")
         parse_bind(self.bind)
+        self._check_preload()
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or not 1 <= self.workers <= 256:
             raise LabError(f"workers must be an integer from 1 to 256, not {self.workers!r}")
         if isinstance(self.watch, (str, os.PathLike)):
@@ -151,6 +154,19 @@ class Config:
         if self.heartbeat_strategy is not None and self.heartbeat_strategy not in STRATEGIES:
             raise LabError(f"unknown heartbeat strategy {self.heartbeat_strategy!r}; "
                            f"choose one of {', '.join(STRATEGIES)}")
+
+    def _check_preload(self) -> None:
+        """``preload`` as a tuple of module names (a comma-separated string is split)."""
+        if isinstance(self.preload, str):
+            self.preload = tuple(m.strip() for m in self.preload.split(",") if m.strip())
+        self.preload = tuple(self.preload)
+        for name in self.preload:
+            if not isinstance(name, str) or not _MODULE.match(name):
+                raise LabError(f"bad preload module {name!r}: use module names, e.g. numpy,matplotlib.pyplot")
+        app_module = self.target.partition(":")[0]
+        if app_module and app_module in self.preload:
+            raise LabError(f"cannot preload the app {app_module!r} itself: the master never imports the app "
+                           "(it could never be reloaded); preload what the app imports")
 
     def _check_durations(self) -> None:
         for name in DURATIONS:

@@ -29,6 +29,7 @@ from lab.errors import LabError
 MAX_SIZE = 64  # bytes: a pid file of ours is far smaller
 _CONTENT = re.compile(rb"\A([0-9]{1,10})(?: ([0-9]{1,20}))?\n?\Z")  # ASCII digits only
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+HANDOVER_GRACE = 5.0  # s: an old master gone, its successor still has this long to take the pid file
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,38 @@ class PidFile:
                            f"stop it with: python -m lab stop --pidfile {self.path}")
         _unlink_if_same(self.path, record.inode)
 
+    def take_over(self, predecessor: int) -> None:
+        """Name this process in the pid file of the master it replaces (an upgrade), atomically:
+        written to a temporary file beside it and renamed over it, so that a reader always finds
+        one whole pid file, the old master's or this one's. A file naming anyone else is left alone."""
+        pid = os.getpid()
+        start = start_time(pid)
+        try:
+            record = inspect(self.path)
+        except NotAPidFile as exc:
+            raise LabError(f"{exc}: not taking it over") from None
+        except LabError:
+            if os.path.lexists(self.path):
+                raise
+        else:
+            if record.pid != predecessor:
+                raise LabError(f"pid file {self.path} names {record.pid}, not the old master {predecessor}: "
+                               "left alone")
+        directory, name = os.path.split(self.path)
+        temporary = os.path.join(directory, f".{name}.{pid}.tmp")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise LabError(f"cannot take over pid file {self.path}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{pid} {start}\n")
+            os.rename(temporary, self.path)
+        except OSError as exc:
+            os.unlink(temporary)  # ours: created just now
+            raise LabError(f"cannot take over pid file {self.path}: {exc.strerror}") from None
+        self.pid, self.start = pid, start
+
     def remove(self) -> None:
         if self.pid is None:
             return
@@ -226,6 +259,33 @@ def signal_server(path: str, signum: int) -> int:
     finally:
         os.close(pidfd)
     return pid
+
+
+def upgrade_server(path: str, timeout: float, interval: float = 0.02) -> tuple[int, int]:
+    """SIGUSR2 the server of ``path`` and wait until the pid file names its new master, running;
+    returns (old pid, new pid). LabError if the old master is gone without one, or on timeout."""
+    old, pidfd = _open_server(path)
+    gone_at: float | None = None
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while (now := time.monotonic()) < deadline:
+            try:
+                record = inspect(path)
+            except LabError:
+                record = None  # not there: never during an upgrade (the new file is renamed over)
+            if record is not None and record.pid != old and runs(record):
+                return old, record.pid
+            # The old master may exit just before its successor renames the pid file: a moment's grace.
+            if gone_at is not None and now - gone_at > HANDOVER_GRACE:
+                raise LabError(f"server {old} stopped and no new master took over (see its events)")
+            if select.select([pidfd], [], [], interval)[0]:  # readable: the old master has exited
+                gone_at = gone_at or now
+                time.sleep(interval)
+    finally:
+        os.close(pidfd)
+    raise LabError(f"no new master after {timeout:g} s: server {old} keeps serving "
+                   "(a new master that failed is an upgrade.failed event)")
 
 
 def stop_server(path: str, timeout: float) -> int:

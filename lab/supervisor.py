@@ -22,6 +22,16 @@ Reload, step by step (``_start_reload`` -> ``ready`` -> ``_commit`` -> ``_progre
    (``worker.unresponsive``): it reads its drain order before it can accept again;
 4. old workers finish what is in flight and exit (killed after ``graceful_timeout``).
 
+Upgrade (a new master, for code a reload cannot pick up: the lab itself, a preloaded module; see
+``Handover`` and ``Successor``). Old master: ``upgrade`` -> ``StartUpgrade`` (it execs the new one,
+handing over the listening socket) -> ``successor_ready`` -> every old worker drains -> once none
+can accept, ``Tell("drained")`` -> old workers gone -> ``Exit``. New master: its first generation
+imports the app and, ready, ``Tell("ready")``; it is told ``go`` only after ``predecessor_drained``,
+so old and new code never accept side by side. A new master that fails (``successor_failed``, or
+not ready after ``UPGRADE_TIMEOUT``) is reported (``upgrade.failed``); the old one keeps serving.
+While a new master starts, a reload already under way finishes but a trigger waits: it is dropped
+once the new master is ready (that one imported the app later), carried out if it fails.
+
 A failed import removes generation N+1 and generation N keeps serving (``reload.failed``). A
 trigger during a reload queues exactly one more reload; once generation N+1 has imported for
 ``SUPERSEDE_AFTER`` s, that trigger replaces it at once (``reload.superseded``). A stop drops a
@@ -47,6 +57,7 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
 DEGRADED_AFTER = 3  # quick deaths in a row of one worker slot that make the server "degraded"
 FORK_RETRY = 1.0  # a replacement whose fork failed is tried again after this long
+UPGRADE_TIMEOUT = READY_TIMEOUT + 30.0  # a new master not ready by then (it preloads too) is killed
 
 
 class WorkerState(enum.Enum):
@@ -93,7 +104,27 @@ class Exit:
     """A stop is complete: every worker is gone."""
 
 
-Action = Spawn | Send | Kill | Emit | CallLater | Exit
+@dataclass(frozen=True)
+class StartUpgrade:
+    """Start a new master (it inherits the listening socket); its first generation is ``generation``.
+    Answer ``successor_ready`` or ``successor_failed``."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class KillSuccessor:
+    """SIGKILL the new master that did not become ready in time (its exit follows)."""
+
+
+@dataclass(frozen=True)
+class Tell:
+    """A message to the other master of an upgrade: ``ready`` (new to old), ``drained`` (old to new)."""
+
+    message: str
+
+
+Action = Spawn | Send | Kill | Emit | CallLater | Exit | StartUpgrade | KillSuccessor | Tell
 
 
 @dataclass(eq=False)
@@ -129,6 +160,19 @@ class Reload:
                 yield forked + SLOW_IMPORT
             if queued:
                 yield forked + SUPERSEDE_AFTER
+
+
+@dataclass(eq=False)
+class Handover:
+    """The old master's side of an upgrade."""
+
+    trigger: str
+    started: float
+    ready: float | None = None  # when the new master said ready (its generation waits for ``go``)
+    not_stopped: set[int] = field(default_factory=set)  # old workers that may still accept
+    give_up_at: float | None = None  # stop waiting for unresponsive old workers then
+    told: bool = False  # "drained" sent: the new master accepts from now on
+    stop_asked: bool = False  # a stop came during the handover
 
 
 def summarize_traceback(text: str) -> str:
@@ -221,14 +265,19 @@ class Supervisor:
     """
 
     def __init__(self, workers: int, graceful_timeout: float, worker_timeout: float | None,
-                 drain_confirm_wait: float, clock: Callable[[], float], random: Callable[[], float]):
+                 drain_confirm_wait: float, clock: Callable[[], float], random: Callable[[], float],
+                 first_generation: int = 1, successor: bool = False):
         self.size = workers
         self.graceful_timeout = graceful_timeout
         self.drain_confirm_wait = drain_confirm_wait
         self.clock = clock
         self.workers: dict[int, Worker] = {}
         self.generation = 0  # the generation serving now (0: none yet)
-        self._last_generation = 0
+        self._last_generation = first_generation - 1  # a new master goes on from the old one's
+        self.first_generation = first_generation
+        self.handover: Handover | None = None  # an upgrade under way (this is the old master)
+        self.predecessor = successor  # this new master's first ``go`` waits for the old one's drain
+        self._told_ready = False
         self.pending: Reload | None = None  # a generation starting up
         self.queued: str | None = None  # the one trigger that came during ``pending``
         self.finishing: list[Reload] = []  # committed reloads waiting for old workers to leave
@@ -246,8 +295,10 @@ class Supervisor:
         """A reload asked for (``seen``: when its cause was noticed)."""
         if self.stopping:
             return []
-        if self.pending is None:
+        if self.pending is None and self.handover is None:
             self._start_reload(name, seen)
+        elif self.pending is None:  # a new master starts: it imports the app after this trigger anyway
+            self.queued = self.queued or name
         else:
             self.queued = self.queued or name  # exactly one more, however many triggers come
             forked = self.pending.phases.get("forked")
@@ -318,6 +369,9 @@ class Supervisor:
         for reload in list(self.finishing):
             reload.not_stopped.discard(pid)
             self._progress(reload)
+        if self.handover is not None:
+            self.handover.not_stopped.discard(pid)
+            self._handover_progress()
         return self._flush()
 
     def exited(self, pid: int, how: dict[str, Any]) -> list[Action]:
@@ -330,6 +384,9 @@ class Supervisor:
             reload.old.discard(pid)
             reload.not_stopped.discard(pid)
             self._progress(reload)
+        if self.handover is not None:
+            self.handover.not_stopped.discard(pid)
+            self._handover_progress()  # "drained" is told before the ``Exit`` below
         if self.stopping:
             if not self.workers:
                 self.out.add(Exit())
@@ -347,10 +404,65 @@ class Supervisor:
         self._stop(graceful)
         return self._flush()
 
+    def upgrade(self, name: str) -> list[Action]:
+        """A new master asked for (SIGUSR2, ``python -m lab upgrade``, a preloaded module changed)."""
+        if self.stopping or self.handover is not None or self.generation == 0:
+            why = ("stopping" if self.stopping else "an upgrade is under way" if self.handover is not None
+                   else "not serving yet")
+            self.out.emit("upgrade.refused", trigger=name, reason=why)
+            return self._flush()
+        self.handover = Handover(name, self.clock())
+        self.out.emit("upgrade.start", trigger=name, generation=self._last_generation + 1)
+        # Its generations are numbered on from ours (a reload under way here included).
+        self.out.add(StartUpgrade(self._last_generation + 1))
+        return self._flush()
+
+    def successor_failed(self, text: str) -> list[Action]:
+        """The new master exited, or closed its end, before it was told ``drained``: keep serving
+        (after its ``ready``, with a new generation of our own in place of the draining one)."""
+        self._successor_failed(text)
+        return self._flush()
+
+    def successor_ready(self) -> list[Action]:
+        """The new master's first generation is ready: drain every worker of ours, then tell it."""
+        h = self.handover
+        if h is None or h.ready is not None:
+            return []
+        h.ready = self.clock()
+        self.out.emit("upgrade.ready", trigger=h.trigger, waited=round(h.ready - h.started, 6))
+        # Like a graceful stop, but said as a handover; a reload under way here is dropped (the
+        # new master imported the app later).
+        self.stopping = True
+        self.pending = self.queued = None
+        for w in list(self.workers.values()):
+            if w.state in (WorkerState.READY, WorkerState.SERVING):
+                self._drain(w)
+            elif w.state is WorkerState.STARTING:
+                self._kill(w)
+        h.not_stopped = {w.pid for w in self.workers.values()
+                         if w.state is WorkerState.DRAINING and not w.stopped_accepting}
+        if h.not_stopped:
+            h.give_up_at = h.ready + self.drain_confirm_wait
+        self._handover_progress()
+        if not self.workers:
+            self.out.add(Exit())
+        return self._flush()
+
+    def predecessor_drained(self) -> list[Action]:
+        """(New master) the old master's workers accept no more (or it is gone): ``go``."""
+        if not self.predecessor:
+            return []
+        self.predecessor = False
+        self.out.emit("upgrade.serving", generation=self.generation)
+        for reload in list(self.finishing):
+            self._progress(reload)
+        return self._flush()
+
     def tick(self) -> list[Action]:
         """A ``CallLater`` came due: act on every deadline that has passed."""
         now = self.clock()
         self.out.ticked()
+        self._handover_deadlines(now)
         if self.pending is not None:
             self._pending_deadlines(self.pending, now)
         for reload in list(self.finishing):
@@ -369,6 +481,12 @@ class Supervisor:
 
     def _stop(self, graceful: bool) -> None:
         graceful = graceful and not self.stopping
+        h = self.handover
+        if h is not None and h.ready is None:  # a stop while the new master starts: it goes too
+            self.out.add(KillSuccessor())
+            self._successor_failed("the server is stopping")
+        elif h is not None:
+            h.stop_asked = True  # a handover under way goes on; a new master lost then is not replaced
         if not self.stopping:
             self.out.emit("server.stopping", graceful=graceful)
         self.stopping = True
@@ -421,8 +539,9 @@ class Supervisor:
             self._kill(w)
 
     def _start_queued(self) -> None:
-        """The one trigger that came during the reload that just ended, if any."""
-        if self.queued is not None:
+        """The one trigger that came during the reload (or failed upgrade) that just ended, if any;
+        none while a new master starts (its first generation is numbered after ours)."""
+        if self.queued is not None and self.handover is None:
             trigger, self.queued = self.queued, None
             self._start_reload(trigger, self.clock())
 
@@ -461,6 +580,11 @@ class Supervisor:
     def _progress(self, reload: Reload) -> None:
         """``go`` once no old worker can accept; ``reload.done`` once they are all gone."""
         now = self.clock()
+        if self.predecessor:  # a new master: the old master's workers may still accept
+            if not self._told_ready:
+                self._told_ready = True
+                self.out.add(Tell("ready"))
+            return
         if not reload.went and not reload.not_stopped:
             reload.went = True
             reload.give_up_at = None
@@ -489,6 +613,50 @@ class Supervisor:
         for index in range(self.size):  # serving workers that died meanwhile
             self._respawn(self.generation, index)
         self._start_queued()
+
+    # --- upgrade (the old master's side) ----------------------------------------------------------------
+
+    def _successor_failed(self, text: str) -> None:
+        h = self.handover
+        if h is None or h.told:
+            return  # told "drained", it serves: what becomes of it is its own business
+        self.handover = None
+        self.out.emit("upgrade.failed", trigger=h.trigger, error=summarize_traceback(text), detail=text)
+        if h.ready is not None and not h.stop_asked:
+            # It died after it said ready: our workers drain already, so a generation of our own
+            # takes their place (it goes once they stopped accepting, as in any reload).
+            self.stopping = False
+            self._start_reload("upgrade.failed", self.clock())
+        elif self.pending is None and not self.stopping:
+            self._start_queued()
+
+    def _handover_deadlines(self, now: float) -> None:
+        """The new master not ready in time is killed; old workers silent about their drain are
+        given up on (``worker.unresponsive``), as in a reload."""
+        h = self.handover
+        if h is None:
+            return
+        if h.ready is None and now >= h.started + UPGRADE_TIMEOUT:
+            self.out.add(KillSuccessor())
+            self._successor_failed(f"the new master was not ready after {UPGRADE_TIMEOUT:g} s\n")
+        elif h.give_up_at is not None and now >= h.give_up_at and not h.told:
+            for pid in sorted(h.not_stopped):
+                w = self.workers[pid]
+                self.out.emit("worker.unresponsive", pid=pid, generation=w.generation, index=w.index,
+                               waited=self.drain_confirm_wait)
+            h.not_stopped.clear()
+            self._handover_progress()
+
+    def _handover_progress(self) -> None:
+        """Once no old worker can accept, the new master is told to start accepting."""
+        h = self.handover
+        if h is None or h.ready is None or h.told or h.not_stopped:
+            return
+        h.told = True
+        h.give_up_at = None
+        self.out.add(Tell("drained"))
+        self.out.emit("upgrade.handed_over", trigger=h.trigger,
+                       duration=round(self.clock() - h.started, 6))
 
     # --- workers -------------------------------------------------------------------------------------
 
@@ -552,6 +720,11 @@ class Supervisor:
         if self.pending is not None:
             yield from self.pending.deadlines(queued=self.queued is not None)
         yield from (r.give_up_at for r in self.finishing if r.give_up_at is not None)
+        h = self.handover
+        if h is not None and h.ready is None:
+            yield h.started + UPGRADE_TIMEOUT
+        if h is not None and h.give_up_at is not None and not h.told:
+            yield h.give_up_at
         yield from (w.kill_at for w in self.workers.values() if w.kill_at is not None)
         yield from (when for when, _, _ in self._respawns)
         if self.liveness is not None:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from lab import supervisor as sv
-from lab.supervisor import CallLater, Emit, Exit, Kill, Send, Spawn, Supervisor, WorkerState, summarize_traceback
+from lab.supervisor import (CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Supervisor, Tell,
+                            WorkerState, summarize_traceback)
 
 DRAIN_CONFIRM_WAIT = 0.075
 TRACEBACK = ('Traceback (most recent call last):\n  File "/srv/app/app.py", line 3, in <module>\n'
@@ -30,10 +31,11 @@ class FakeClock:
 
 
 class Harness:
-    def __init__(self, workers: int = 2, graceful_timeout: float = 30.0, worker_timeout: float | None = None):
+    def __init__(self, workers: int = 2, graceful_timeout: float = 30.0, worker_timeout: float | None = None,
+                 **upgrade: Any):
         self.clock = FakeClock()
         self.sup = Supervisor(workers, graceful_timeout, worker_timeout, DRAIN_CONFIRM_WAIT,
-                              clock=self.clock, random=lambda: 0.5)
+                              clock=self.clock, random=lambda: 0.5, **upgrade)
         self.next_pid = 100
         self.fork_errors = 0  # the next this many forks fail
         self.live: dict[int, tuple[int, int]] = {}  # pid -> (generation, index)
@@ -42,6 +44,9 @@ class Harness:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.wakes: list[float] = []
         self.exits = 0  # Exit actions
+        self.upgrades: list[int] = []  # StartUpgrade: the new master's first generation
+        self.told: list[str] = []  # Tell: messages to the other master of an upgrade
+        self.successor_kills = 0
 
     def do(self, actions: list) -> None:
         for action in actions:
@@ -59,6 +64,12 @@ class Harness:
                     self.wakes.append(self.clock.now + delay)
                 case Exit():
                     self.exits += 1
+                case StartUpgrade(generation):
+                    self.upgrades.append(generation)
+                case KillSuccessor():
+                    self.successor_kills += 1
+                case Tell(message):
+                    self.told.append(message)
 
     def _spawn(self, generation: int, indexes: tuple[int, ...]) -> None:
         for index in indexes:
@@ -471,3 +482,174 @@ def test_summarize_traceback():
     assert summarize_traceback(TRACEBACK) == "ModuleNotFoundError: No module named 'nothing' (app.py:3)"
     assert summarize_traceback("") == "no traceback"
     assert summarize_traceback("fork failed: boom\n") == "fork failed: boom"
+
+
+# --- upgrade: a new master takes over the listening socket -------------------------------------------
+
+def test_an_upgrade_starts_a_new_master_numbered_on_and_keeps_serving_meanwhile(h):
+    old = h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    assert h.upgrades == [2] and h.find("upgrade.start") == [{"trigger": "SIGUSR2", "generation": 2}]
+    assert h.orders("drain") == [] and h.told == [], "nothing changes until the new master is ready"
+    h.exit(old[0], signal="SIGKILL")
+    assert h.of(1) == [old[1], h.next_pid], "a worker that dies meanwhile is replaced"
+
+
+def test_a_trigger_during_an_upgrade_waits_for_its_outcome(h):
+    h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.trigger("watch")
+    assert h.find("reload.start")[1:] == [], "no generation numbered like the new master's"
+    h.do(h.sup.successor_failed(TRACEBACK))
+    assert h.find("reload.start")[1:] == [{"generation": 2, "trigger": "watch"}], "carried out now"
+
+
+def test_a_trigger_during_an_upgrade_is_dropped_once_the_new_master_is_ready(h):
+    old = h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.trigger("watch")
+    h.do(h.sup.successor_ready())
+    h.draining(*old)
+    h.exit(*old)
+    assert h.find("reload.start")[1:] == [] and h.exits == 1
+
+
+def test_a_reload_under_way_when_an_upgrade_starts_is_numbered_before_the_new_master(h):
+    h.start()
+    h.trigger()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    assert h.upgrades == [3]
+    h.ready(*h.of(2))
+    assert h.find("reload.start")[2:] == []
+
+
+def test_old_workers_drain_once_the_new_master_is_ready_and_it_is_told_when_none_accepts(h):
+    old = h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.do(h.sup.successor_ready())
+    assert h.orders("drain") == old and h.told == []
+    h.draining(old[0])
+    assert h.told == [], "one old worker may still accept"
+    h.draining(old[1])
+    assert h.told == ["drained"] and h.kinds("upgrade.") == ["upgrade.start", "upgrade.ready", "upgrade.handed_over"]
+    assert h.exits == 0
+    h.exit(*old)
+    assert h.exits == 1 and h.told == ["drained"], "the old master exits once its workers are gone"
+
+
+def test_a_reload_under_way_at_the_handover_is_dropped(h):
+    old = h.start()
+    h.trigger()
+    starting = h.of(2)
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.do(h.sup.successor_ready())
+    assert len(starting) == 2 and sorted(h.killed) == starting and h.orders("drain") == old
+    h.exit(old[0])
+    h.draining(old[1])
+    assert h.told == ["drained"]
+
+
+def test_an_old_worker_stuck_in_app_code_holds_the_handover_only_for_the_drain_confirm_wait(h):
+    old = h.start()
+    h.do(h.sup.upgrade("watch"))
+    h.do(h.sup.successor_ready())
+    h.draining(old[0])
+    h.advance(DRAIN_CONFIRM_WAIT * 0.9)
+    assert h.told == []
+    h.advance(DRAIN_CONFIRM_WAIT * 0.2)
+    assert h.told == ["drained"] and [e["pid"] for e in h.find("worker.unresponsive")] == [old[1]]
+
+
+def test_a_new_master_that_fails_leaves_the_old_one_serving(h):
+    old = h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.do(h.sup.successor_failed(TRACEBACK))
+    failed = h.find("upgrade.failed")
+    assert failed == [{"trigger": "SIGUSR2", "error": "ModuleNotFoundError: No module named 'nothing' (app.py:3)",
+                       "detail": TRACEBACK}]
+    assert h.orders("drain") == [] and h.told == [] and all(pid in h.live for pid in old)
+    h.do(h.sup.successor_ready())
+    assert h.orders("drain") == [], "a late word of a failed new master counts for nothing"
+    h.do(h.sup.upgrade("SIGUSR2"))
+    assert h.upgrades == [2, 2], "a later upgrade may try again"
+
+
+def test_a_new_master_not_ready_in_time_is_killed(h):
+    h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.advance(sv.UPGRADE_TIMEOUT - 1)
+    assert h.successor_kills == 0
+    h.advance(2)
+    assert h.successor_kills == 1 and h.find("upgrade.failed")[0]["error"].startswith("the new master was not ready")
+    assert h.orders("drain") == []
+
+
+@pytest.mark.parametrize("when", ["before serving", "during an upgrade", "stopping"])
+def test_an_upgrade_is_refused_when_it_cannot_be_done(h, when):
+    if when != "before serving":
+        h.start()
+    if when == "during an upgrade":
+        h.do(h.sup.upgrade("SIGUSR2"))
+    if when == "stopping":
+        h.do(h.sup.stop(graceful=True))
+    h.do(h.sup.upgrade("SIGUSR2"))
+    assert len(h.upgrades) == (1 if when == "during an upgrade" else 0)
+    assert len(h.find("upgrade.refused")) == 1
+
+
+def test_a_stop_while_the_new_master_starts_stops_it_too(h):
+    h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.do(h.sup.stop(graceful=True))
+    assert h.successor_kills == 1 and h.find("upgrade.failed")[0]["error"] == "the server is stopping"
+
+
+def test_the_new_master_says_ready_and_waits_for_the_old_workers_drain_before_go():
+    h = Harness(first_generation=5, successor=True)
+    h.trigger("upgrade")
+    new = h.of(5)
+    h.ready(new[0])
+    assert h.told == []
+    h.ready(new[1])
+    assert h.told == ["ready"] and h.orders("go") == [], "no go while old workers may accept"
+    h.do(h.sup.predecessor_drained())
+    assert h.orders("go") == new and h.find("upgrade.serving") == [{"generation": 5}]
+    assert h.find("reload.done")[0]["generation"] == 5
+    h.do(h.sup.predecessor_drained())
+    assert h.orders("go") == new and h.told == ["ready"], "once"
+
+
+def test_a_new_master_whose_first_generation_fails_ends():
+    h = Harness(first_generation=3, successor=True)
+    h.trigger("upgrade")
+    h.do(h.sup.failed(h.of(3)[0], TRACEBACK))
+    assert h.sup.failed_start and h.told == []
+    h.reap_killed()
+    assert h.exits == 1
+
+
+def test_a_new_master_lost_after_it_said_ready_is_replaced_by_a_generation_of_our_own(h):
+    old = h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.do(h.sup.successor_ready())
+    h.draining(old[0])
+    h.do(h.sup.successor_failed("the new master exited before it was ready\n"))
+    assert h.find("upgrade.failed")[0]["error"] == "the new master exited before it was ready"
+    assert h.find("reload.start")[1:] == [{"generation": 2, "trigger": "upgrade.failed"}]
+    h.ready(*h.of(2))
+    assert h.orders("go") == old, "not while an old worker may still accept"
+    h.draining(old[1])
+    assert h.orders("go") == old + h.of(2)
+    h.exit(*old)
+    assert h.exits == 0 and h.told == [] and h.find("reload.done")[-1]["generation"] == 2
+
+
+def test_a_new_master_lost_during_a_stop_is_not_replaced(h):
+    old = h.start()
+    h.do(h.sup.upgrade("SIGUSR2"))
+    h.do(h.sup.successor_ready())
+    h.do(h.sup.stop(graceful=True))
+    h.do(h.sup.successor_failed("gone\n"))
+    assert h.find("reload.start")[1:] == []
+    h.exit(*old)
+    assert h.exits == 1

@@ -1,0 +1,134 @@
+"""``--preload``: the master imports the heavy, unchanging modules once, before it forks; every
+generation inherits them and imports only the app. Real processes, a stand-in heavy module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from server_helpers import run_cli, write_app
+
+from lab.config import Config
+from lab.errors import LabError
+
+# A stand-in for numpy: it records which process imported it. The app answers with that pid, its
+# own version and its own pid, so a test sees who imported what.
+HEAVY = "import os\n\nIMPORTED_BY = os.getpid()\nVERSION = {version!r}\n"
+APP = '''\
+import os
+
+import heavy
+
+TEXT = {text!r}
+
+
+def on_receive(server, conn, data):
+    server.send(conn, f"{{TEXT}} {{heavy.VERSION}} {{heavy.IMPORTED_BY}} {{os.getpid()}}\\n".encode())
+'''
+
+
+def write_heavy(app_dir: Path, version: str) -> Path:
+    path = app_dir / "heavy.py"
+    path.write_text(HEAVY.format(version=version))
+    return path
+
+
+@pytest.fixture
+def heavy_app(tmp_path: Path) -> Path:
+    directory = tmp_path / "app"
+    directory.mkdir()
+    write_heavy(directory, "h1")
+    write_app(directory, "v1", source=APP)
+    return directory
+
+
+def answer(server) -> tuple[str, str, int, int]:
+    text, version, imported_by, worker = server.ask().split()
+    return text, version, int(imported_by), int(worker)
+
+
+def serve_fails(tmp_path: Path, app_dir: Path, *preload: str) -> str:
+    """``serve --preload ...`` that must refuse to start: its one line on stderr."""
+    pidfile = tmp_path / "refused.pid"
+    result = run_cli("serve", "app", "--app-dir", str(app_dir), "--bind", "127.0.0.1:0", "--workers", "1",
+                     "--pidfile", str(pidfile), *(a for m in preload for a in ("--preload", m)))
+    assert result.returncode == 2, result.stderr
+    assert not pidfile.exists(), "a refused start leaves no pid file"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_preloaded_modules_come_from_the_master_and_the_app_still_reloads(serve, heavy_app):
+    server = serve(app_dir=heavy_app, args=("--preload", "heavy", "--watch", str(heavy_app)))
+    done = server.wait_event("preload.done")
+    assert done["modules"] == ["heavy"] and done["files"] >= 1
+    text, version, imported_by, worker = answer(server)
+    assert (text, version) == ("v1", "h1")
+    assert imported_by == server.pid != worker, "imported once, by the master, before the fork"
+    write_app(heavy_app, "v2", source=APP)
+    server.wait_event("reload.done", generation=2)
+    text, _, imported_by, worker = answer(server)
+    assert text == "v2", "the app's own code is reloaded"
+    assert imported_by == server.pid and worker in server.worker_pids(2), "the new generation inherits it"
+    assert not server.find("upgrade.start"), "an edit of the app is not a preloaded module's: a reload"
+
+
+def test_without_preload_each_worker_imports_it(serve, heavy_app):
+    server = serve(app_dir=heavy_app)
+    _, _, imported_by, worker = answer(server)
+    assert imported_by == worker
+    assert not server.find("preload.done")
+
+
+def test_a_preload_that_fails_to_import_refuses_the_start(tmp_path, heavy_app):
+    (heavy_app / "broken.py").write_text("import heavy\nraise RuntimeError('no GPU here')\n")
+    line = serve_fails(tmp_path, heavy_app, "heavy,broken")
+    assert "cannot preload 'broken'" in line and "RuntimeError: no GPU here (broken.py:2)" in line
+    line = serve_fails(tmp_path, heavy_app, "no_such_module")
+    assert line.endswith("cannot preload 'no_such_module': ModuleNotFoundError: No module named 'no_such_module'")
+
+
+def test_a_preload_that_starts_a_thread_is_refused(tmp_path, heavy_app):
+    (heavy_app / "threaded.py").write_text(
+        "import threading\nimport time\n\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='poller', daemon=True).start()\n")
+    line = serve_fails(tmp_path, heavy_app, "threaded")
+    assert "started Python thread(s) poller" in line and "a forked worker would have none of them" in line
+
+
+def test_the_master_never_imports_the_app(tmp_path, heavy_app):
+    line = serve_fails(tmp_path, heavy_app, "heavy,app")
+    assert "cannot preload the app 'app' itself" in line
+    (heavy_app / "helper.py").write_text("import app\n")
+    line = serve_fails(tmp_path, heavy_app, "helper")
+    assert "preloading helper imported the app 'app' itself" in line
+
+
+def test_a_preload_that_leaves_a_file_open_is_a_warning(serve, heavy_app):
+    data = heavy_app / "table.txt"
+    data.write_text("1 2 3\n")
+    (heavy_app / "opener.py").write_text(f"TABLE = open({str(data)!r})\n")
+    server = serve(app_dir=heavy_app, args=("--preload", "opener"))
+    warning = server.wait_event("preload.warning")
+    assert "fd(s) left open at import" in warning["warning"] and str(data) in warning["warning"]
+    assert answer(server)[0] == "v1", "a warning: the server serves"
+
+
+@pytest.mark.parametrize("given, expected", [("numpy", ("numpy",)), ("a.b, c", ("a.b", "c")),
+                                              ("", ()), (["x", "y.z"], ("x", "y.z"))])
+def test_config_preload_takes_module_names(given, expected):
+    assert Config(target="app", preload=given).preload == expected
+
+
+@pytest.mark.parametrize("given, error", [("numpy:array", "bad preload module 'numpy:array'"),
+                                          (["1x"], "bad preload module '1x'"),
+                                          ("hello,app", "cannot preload the app 'app' itself")])
+def test_config_refuses_bad_preloads(given, error):
+    with pytest.raises(LabError, match=error):
+        Config(target="app:App", preload=given)
+    config = Config(target="app")
+    with pytest.raises(LabError):
+        config.set(preload=given)
+    assert config.preload == (), "a refused option changes nothing"
+
