@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages a target needs (installed once; see the script). Called in recipes, one at a time.
 SYSTEM := PYTHON=$(PYTHON) scripts/install-system-packages.sh
 
-.PHONY: lab test system bench figures clean
+.PHONY: lab slides test system bench figures clean
 
 $(STAMP): pyproject.toml
 	$(SYSTEM) lab
@@ -20,10 +20,24 @@ $(STAMP): pyproject.toml
 system:
 	$(SYSTEM) test
 
-## Set up and open the playground: JupyterLab on notebooks/ (loopback only).
-lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 \
-		--LabApp.default_url=/lab/tree/00_start_here.ipynb $(if $(filter 0,$(shell id -u)),--allow-root)
+# JupyterLab settings for the venv: no "get notified about Jupyter news?" pop-up, no update check.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+
+$(LAB_SETTINGS): $(STAMP)
+	mkdir -p $(dir $@)
+	printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $@
+
+## Set up and open the playground: JupyterLab on the repository (notebooks/, solutions/, docs/),
+## opened at notebooks/00_start_here.ipynb (loopback only).
+lab: $(STAMP) $(LAB_SETTINGS)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --ServerApp.ip=127.0.0.1 \
+		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(if $(filter 0,$(shell id -u)),--allow-root)
+
+## Slides for a projector, from the notebooks (run, then one slide per section; cells tagged
+## `optional` left out): build/slides/*.slides.html.
+slides: $(STAMP)
+	$(PY) scripts/slides.py --out build/slides notebooks/0[0-3]_*.ipynb
 
 ## Set up and run the whole test suite.
 test: $(STAMP)
@@ -45,4 +59,4 @@ figures: $(STAMP)
 	$(PY) -m lab figures
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache test-artifacts build

@@ -77,7 +77,7 @@ def test_check_notebook_puts_the_labs_server_beside_the_learners():
 @pytest.mark.notebook
 @pytest.mark.parametrize("name, checks", [
     ("01_inotify", ("check-wanted", "check-due")),
-    ("02_hot_reload", ("check-phases",)),
+    ("02_hot_reload", ("check-phases", "check-signal")),
     ("03_heartbeat", ("check-tracker",)),
 ])
 def test_exercises_are_checked_and_the_solutions_pass(name, checks):
