@@ -50,10 +50,12 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/watcher.py
 	$(PY) benchmarks/reload.py
+	$(PY) benchmarks/reload.py --heavy
 	$(PY) benchmarks/throughput.py --rounds 5
 	$(PY) benchmarks/heartbeat.py
 	$(PY) benchmarks/heartbeat_server.py --strategies wheel,lazy,scan,timer
 	$(PY) benchmarks/soak.py --reloads 300
+	$(PY) benchmarks/connections.py
 
 figures: $(STAMP)
 	$(PY) -m lab figures
