@@ -15,6 +15,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# The peers that benchmarks and notebook 04 compare with (uvicorn, gunicorn, watchfiles, watchdog).
+PEERS := $(VENV)/.peers
+
+$(PEERS): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
 ## Debian packages the tests use (python3-venv; Chromium and libatomic1 for the browser test,
 ## inotify-tools and wrk for comparisons, fonts).
 system:
@@ -39,15 +46,14 @@ lab: $(STAMP) $(LAB_SETTINGS)
 slides: $(STAMP)
 	$(PY) scripts/slides.py --out build/slides notebooks/0[0-3]_*.ipynb
 
-## Set up and run the whole test suite.
-test: $(STAMP)
+## Set up and run the whole test suite (notebook 04 runs the check on uvicorn and gunicorn too).
+test: $(PEERS)
 	$(SYSTEM) test
 	$(PY) -m pytest
 
 ## Benchmarks against peers (minutes; not part of CI).
-bench: $(STAMP)
+bench: $(PEERS)
 	$(SYSTEM) test
-	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/watcher.py
 	$(PY) benchmarks/reload.py
 	$(PY) benchmarks/reload.py --heavy
