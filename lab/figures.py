@@ -27,15 +27,17 @@ from lab.debounce import DEFAULT_DEBOUNCE
 from lab.demo import set_greeting
 from lab.errors import LabError
 from lab.events import RELOAD_PHASES, Kind
+from lab.i18n import _f, _nf
 from lab.live import PHASE_COLOURS
 from lab.playground import Lab, wait_until
 
 Event = dict[str, Any]
 DPI = 110
 OUT, QUICK_OUT = Path("pic"), Path("test-artifacts/figures")  # quick runs never replace the committed pic/
-# (key, label, colour) of each step of a reload, the first from the save.
-PHASES = ((RELOAD_PHASES[0].key, f"{RELOAD_PHASES[0].step}: {RELOAD_PHASES[0].what}", "tab:gray"),
-          *((p.key, p.what, PHASE_COLOURS[p.key]) for p in RELOAD_PHASES[1:]))
+# (key, label's parts, colour) of each step of a reload, the first from the save; the parts are
+# translated when drawn and joined with ": ".
+PHASES = ((RELOAD_PHASES[0].key, (RELOAD_PHASES[0].step, RELOAD_PHASES[0].what), "tab:gray"),
+          *((p.key, (p.what,), PHASE_COLOURS[p.key]) for p in RELOAD_PHASES[1:]))
 
 
 @dataclass
@@ -192,7 +194,8 @@ def reload_timeline(events: list[Event]) -> Figure:
     _reload_steps(bottom, events, edits)
     started = next((e for e in events if e["kind"] == Kind.SERVER_START), {})
     workers = started.get("workers", sum(e["generation"] == 1 for e in rows))
-    fig.suptitle(f"Hot reload on a real server ({_count(workers, 'worker')}, lab/examples/hello.py)",
+    fig.suptitle(_nf("Hot reload on a real server ({n} worker, lab/examples/hello.py)",
+                     "Hot reload on a real server ({n} workers, lab/examples/hello.py)", workers).format(n=workers),
                  fontsize=13, fontweight="bold")
     fig.tight_layout()
     return fig
@@ -215,22 +218,23 @@ def _worker_lives(top: Any, events: list[Event], edits: list[float]) -> list[Eve
         top.barh(y, stop - start, left=start - t0, height=0.6, color=colour, alpha=0.85)
         if e["pid"] in ready and gen not in failed:
             top.plot([ready[e["pid"]] - t0], [y], marker="|", markersize=12, color="black")
-        label = f"gen {gen} #{e.get('index', 0)}" + (" (syntax error)" if gen in failed else "")
+        label = _f("gen {gen} #{index}").format(gen=gen, index=e.get("index", 0)) + (
+            _f(" (syntax error)") if gen in failed else "")
         top.text(stop - t0 + 0.01, y, label, va="center", fontsize=8.5)
     outcomes = sorted((e["t"], e["kind"]) for e in events if e["kind"] in (Kind.RELOAD_DONE, Kind.RELOAD_FAILED))
     for i, t in enumerate(edits):
         answer = next((kind for when, kind in outcomes if when > t), None)
-        label = f"edit {i + 1}" + (": syntax error" if answer == Kind.RELOAD_FAILED else "")
+        label = _f("edit {k}").format(k=i + 1) + (_f(": syntax error") if answer == Kind.RELOAD_FAILED else "")
         top.axvline(t - t0, color="tab:red" if answer == Kind.RELOAD_FAILED else "black", linestyle="--",
                     linewidth=1)
         top.text(t - t0, len(rows) - 0.3, label, rotation=90, va="top", ha="right", fontsize=8.5)
     top.set_yticks([])
     top.set_ylim(-0.7, len(rows) + 0.3)
     top.set_xlim(0, (end - t0) * 1.12)
-    top.set_xlabel("time since the first worker started (s)")
-    top.set_ylabel("worker processes")
-    top.set_title("Each edit forks a new generation; the old one leaves only once the new one is ready\n"
-                  "(bar: a worker's life; tick: ready; red: refused, the old generation kept serving)",
+    top.set_xlabel(_f("time since the first worker started (s)"))
+    top.set_ylabel(_f("worker processes"))
+    top.set_title(_f("Each edit forks a new generation; the old one leaves only once the new one is ready\n"
+                     "(bar: a worker's life; tick: ready; red: refused, the old generation kept serving)"),
                   fontsize=10.5)
     top.grid(axis="x", alpha=0.3)
     return rows
@@ -251,24 +255,25 @@ def _reload_steps(bottom: Any, events: list[Event], edits: list[float]) -> None:
         for key, label, colour in PHASES:
             if isinstance(phases.get(key), (int, float)):
                 bottom.barh(e["generation"], (phases[key] - previous) * 1000, left=(previous - saved) * 1000,
-                            height=0.6, color=colour, label=label)
+                            height=0.6, color=colour, label=": ".join(_f(part) for part in label))
                 previous = phases[key]
         total = (previous - saved) * 1000
         right = max(right, total)
-        bottom.text(total + 0.5, e["generation"], f"{total:.0f} ms", va="center", fontsize=8.5)
+        bottom.text(total + 0.5, e["generation"], _f("{ms:.0f} ms").format(ms=total), va="center", fontsize=8.5)
     for e in failed:
-        bottom.text(0.5, e["generation"], f"gen {e['generation']} refused: {e.get('error', '')[:60]}",
+        bottom.text(0.5, e["generation"], _f("gen {gen} refused: {error}").format(
+                    gen=e["generation"], error=e.get("error", "")[:60]),
                     va="center", fontsize=8.5, color="tab:red")
     handles, labels = bottom.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     bottom.legend(unique.values(), unique.keys(), fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.3),
                   ncol=3, frameon=False)
     gens = sorted({e["generation"] for e in done} | {e["generation"] for e in failed})
-    bottom.set_yticks(gens, [f"gen {g}" for g in gens])
+    bottom.set_yticks(gens, [_f("gen {gen}").format(gen=g) for g in gens])
     bottom.set_xlim(0, right * 1.15 + 1)
-    bottom.set_xlabel("time since the file was saved (ms)")
-    bottom.set_ylabel("reload")
-    bottom.set_title("Reload phases per generation", fontsize=10.5)
+    bottom.set_xlabel(_f("time since the file was saved (ms)"))
+    bottom.set_ylabel(_f("reload"))
+    bottom.set_title(_f("Reload phases per generation"), fontsize=10.5)
     bottom.grid(axis="x", alpha=0.3)
 
 
@@ -303,7 +308,7 @@ def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan)
     fig = Figure(figsize=(10, 2.4 + 0.5 * len(opens)))
     ax = fig.add_subplot()
     ax.axvspan(plan.idle, plan.idle + plan.interval, color="tab:orange", alpha=0.15,
-               label=f"closing window: idle + up to one check interval ({plan.interval:g} s)")
+               label=_f("closing window: idle + up to one check interval ({s:g} s)").format(s=plan.interval))
     ax.axvline(plan.idle, color="tab:orange", linestyle="--", linewidth=1)
     for y, e in enumerate(opens):
         silent = e["peer"] in silent_peers
@@ -313,25 +318,27 @@ def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan)
         stop = close["t"] if closed_early else end
         colour = "tab:orange" if silent else "tab:blue"
         ax.barh(y, stop - e["t"], left=e["t"] - t0, height=0.55, color=colour,
-                label="silent client (never sends)" if silent else f"chatty client (a line every {plan.idle / 4:g} s)")
+                label=_f("silent client (never sends)") if silent
+                else _f("chatty client (a line every {s:g} s)").format(s=plan.idle / 4))
         if closed_early and close.get("reason") == "idle" and "idle" in close:
-            note = f"closed by the heartbeat after {close['idle']:.2f} s idle"
+            note = _f("closed by the heartbeat after {s:.2f} s idle").format(s=close["idle"])
         elif closed_early:
-            note = f"closed: {close.get('reason')}"
+            note = _f("closed: {reason}").format(reason=close.get("reason"))
         else:
-            note = "still open"
+            note = _f("still open")
         ax.text(stop - t0 + 0.02, y, note, va="center", fontsize=9)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8.5, loc="lower right")
-    ax.set_yticks(range(len(opens)), [("silent :" if e["peer"] in silent_peers else "chatty :")
+    ax.set_yticks(range(len(opens)), [(_f("silent :") if e["peer"] in silent_peers else _f("chatty :"))
                                       + e["peer"].rsplit(":", 1)[-1] for e in opens])
     ax.set_xlim(0, (end - t0) * 1.6)
     ax.set_ylim(-2.2, len(opens) - 0.4)  # room under the bars for the legend
-    ax.set_xlabel("time since the first connection opened (s)")
-    ax.set_ylabel("client connection (local port)")
-    ax.set_title(f"Heartbeat on a real server: idle {plan.idle:g} s, checked every {plan.interval:g} s\n"
-                 "silent connections are closed, chatty ones stay", fontsize=11)
+    ax.set_xlabel(_f("time since the first connection opened (s)"))
+    ax.set_ylabel(_f("client connection (local port)"))
+    ax.set_title(_f("Heartbeat on a real server: idle {idle:g} s, checked every {interval:g} s\n"
+                    "silent connections are closed, chatty ones stay").format(idle=plan.idle, interval=plan.interval),
+                 fontsize=11)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -1,0 +1,107 @@
+"""The learner's language: English (the source) or Chinese, through stdlib ``gettext`` catalogs.
+
+    from lab.i18n import _, ngettext      # text a learner reads: _("server stopped")
+    from lab.i18n import _f, N_           # text drawn in a figure; N_ marks a string translated later
+
+The language is, first to last: ``set_language()``, ``LAB_LANG``, then the locale (``LANGUAGE``,
+``LC_ALL``, ``LC_MESSAGES``, ``LANG``: one starting with ``zh`` means Chinese); English otherwise.
+Catalogs are ``lab/locale/<lang>/LC_MESSAGES/reactor-lab.mo``, built by ``make i18n``.
+
+Figures need a font with Chinese glyphs: in Chinese, ``register_cjk_font()`` adds one (WenQuanYi
+Zen Hei or Noto CJK) to matplotlib's sans-serif fallback list; where there is none, it warns once
+and ``_f`` keeps figure text English, so a figure never shows boxes.
+"""
+
+from __future__ import annotations
+
+import gettext
+import os
+import sys
+import warnings
+from pathlib import Path
+
+DOMAIN = "reactor-lab"
+LOCALEDIR = Path(__file__).parent / "locale"
+LANGUAGES = ("en", "zh")
+LOCALE_VARIABLES = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
+CJK_FONTS = ("WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC")
+
+_state: dict = {"lang": None, "catalog": None, "font": None}
+
+
+def detect(environ: dict[str, str] | os._Environ = os.environ) -> str:
+    """The language the environment asks for: ``LAB_LANG``, else the first locale variable set."""
+    wanted = environ.get("LAB_LANG", "")
+    if not wanted:
+        wanted = next((environ[v] for v in LOCALE_VARIABLES if environ.get(v)), "")
+        wanted = wanted.split(":")[0]  # LANGUAGE is a list: its first entry wins
+    return "zh" if wanted.lower().startswith("zh") else "en"
+
+
+def set_language(lang: str | None = None) -> str:
+    """Use ``lang`` (``en``, ``zh``, ``zh_CN.UTF-8``...; None: detect it); returns the one in use."""
+    lang = detect() if lang is None else ("zh" if lang.lower().startswith("zh") else "en")
+    _state.update(lang=lang, catalog=gettext.translation(DOMAIN, localedir=LOCALEDIR, languages=[lang],
+                                                        fallback=True))
+    if lang == "zh" and "matplotlib" in sys.modules:
+        register_cjk_font()
+    return lang
+
+
+def language() -> str:
+    """The language in use (``en`` or ``zh``)."""
+    if _state["lang"] is None:
+        set_language()
+    return _state["lang"]
+
+
+def _catalog() -> gettext.NullTranslations:
+    language()
+    return _state["catalog"]
+
+
+def _(message: str) -> str:
+    """``message`` in the learner's language."""
+    return _catalog().gettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    """The form of a message for ``n`` things, in the learner's language."""
+    return _catalog().ngettext(singular, plural, n)
+
+
+def N_(message: str) -> str:
+    """Marks ``message`` for the catalog where it is defined; ``_()`` translates it where shown."""
+    return message
+
+
+def _f(message: str) -> str:
+    """``message`` for a figure: translated only when a font can draw it."""
+    if language() == "zh" and not register_cjk_font():
+        return message
+    return _(message)
+
+
+def _nf(singular: str, plural: str, n: int) -> str:
+    """``ngettext`` for a figure (English where no font can draw the translation)."""
+    if language() == "zh" and not register_cjk_font():
+        return singular if n == 1 else plural
+    return ngettext(singular, plural, n)
+
+
+def register_cjk_font() -> str | None:
+    """Put an installed CJK font after DejaVu Sans in matplotlib's sans-serif list (glyphs fall back
+    to it); its name, or None with a one-line warning (once) where none is installed."""
+    if _state["font"] is None:
+        from matplotlib import font_manager, rcParams
+
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        found = next((name for name in CJK_FONTS if name in installed), "")
+        if found:
+            rcParams["font.sans-serif"] = ["DejaVu Sans", found,
+                                           *(f for f in rcParams["font.sans-serif"] if f not in ("DejaVu Sans", found))]
+        else:
+            warnings.warn("no CJK font installed (Debian: apt-get install fonts-wqy-zenhei): "
+                          "figures stay in English", stacklevel=2)
+        _state["font"] = found
+    return _state["font"] or None
