@@ -8,7 +8,7 @@ The language is, first to last: ``set_language()``, ``LAB_LANG``, then the local
 Catalogs are ``lab/locale/<lang>/LC_MESSAGES/reactor-lab.mo``, built by ``make i18n``.
 
 Figures need a font with Chinese glyphs: in Chinese, ``register_cjk_font()`` adds one (WenQuanYi
-Zen Hei or Noto CJK) to matplotlib's sans-serif fallback list; where there is none, it warns once
+Zen Hei or Noto CJK) to matplotlib's font families as a fallback; where there is none, it warns once
 and ``_f`` keeps figure text English, so a figure never shows boxes.
 """
 
@@ -90,16 +90,17 @@ def _nf(singular: str, plural: str, n: int) -> str:
 
 
 def register_cjk_font() -> str | None:
-    """Put an installed CJK font after DejaVu Sans in matplotlib's sans-serif list (glyphs fall back
-    to it); its name, or None with a one-line warning (once) where none is installed."""
+    """Add an installed CJK font to matplotlib's font families, as the fallback for the glyphs the
+    others lack; its name, or None with a one-line warning (once) where none is installed."""
     if _state["font"] is None:
         from matplotlib import font_manager, rcParams
 
         installed = {f.name for f in font_manager.fontManager.ttflist}
         found = next((name for name in CJK_FONTS if name in installed), "")
         if found:
-            rcParams["font.sans-serif"] = ["DejaVu Sans", found,
-                                           *(f for f in rcParams["font.sans-serif"] if f not in ("DejaVu Sans", found))]
+            # A family list falls back glyph by glyph (a generic name such as sans-serif stands for
+            # one font only): Latin text keeps its font, Chinese characters come from this one.
+            rcParams["font.family"] = [*(f for f in rcParams["font.family"] if f != found), found]
         else:
             warnings.warn("no CJK font installed (Debian: apt-get install fonts-wqy-zenhei): "
                           "figures stay in English", stacklevel=2)
