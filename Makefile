@@ -6,7 +6,12 @@ STAMP  := $(VENV)/.installed
 # Debian packages a target needs (installed once; see the script). Called in recipes, one at a time.
 SYSTEM := PYTHON=$(PYTHON) scripts/install-system-packages.sh
 
-.PHONY: lab test system bench figures clean
+# The learner's language in `make lab`: the machine's locale (lab/i18n.py reads it), or a switch:
+# `make lab LANG=zh` (or LANG=en). A bare `zh` is no locale, so the kernel gets C.UTF-8 beside it.
+LANGUAGE_SWITCH := $(if $(filter command line,$(origin LANG)),LAB_LANG=$(LANG) \
+	LANG=$(or $(filter %.UTF-8 %.utf8,$(LANG)),C.UTF-8))
+
+.PHONY: lab test system bench figures i18n clean
 
 $(STAMP): pyproject.toml
 	$(SYSTEM) lab
@@ -20,9 +25,10 @@ $(STAMP): pyproject.toml
 system:
 	$(SYSTEM) test
 
-## Set up and open the playground: JupyterLab on notebooks/ (loopback only).
+## Set up and open the playground: JupyterLab on notebooks/ (loopback only), in the machine's language.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 \
+	$(SYSTEM) lab
+	env $(LANGUAGE_SWITCH) $(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 \
 		--LabApp.default_url=/lab/tree/00_start_here.ipynb $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## Set up and run the whole test suite.
@@ -43,6 +49,11 @@ bench: $(STAMP)
 
 figures: $(STAMP)
 	$(PY) -m lab figures
+
+## Message catalogs: extract the marked strings of lab/ into lab/locale/reactor-lab.pot, merge them
+## into each language's .po (new ones untranslated), compile the .mo files (pure Python, no gettext).
+i18n:
+	$(PYTHON) scripts/i18n.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -8,6 +8,7 @@ import importlib.util
 import io
 import os
 import re
+import shutil
 import string
 import subprocess
 import sys
@@ -160,3 +161,24 @@ def test_the_demo_tells_the_same_story_in_chinese_by_the_locale_and_in_english_b
     # The same structure: the same commands and the same kind of line at each step.
     for a, b in zip(zh, en):
         assert a.startswith("$ ") == b.startswith("$ ") and a.startswith("==") == b.startswith("==")
+
+
+def test_serve_says_its_start_up_errors_in_chinese_in_one_line():
+    done = subprocess.run([sys.executable, "-m", "lab", "serve", "lab.examples.hello", "--bind", "127.0.0.1:99999"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "LAB_LANG": "zh"})
+    assert done.returncode != 0
+    said = done.stderr.strip()
+    assert len(said.splitlines()) == 1 and "bind 里的端口不对" in said, said
+
+
+@pytest.mark.skipif(not shutil.which("make"), reason="no make here")
+@pytest.mark.parametrize("switch, kernel_env", [
+    (["LANG=zh"], "env LAB_LANG=zh LANG=C.UTF-8 "),
+    (["LANG=zh_CN.UTF-8"], "env LAB_LANG=zh_CN.UTF-8 LANG=zh_CN.UTF-8 "),
+    ([], "env  "),  # no switch: lab.i18n reads the locale the kernel inherits
+])
+def test_make_lab_passes_the_language_switch_to_the_kernel(switch, kernel_env):
+    done = subprocess.run(["make", "-n", "-W", "pyproject.toml", "lab", *switch], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    jupyter = [line for line in done.stdout.splitlines() if "jupyter lab" in line]
+    assert jupyter and jupyter[0].startswith(kernel_env + ".venv/bin/jupyter lab"), done.stdout
