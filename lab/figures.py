@@ -27,9 +27,11 @@ from lab.debounce import DEFAULT_DEBOUNCE
 from lab.demo import set_greeting
 from lab.errors import LabError
 from lab.events import RELOAD_PHASES, Kind
-from lab.i18n import _f, _nf
+from lab.i18n import _f, _nf, figure_fonts
 from lab.live import PHASE_COLOURS
 from lab.playground import Lab, wait_until
+
+figure_fonts()  # in Chinese, before any figure is made
 
 Event = dict[str, Any]
 DPI = 110
@@ -357,9 +359,10 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
     written = max(t["burst"]["written"] for t in tools.values() if "burst" in t)
     debounce = data.get("settings", {}).get("debounce", DEFAULT_DEBOUNCE)
     panels = [
-        ("change -> report, median (ms)", lambda t: t.get("latency_in_place", {}).get("median_ms"), "{:.1f}"),
-        (f"set-up for {files:,} files (s)", lambda t: t.get(f"setup_{files}", {}).get("setup_s"), "{:.3f}"),
-        (f"burst of {written:,} changes: reported (%)",
+        (_f("change -> report, median (ms)"), lambda t: t.get("latency_in_place", {}).get("median_ms"), "{:.1f}"),
+        (_f("set-up for {files:,} files (s)").format(files=files),
+         lambda t: t.get(f"setup_{files}", {}).get("setup_s"), "{:.3f}"),
+        (_f("burst of {written:,} changes: reported (%)").format(written=written),
          lambda t: 100 * t["burst"]["reported"] / t["burst"]["written"] if "burst" in t else None, "{:.0f}"),
     ]
     for ax, (title, value, fmt) in zip(axes, panels):
@@ -370,13 +373,14 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
         ax.bar_label(bars, [fmt.format(v) for _, v in shown], fontsize=8.5)
         ax.set_title(title, fontsize=10.5)
         ax.set_ylabel(title.rsplit("(", 1)[-1].rstrip(")"))
-        ax.set_xlabel("watcher")
+        ax.set_xlabel(_f("watcher"))
         ax.tick_params(axis="x", labelsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     overflow = ", ".join(n for n in names if tools[n].get("overflow", {}).get("rescan_said"))
-    fig.suptitle(f"Watcher vs peers (the lab's latency includes its {debounce * 1000:g} ms debounce; "
-                 f"on IN_Q_OVERFLOW, reports it and rescans: {overflow or 'none'})", fontsize=11.5)
+    fig.suptitle(_f("Watcher vs peers (the lab's latency includes its {ms:g} ms debounce; on IN_Q_OVERFLOW, "
+                    "reports it and rescans: {tools})").format(ms=debounce * 1000, tools=overflow or _f("none")),
+                 fontsize=11.5)
     fig.tight_layout()
     return fig
 
@@ -392,17 +396,17 @@ def bench_reload(data: dict[str, Any]) -> Figure:
         ax.scatter([i + (j - len(ms) / 2) * 0.02 for j in range(len(ms))], ms, color=colour, s=30, zorder=3)
         median = run["median_latency_s"] * 1000
         ax.hlines(median, i - 0.25, i + 0.25, color="black", linewidth=2)
-        ax.text(i + 0.28, median, f"median {median:.0f} ms\n{run['failed_requests']} failed of "
-                f"{run['requests']:,} requests", va="center", fontsize=9)
+        ax.text(i + 0.28, median, _f("median {ms:.0f} ms\n{failed} failed of {requests:,} requests").format(
+                ms=median, failed=run["failed_requests"], requests=run["requests"]), va="center", fontsize=9)
     ax.set_xticks(range(len(peers)), [n for n, _ in peers])
     ax.set_xlim(-0.5, len(peers) - 0.1)
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(FixedLocator([10, 20, 30, 50, 100, 200, 300, 500, 1000]))
     _plain_log(ax.yaxis)
-    ax.set_xlabel("server")
-    ax.set_ylabel("file write -> new answer (ms, log scale)")
-    ax.set_title(f"Reload latency: {data.get('what', '')}\nlab / uvicorn median = {data['ratio_median_latency']:.2f}",
-                 fontsize=10.5)
+    ax.set_xlabel(_f("server"))
+    ax.set_ylabel(_f("file write -> new answer (ms, log scale)"))
+    ax.set_title(_f("Reload latency: {what}\nlab / uvicorn median = {ratio:.2f}").format(
+                 what=data.get("what", ""), ratio=data["ratio_median_latency"]), fontsize=10.5)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -415,15 +419,15 @@ def bench_throughput(data: dict[str, Any]) -> Figure:
     names = list(data["median_rps"])
     bars = ax.bar(names, [data["median_rps"][n] for n in names],
                   color=["tab:green" if n == "lab" else "tab:gray" for n in names], alpha=0.8)
-    ax.bar_label(bars, [f"median\n{data['median_rps'][n]:,.0f}" for n in names], label_type="center",
-                 fontsize=10, color="white", fontweight="bold")
+    ax.bar_label(bars, [_f("median\n{rps:,.0f}").format(rps=data["median_rps"][n]) for n in names],
+                 label_type="center", fontsize=10, color="white", fontweight="bold")
     for i, n in enumerate(names):
         rounds = [r["rps"] for r in data.get("runs", {}).get(n, [])]
-        ax.scatter([i] * len(rounds), rounds, color="black", s=14, zorder=3, label="one round" if i == 0 else None)
-    ax.set_xlabel("server (2 workers each)")
-    ax.set_ylabel("requests per second")
-    ax.set_title(f"Throughput: {data.get('wrk', 'wrk')} keep-alive GET / on loopback\n"
-                 f"lab / uvicorn = {data['ratio']:.2f}", fontsize=10.5)
+        ax.scatter([i] * len(rounds), rounds, color="black", s=14, zorder=3, label=_f("one round") if i == 0 else None)
+    ax.set_xlabel(_f("server (2 workers each)"))
+    ax.set_ylabel(_f("requests per second"))
+    ax.set_title(_f("Throughput: {wrk} keep-alive GET / on loopback\nlab / uvicorn = {ratio:.2f}").format(
+                 wrk=data.get("wrk", "wrk"), ratio=data["ratio"]), fontsize=10.5)
     ax.legend(fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.margins(y=0.12)
@@ -438,26 +442,27 @@ def bench_heartbeat(data: dict[str, Any]) -> Figure:
     default = data.get("default_strategy")
     fig = Figure(figsize=(11, 4.4))
     axes = fig.subplots(1, 2)
-    for ax, key, label in ((axes[0], "cpu_percent", "CPU (% of one core)"),
-                           (axes[1], "touch_ns", "work per message (ns)")):
+    for ax, key, label in ((axes[0], "cpu_percent", _f("CPU (% of one core)")),
+                           (axes[1], "touch_ns", _f("work per message (ns)"))):
         for s in strategies:
             mine = sorted((r["connections"], r[key]) for r in rows if r["strategy"] == s)
             ax.plot([c for c, _ in mine], [v for _, v in mine], marker="o",
-                    label=s + (" (default)" if s == default else ""), linewidth=2.5 if s == default else 1.2)
+                    label=s + (_f(" (default)") if s == default else ""), linewidth=2.5 if s == default else 1.2)
         ax.set_xscale("log")
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-        ax.set_xlabel("connections tracked")
+        ax.set_xlabel(_f("connections tracked"))
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[1].yaxis.set_major_locator(FixedLocator([10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000]))
-    axes[0].set_title("Bookkeeping CPU", fontsize=10.5)
-    axes[1].set_title("Cost of noting one message", fontsize=10.5)
+    axes[0].set_title(_f("Bookkeeping CPU"), fontsize=10.5)
+    axes[1].set_title(_f("Cost of noting one message"), fontsize=10.5)
     axes[0].legend(fontsize=9)
     settings = data.get("settings", {})
-    fig.suptitle(f"Heartbeat strategies (simulated clock: idle {settings.get('idle', '?')} s, check every "
-                 f"{settings.get('interval', '?')} s, a message every {settings.get('period', '?')} s)", fontsize=11.5)
+    fig.suptitle(_f("Heartbeat strategies (simulated clock: idle {idle} s, check every {interval} s, a message "
+                    "every {period} s)").format(idle=settings.get("idle", "?"), interval=settings.get("interval", "?"),
+                                                period=settings.get("period", "?")), fontsize=11.5)
     fig.tight_layout()
     return fig
 

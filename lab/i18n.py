@@ -89,6 +89,13 @@ def _nf(singular: str, plural: str, n: int) -> str:
     return ngettext(singular, plural, n)
 
 
+def figure_fonts() -> None:
+    """In Chinese, register the CJK font before any figure is made: a figure's texts (an axes'
+    title among them) take their fonts from matplotlib's settings when they are created."""
+    if language() == "zh":
+        register_cjk_font()
+
+
 def register_cjk_font() -> str | None:
     """Add an installed CJK font to matplotlib's font families, as the fallback for the glyphs the
     others lack; its name, or None with a one-line warning (once) where none is installed."""

@@ -31,7 +31,9 @@ from matplotlib.ticker import MaxNLocator
 
 from lab.errors import LabError
 from lab.events import PHASE_BY_KEY, RELOAD_PHASES, EventTail, Kind
-from lab.i18n import N_, _, _f
+from lab.i18n import N_, _, _f, figure_fonts
+
+figure_fonts()  # in Chinese, before any figure is made
 
 Event = dict[str, Any]
 

@@ -182,3 +182,18 @@ def test_make_lab_passes_the_language_switch_to_the_kernel(switch, kernel_env):
                           text=True, timeout=60)
     jupyter = [line for line in done.stdout.splitlines() if "jupyter lab" in line]
     assert jupyter and jupyter[0].startswith(kernel_env + ".venv/bin/jupyter lab"), done.stdout
+
+
+def test_a_fresh_process_in_chinese_draws_every_figure_without_a_missing_glyph(tmp_path):
+    """The font is registered when the figure modules load, before an axes' title exists."""
+    from lab import figures
+
+    if i18n.register_cjk_font() is None:
+        pytest.skip("no CJK font installed (make test installs fonts-wqy-zenhei)")
+    script = ("import json, sys\nfrom lab import figures\n"
+              "for name, draw in figures.BENCHMARKS.items():\n"
+              "    draw(json.load(open(f'benchmarks/results/{name}.json'))).savefig(f'{sys.argv[1]}/{name}.png')\n")
+    done = subprocess.run([sys.executable, "-W", "error:Glyph:UserWarning", "-c", script, str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "LAB_LANG": "zh"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list(tmp_path.glob("*.png"))) == len(figures.BENCHMARKS)
