@@ -47,8 +47,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/heartbeat_server.py --strategies wheel,lazy,scan,timer
 	$(PY) benchmarks/soak.py --reloads 300
 
+## Redraw pic/ (the README's pictures, in English whatever the machine's language).
 figures: $(STAMP)
-	$(PY) -m lab figures
+	LAB_LANG=en $(PY) -m lab figures
 
 ## Message catalogs: extract the marked strings of lab/ into lab/locale/reactor-lab.pot, merge them
 ## into each language's .po (new ones untranslated), compile the .mo files (pure Python, no gettext).

@@ -15,21 +15,26 @@ and ``_f`` keeps figure text English, so a figure never shows boxes.
 from __future__ import annotations
 
 import gettext
+import logging
 import os
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 DOMAIN = "reactor-lab"
 LOCALEDIR = Path(__file__).parent / "locale"
 LANGUAGES = ("en", "zh")
 LOCALE_VARIABLES = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
 CJK_FONTS = ("WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC")
+CJK_FILES = ("wqy-zenhei", "notosanscjk", "notosanssc", "sourcehansans")  # their files' names, lower case
 
-_state: dict = {"lang": None, "catalog": None, "font": None}
+# The language in use, its catalog, and the CJK font found ("" when none; None: not looked for yet).
+_state: dict[str, Any] = {"lang": None, "catalog": None, "font": None}
 
 
-def detect(environ: dict[str, str] | os._Environ = os.environ) -> str:
+def detect(environ: Mapping[str, str] = os.environ) -> str:
     """The language the environment asks for: ``LAB_LANG``, else the first locale variable set."""
     wanted = environ.get("LAB_LANG", "")
     if not wanted:
@@ -89,11 +94,38 @@ def _nf(singular: str, plural: str, n: int) -> str:
     return ngettext(singular, plural, n)
 
 
+class _OneWeight(logging.Filter):
+    """Drops matplotlib's "Failed to find font weight ... for <the CJK font>": such fonts have one
+    weight (WenQuanYi's is 500), and the line, repeated for each weight drawn, asks nothing of a learner."""
+
+    def __init__(self, font: str):
+        super().__init__()
+        self.font = font
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("findfont: Failed to find font weight")
+                    and self.font in map(str, record.args or ()))
+
+
 def figure_fonts() -> None:
     """In Chinese, register the CJK font before any figure is made: a figure's texts (an axes'
     title among them) take their fonts from matplotlib's settings when they are created."""
     if language() == "zh":
         register_cjk_font()
+
+
+def _installed_cjk_font(font_manager: Any) -> str:
+    """The first of ``CJK_FONTS`` matplotlib knows, else "". A font installed after matplotlib
+    cached its font list is not in it: such files are added from the system's font directories."""
+    for attempt in range(2):
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        found = next((name for name in CJK_FONTS if name in installed), "")
+        if found or attempt:
+            return found
+        for path in font_manager.findSystemFonts():
+            if any(key in Path(path).name.lower() for key in CJK_FILES):
+                font_manager.fontManager.addfont(path)
+    return ""
 
 
 def register_cjk_font() -> str | None:
@@ -102,12 +134,12 @@ def register_cjk_font() -> str | None:
     if _state["font"] is None:
         from matplotlib import font_manager, rcParams
 
-        installed = {f.name for f in font_manager.fontManager.ttflist}
-        found = next((name for name in CJK_FONTS if name in installed), "")
+        found = _installed_cjk_font(font_manager)
         if found:
             # A family list falls back glyph by glyph (a generic name such as sans-serif stands for
             # one font only): Latin text keeps its font, Chinese characters come from this one.
             rcParams["font.family"] = [*(f for f in rcParams["font.family"] if f != found), found]
+            logging.getLogger("matplotlib.font_manager").addFilter(_OneWeight(found))
         else:
             warnings.warn("no CJK font installed (Debian: apt-get install fonts-wqy-zenhei): "
                           "figures stay in English", stacklevel=2)

@@ -129,13 +129,24 @@ def test_a_chinese_figure_renders_with_a_font_that_has_every_glyph(chinese):
 
 def test_without_a_cjk_font_figures_stay_english_after_one_warning(monkeypatch, chinese):
     monkeypatch.setattr(i18n, "CJK_FONTS", ("No Such Font CJK",))
+    monkeypatch.setattr(i18n, "CJK_FILES", ("no-such-font-file",))
     monkeypatch.setitem(i18n._state, "font", None)
     with pytest.warns(UserWarning, match="no CJK font installed") as caught:
         assert i18n._f("Events over time") == "Events over time"
         assert i18n._f("no events yet") == "no events yet"
     assert len(caught) == 1
     assert i18n._("server stopped") == "服务已停止"  # the terminal needs no font
-    monkeypatch.setitem(i18n._state, "font", None)  # found again by the next test
+
+
+def test_a_font_installed_after_matplotlib_cached_its_list_is_found(monkeypatch, chinese):
+    from matplotlib import font_manager
+
+    if i18n.register_cjk_font() is None:
+        pytest.skip("no CJK font installed (make test installs fonts-wqy-zenhei)")
+    stale = [f for f in font_manager.fontManager.ttflist if f.name not in i18n.CJK_FONTS]
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", stale)
+    monkeypatch.setitem(i18n._state, "font", None)
+    assert i18n.register_cjk_font() in i18n.CJK_FONTS
 
 
 def _demo(args: list[str], **env: str) -> list[str]:
