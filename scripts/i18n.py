@@ -21,13 +21,15 @@ PACKAGE = ROOT / "lab"
 LOCALEDIR = PACKAGE / "locale"
 DOMAIN = "reactor-lab"
 SINGULAR, PLURAL = {"_", "_f", "N_"}, {"ngettext", "_nf"}
-HEADER = {"zh": "Content-Type: text/plain; charset=UTF-8\nLanguage: zh\nPlural-Forms: nplurals=1; plural=0;\n"}
+COMMON = ("Project-Id-Version: reactor-lab\nMIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\n"
+          "Content-Transfer-Encoding: 8bit\n")
+HEADER = {"zh": COMMON + "Language: zh\nPlural-Forms: nplurals=1; plural=0;\n"}  # a .po per language
 
 Key = tuple[str, str | None]  # (msgid, msgid_plural)
 
 
 def extract(package: Path = PACKAGE) -> dict[Key, list[str]]:
-    """Every message in ``package``'s modules, with where it is used (``path:line``)."""
+    """Every message in ``package``'s modules, in order of first use, with the files that use it."""
     found: dict[Key, list[str]] = {}
     for path in sorted(package.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
@@ -42,16 +44,20 @@ def extract(package: Path = PACKAGE) -> dict[Key, list[str]]:
                 key = (args[0].value, args[1].value)
             else:
                 continue
-            found.setdefault(key, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            where = found.setdefault(key, [])
+            if str(path.relative_to(ROOT)) not in where:  # files only: line numbers churn on every edit
+                where.append(str(path.relative_to(ROOT)))
     return found
 
 
 def _quote(text: str) -> str:
+    """``text`` as a C string literal, the .po syntax (``ast.literal_eval`` reads it back)."""
     body = text.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t").replace("\n", "\\n")
     return f'"{body}"'
 
 
 def _field(name: str, text: str) -> list[str]:
+    """A .po field as msgmerge writes one: a long or multi-line text on lines of its own."""
     if "\n" in text.rstrip("\n") or len(text) > 70:
         parts = text.splitlines(keepends=True) if "\n" in text else [text]
         return [f'{name} ""', *(_quote(p) for p in parts)]
@@ -130,7 +136,7 @@ def main() -> int:
     messages = extract()
     pot = LOCALEDIR / f"{DOMAIN}.pot"
     pot.parent.mkdir(exist_ok=True)
-    write_po(pot, messages, {}, "Content-Type: text/plain; charset=UTF-8\n")
+    write_po(pot, messages, {}, COMMON)
     for lang, header in HEADER.items():
         po = LOCALEDIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
         po.parent.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,15 @@ def test_the_committed_mo_is_compiled_from_the_po():
     assert mo.read_bytes() == TOOL.compile_mo(TOOL.read_po(PO)), "the .mo is stale: run make i18n"
 
 
+@pytest.mark.skipif(not shutil.which("msgfmt"), reason="no GNU gettext here")
+def test_gnu_msgfmt_accepts_the_po_and_compiles_the_same_catalog(tmp_path):
+    import gettext
+
+    subprocess.run(["msgfmt", "--check-format", "-o", tmp_path / "gnu.mo", PO], check=True, timeout=60)
+    with open(tmp_path / "gnu.mo", "rb") as gnu, open(PO.with_suffix(".mo"), "rb") as ours:
+        assert gettext.GNUTranslations(gnu)._catalog == gettext.GNUTranslations(ours)._catalog
+
+
 def test_the_catalog_ships_with_the_package():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lab"]
     assert any(Path("lab").joinpath(PO.with_suffix(".mo").relative_to(ROOT / "lab")).match("lab/" + pattern)
