@@ -180,7 +180,8 @@ class Lab:
         if kind == Kind.RELOAD_DONE:
             failed = self._server.find(Kind.RELOAD_FAILED, self._mark)
             if failed:
-                return f"the reload failed (the old workers keep serving): {failed[0].get('error', '')}"
+                return _("the reload failed (the old workers keep serving): {error}").format(
+                    error=failed[0].get("error", ""))
         return None
 
     def wait_for(self, kind: str, timeout: float = 10.0, after: int | None = None, **match: Any) -> Event:

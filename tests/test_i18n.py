@@ -69,6 +69,30 @@ def test_messages_are_literals_so_extraction_finds_them():
                     f"{path.relative_to(ROOT)}:{node.lineno}: give {node.func.id}() a string literal"
 
 
+SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
+          ast.GeneratorExp, ast.ClassDef)
+
+
+def _own_nodes(fn: ast.AST):
+    """The nodes of ``fn``'s own scope (not those of comprehensions or functions inside it)."""
+    for child in ast.iter_child_nodes(fn):
+        yield child
+        if not isinstance(child, SCOPES):
+            yield from _own_nodes(child)
+
+
+def test_no_function_that_translates_also_binds_the_name_underscore():
+    """``head, _, body = ...`` in a function makes its ``_("...")`` an UnboundLocalError."""
+    for path in (ROOT / "lab").rglob("*.py"):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            own = list(_own_nodes(fn))
+            binds = any(isinstance(n, ast.Name) and n.id == "_" and isinstance(n.ctx, ast.Store) for n in own)
+            calls = any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "_" for n in own)
+            assert not (binds and calls), f"{path.relative_to(ROOT)}: {fn.name} binds _ and calls _()"
+
+
 def test_the_committed_mo_is_compiled_from_the_po():
     mo = PO.with_suffix(".mo")
     assert mo.read_bytes() == TOOL.compile_mo(TOOL.read_po(PO)), "the .mo is stale: run make i18n"
