@@ -219,9 +219,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while (found := self.check(kind, after, count, match, give_up)) is None:
             if time.monotonic() > deadline:
-                wanted = _("{kind} with {match}").format(kind=kind, match=match) if match else kind
-                raise LabError(_("no {kind} event within {timeout:g} s; last events: {last}").format(
-                    kind=wanted, timeout=timeout, last=[e["kind"] for e in self.events[-10:]]))
+                with_match = _(" with {match}").format(match=match) if match else ""
+                raise LabError(_("no {kind} event{with_match} within {timeout:g} s; last events: {last}").format(
+                    kind=kind, with_match=with_match, timeout=timeout, last=[e["kind"] for e in self.events[-10:]]))
             time.sleep(0.01)
         return found
 
