@@ -24,7 +24,6 @@ from enum import StrEnum
 from typing import Any, TextIO
 
 from lab.errors import LabError
-from lab.i18n import N_
 
 LINE_MAX = select.PIPE_BUF  # 4096 on Linux
 
@@ -81,11 +80,11 @@ class Phase:
 # A reload's phases in order, as ``reload.done`` carries them. One definition for every view of a
 # reload: the live views, the figures, the demo and the notebooks.
 RELOAD_PHASES: tuple[Phase, ...] = (
-    Phase("seen", N_("save->seen"), N_("the change is seen (inotify + debounce)")),
-    Phase("forked", N_("fork"), N_("fork new workers")),
-    Phase("ready", N_("import"), N_("new workers import the app")),
-    Phase("serving", N_("switch"), N_("old workers stop accepting")),
-    Phase("old_gone", N_("drain"), N_("old workers drain and exit")),
+    Phase("seen", "save->seen", "the change is seen (inotify + debounce)"),
+    Phase("forked", "fork", "fork new workers"),
+    Phase("ready", "import", "new workers import the app"),
+    Phase("serving", "switch", "old workers stop accepting"),
+    Phase("old_gone", "drain", "old workers drain and exit"),
 )
 PHASE_BY_KEY: dict[str, Phase] = {p.key: p for p in RELOAD_PHASES}
 

@@ -3,8 +3,9 @@
     python scripts/i18n.py          # lab/locale/reactor-lab.pot from lab/**/*.py, merged into each
                                     # lab/locale/<lang>/LC_MESSAGES/reactor-lab.po, compiled to .mo
 
-Messages are the string literals given to ``_``, ``_f``, ``N_`` (one) and ``ngettext``, ``_nf``
-(singular, plural) - what ``xgettext --keyword=_f --keyword=N_ --keyword=_nf:1,2`` finds. A new
+Messages are the string literals given to ``_``, ``_f``, ``N_`` (one), ``ngettext``, ``_nf``
+(singular, plural) and ``Phase`` (step, what) - what ``xgettext --keyword=_f --keyword=N_
+--keyword=_nf:1,2 --keyword=Phase:2 --keyword=Phase:3`` finds. A new
 message gets an empty translation in each .po (the tests then ask for one); a message gone from the
 code is dropped. The .mo is the GNU format ``gettext`` reads, written like ``msgfmt`` would.
 """
@@ -20,12 +21,26 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "lab"
 LOCALEDIR = PACKAGE / "locale"
 DOMAIN = "reactor-lab"
-SINGULAR, PLURAL = {"_", "_f", "N_"}, {"ngettext", "_nf"}
+# name -> the positions (from 1) of the message arguments, as in ``xgettext --keyword=Phase:2``.
+# ``Phase(key, step, what)`` (lab.events) is marked here rather than in its module: its step and
+# ``what`` are shown translated wherever a reload is told.
+SINGULAR = {"_": (1,), "_f": (1,), "N_": (1,), "Phase": (2, 3)}
+PLURAL = {"ngettext": (1, 2), "_nf": (1, 2)}
 COMMON = ("Project-Id-Version: reactor-lab\nMIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\n"
           "Content-Transfer-Encoding: 8bit\n")
 HEADER = {"zh": COMMON + "Language: zh\nPlural-Forms: nplurals=1; plural=0;\n"}  # a .po per language
 
 Key = tuple[str, str | None]  # (msgid, msgid_plural)
+
+
+def _messages(call: ast.Call) -> list[Key]:
+    """The messages ``call`` marks: none unless it is a keyword's, with string literals there."""
+    name = call.func.id
+    strings = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None for a in call.args]
+    texts = [strings[i - 1] if i <= len(strings) else None for i in PLURAL.get(name, SINGULAR.get(name, ()))]
+    if name in PLURAL:
+        return [(texts[0], texts[1])] if None not in texts else []
+    return [(text, None) for text in texts if text is not None]
 
 
 def extract(package: Path = PACKAGE) -> dict[Key, list[str]]:
@@ -36,17 +51,10 @@ def extract(package: Path = PACKAGE) -> dict[Key, list[str]]:
         for node in sorted(ast.walk(tree), key=lambda n: getattr(n, "lineno", 0)):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
                 continue
-            name, args = node.func.id, node.args
-            literal = [isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args]
-            if name in SINGULAR and literal[:1] == [True]:
-                key: Key = (args[0].value, None)
-            elif name in PLURAL and literal[:2] == [True, True]:
-                key = (args[0].value, args[1].value)
-            else:
-                continue
-            where = found.setdefault(key, [])
-            if str(path.relative_to(ROOT)) not in where:  # files only: line numbers churn on every edit
-                where.append(str(path.relative_to(ROOT)))
+            for key in _messages(node):
+                where = found.setdefault(key, [])
+                if str(path.relative_to(ROOT)) not in where:  # files only: line numbers churn on every edit
+                    where.append(str(path.relative_to(ROOT)))
     return found
 
 
