@@ -121,21 +121,21 @@ def architecture() -> Figure:
     ax.set_xlim(0, 110)
     ax.set_ylim(0, 64)
     ax.axis("off")
-    fig.suptitle("reactor-lab: who starts whom, who signals whom, where events flow", fontsize=14,
+    fig.suptitle(_f("reactor-lab: who starts whom, who signals whom, where events flow"), fontsize=14,
                  fontweight="bold")
 
     def box(x: float, y: float, w: float, h: float, title: str, body: str, colour: str) -> None:
         ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.6", facecolor=colour,
                                     edgecolor="black", linewidth=1.2))
-        ax.text(x + w / 2, y + h - 1.8, title, ha="center", va="top", fontsize=11, fontweight="bold")
-        ax.text(x + w / 2, y + h - 5.2, body, ha="center", va="top", fontsize=9, linespacing=1.35)
+        ax.text(x + w / 2, y + h - 1.8, _f(title), ha="center", va="top", fontsize=11, fontweight="bold")
+        ax.text(x + w / 2, y + h - 5.2, _f(body), ha="center", va="top", fontsize=9, linespacing=1.35)
 
     def arrow(a: tuple[float, float], b: tuple[float, float], label: str, colour: str = "black",
               style: str = "-|>", rad: float = 0.0, where: tuple[float, float] | None = None) -> None:
         ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, mutation_scale=16, color=colour, linewidth=1.6,
                                      connectionstyle=f"arc3,rad={rad}"))
         x, y = where or ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
-        ax.text(x, y, label, fontsize=8.5, color=colour, ha="center", va="center",
+        ax.text(x, y, _f(label), fontsize=8.5, color=colour, ha="center", va="center",
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.2})
 
     box(2, 47, 24, 13, "notebook kernel", "notebooks/*.ipynb\nor python -m lab demo\nnever forks", "#e8f0fe")

@@ -22,8 +22,8 @@ from lab import i18n
 
 ROOT = Path(__file__).resolve().parent.parent
 CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]")
-# Translations that may read as their English: a Unix word and a unit.
-SAME_IN_CHINESE = {"fork", "{ms:.0f} ms"}
+# Translations that may read as their English: a Unix word, a unit, names in the code.
+SAME_IN_CHINESE = {"fork", "{ms:.0f} ms", "lab.playground.Lab", "lab.live", "events.jsonl", "SIGUSR1 / SIGTERM"}
 
 
 def _catalog_tool():
