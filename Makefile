@@ -6,7 +6,12 @@ STAMP  := $(VENV)/.installed
 # Debian packages a target needs (installed once; see the script). Called in recipes, one at a time.
 SYSTEM := PYTHON=$(PYTHON) scripts/install-system-packages.sh
 
-.PHONY: lab slides test system bench figures clean
+# The learner's language in `make lab`: the machine's locale (lab/i18n.py reads it), or a switch:
+# `make lab LANG=zh` (or LANG=en). A bare `zh` is no locale, so the kernel gets C.UTF-8 beside it.
+LANGUAGE_SWITCH := $(if $(filter command line,$(origin LANG)),LAB_LANG=$(LANG) \
+	LANG=$(or $(filter %.UTF-8 %.utf8,$(LANG)),C.UTF-8))
+
+.PHONY: lab slides test system bench figures i18n clean
 
 $(STAMP): pyproject.toml
 	$(SYSTEM) lab
@@ -35,9 +40,10 @@ $(LAB_SETTINGS): $(STAMP)
 	printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $@
 
 ## Set up and open the playground: JupyterLab on the repository (notebooks/, solutions/, docs/),
-## opened at notebooks/00_start_here.ipynb (loopback only).
+## opened at notebooks/00_start_here.ipynb (loopback only), in the machine's language.
 lab: $(STAMP) $(LAB_SETTINGS)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --ServerApp.ip=127.0.0.1 \
+	$(SYSTEM) lab
+	env $(LANGUAGE_SWITCH) $(VENV)/bin/jupyter lab --ServerApp.root_dir=. --ServerApp.ip=127.0.0.1 \
 		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
 		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -63,8 +69,14 @@ bench: $(PEERS)
 	$(PY) benchmarks/soak.py --reloads 300
 	$(PY) benchmarks/connections.py
 
+## Redraw pic/ (the README's pictures, in English whatever the machine's language).
 figures: $(STAMP)
-	$(PY) -m lab figures
+	LAB_LANG=en $(PY) -m lab figures
+
+## Message catalogs: extract the marked strings of lab/ into lab/locale/reactor-lab.pot, merge them
+## into each language's .po (new ones untranslated), compile the .mo files (pure Python, no gettext).
+i18n:
+	$(PYTHON) scripts/i18n.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts build

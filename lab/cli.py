@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from lab.debounce import DEFAULT_DEBOUNCE  # pure logic: cheap to import
 from lab.errors import LabError
+from lab.i18n import LANGUAGES, _
 
 
 def _types(text: str) -> tuple[str, ...]:
@@ -190,7 +191,7 @@ def _reload(args: argparse.Namespace) -> int:
     from lab.pidfile import signal_server
 
     pid = signal_server(args.pidfile, signal.SIGUSR1)
-    print(f"reload requested from server {pid}")
+    print(_("reload requested from server {pid}").format(pid=pid))
     return 0
 
 
@@ -228,7 +229,7 @@ def _stop(args: argparse.Namespace) -> int:
     from lab.pidfile import stop_server
 
     pid = stop_server(args.pidfile, args.timeout)
-    print(f"server {pid} stopped")
+    print(_("server {pid} stopped").format(pid=pid))
     return 0
 
 
@@ -245,13 +246,16 @@ def _cmd_demo(sub: argparse._SubParsersAction) -> None:
                    help="serve on 127.0.0.1:P (default: a free port)")
     p.add_argument("--pace", type=float, default=None, metavar="S",
                    help="pause between steps (default: 0.8 s on a terminal, 0 otherwise)")
+    p.add_argument("--lang", choices=LANGUAGES, default=None,
+                   help="en or zh, the language of the story (default: LAB_LANG, else the locale's)")
     p.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from lab.demo import run
 
-    return run(args.scenario, workers=args.workers, edits=args.edits, port=args.port, pace=args.pace)
+    return run(args.scenario, workers=args.workers, edits=args.edits, port=args.port, pace=args.pace,
+               lang=args.lang)
 
 
 @command

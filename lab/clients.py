@@ -17,6 +17,7 @@ import threading
 import time
 
 from lab.errors import LabError
+from lab.i18n import _
 from lab.events import EventSink, Kind
 
 class Client:
@@ -43,9 +44,9 @@ class Client:
         while b"\n" not in self._buffer:
             data = self.sock.recv(65536)
             if not data:
-                raise LabError("the server closed the connection")
+                raise LabError(_("the server closed the connection"))
             self._buffer += data
-        line, _, self._buffer = self._buffer.partition(b"\n")
+        line, _sep, self._buffer = self._buffer.partition(b"\n")
         return line.decode(errors="replace")
 
     def request(self, line: str = "hi") -> str:
@@ -176,7 +177,7 @@ class Load(Background):
                 with Client(self.address, timeout=self.timeout) as client:
                     answer = client.request("hi")
                 if self.expect is not None and answer != self.expect:
-                    raise LabError(f"answered {answer!r}, not {self.expect!r}")
+                    raise LabError(_("answered {answer!r}, not {expect!r}").format(answer=answer, expect=self.expect))
                 self._count_ok()
             except (OSError, LabError) as exc:
                 with self._lock:

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from lab.errors import LabError
 from lab.events import RELOAD_PHASES, Kind
+from lab.i18n import _, set_language
 from lab.playground import EXAMPLE_APP, Lab, wait_until
 
 SCENARIOS = ("reload", "heartbeat")
@@ -62,19 +63,24 @@ class Say:
 
 
 def run(scenario: str = "all", *, workers: int = 2, edits: int = 3, port: int | None = None,
-        pace: float | None = None, out: TextIO = sys.stdout) -> int:
+        pace: float | None = None, out: TextIO = sys.stdout, lang: str | None = None) -> int:
     """Play ``scenario`` (``reload``, ``heartbeat`` or ``all``); returns an exit code.
 
-    ``pace``: seconds of pause between steps (default: 0.8 on a terminal, 0 otherwise).
+    ``pace``: seconds of pause between steps (default: 0.8 on a terminal, 0 otherwise); ``lang``:
+    ``en`` or ``zh`` (default: the one ``lab.i18n`` detects).
     """
+    if lang is not None:
+        set_language(lang)
     if scenario not in (*SCENARIOS, "all"):
-        raise LabError(f"no demo {scenario!r}: choose one of {', '.join(SCENARIOS)} or all")
+        raise LabError(_("no demo {scenario!r}: choose one of {names} or all").format(
+            scenario=scenario, names=", ".join(SCENARIOS)))
     if not (1 <= workers <= 32 and 1 <= edits <= 50):
-        raise LabError(f"--workers {workers} --edits {edits}: give 1-32 workers and 1-50 edits for a demo")
+        raise LabError(_("--workers {workers} --edits {edits}: give 1-32 workers and 1-50 edits for a demo")
+                       .format(workers=workers, edits=edits))
     if port is not None and not 0 <= port <= 65535:
-        raise LabError(f"--port {port} is not a TCP port: give 1-65535 (or 0 for any free port)")
+        raise LabError(_("--port {port} is not a TCP port: give 1-65535 (or 0 for any free port)").format(port=port))
     if pace is not None and not 0 <= pace <= 10:
-        raise LabError(f"--pace {pace:g} is out of range: give 0-10 seconds")
+        raise LabError(_("--pace {pace:g} is out of range: give 0-10 seconds").format(pace=pace))
     say = Say(out, pace if pace is not None else (0.8 if out.isatty() else 0.0))
     try:
         with _sigterm_as_interrupt():
@@ -84,9 +90,9 @@ def run(scenario: str = "all", *, workers: int = 2, edits: int = 3, port: int | 
                 heartbeat_story(say, workers=workers, port=port)
     except KeyboardInterrupt:
         # The ``with Lab`` blocks have stopped their servers while this unwound.
-        say.title("interrupted: every server and client started by the demo is stopped")
+        say.title(_("interrupted: every server and client started by the demo is stopped"))
         return 130
-    say.title("done: every server and client started by the demo is stopped")
+    say.title(_("done: every server and client started by the demo is stopped"))
     return 0
 
 
@@ -107,8 +113,9 @@ def _lab(say: Say, port: int | None, **options: Any) -> Lab:
     # The last --bind wins in the server's argparse: a fixed port replaces the playground's :0.
     extra = ("--bind", f"127.0.0.1:{port}") if port else ()
     lab = Lab(extra_args=extra, **options)
-    say(f"server pid {lab.pid} serving {lab.target}.py on 127.0.0.1:{lab.port} "
-        f"with {options.get('workers', 2)} workers (scratch dir {lab.root})")
+    say(_("server pid {pid} serving {target}.py on 127.0.0.1:{port} with {workers} workers "
+          "(scratch dir {root})").format(pid=lab.pid, target=lab.target, port=lab.port,
+                                         workers=options.get("workers", 2), root=lab.root))
     return lab
 
 
@@ -119,9 +126,10 @@ def http_get(address: tuple[str, int]) -> str:
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, _sep, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
-        raise LabError(f"the server answered {head.splitlines()[0] if head else b'nothing'!r} to GET /")
+        raise LabError(_("the server answered {status!r} to GET /").format(
+            status=head.splitlines()[0] if head else b"nothing"))
     return body.decode(errors="replace").strip()
 
 
@@ -134,12 +142,12 @@ def phase_line(done: dict[str, Any], saved: float) -> str:
     for phase in RELOAD_PHASES:
         value = phases.get(phase.key)
         if isinstance(value, (int, float)) and isinstance(previous, (int, float)):
-            parts.append(f"{phase.step} {(value - previous) * 1000:.0f}")
+            parts.append(f"{_(phase.step)} {(value - previous) * 1000:.0f}")
             previous = value
         elif phase is RELOAD_PHASES[0]:
             previous = None  # not seen: the later steps have no start
     if isinstance(previous, (int, float)):
-        parts.append(f"total {(previous - saved) * 1000:.0f} ms")
+        parts.append(_("total {ms:.0f} ms").format(ms=(previous - saved) * 1000))
     return " | ".join(parts)
 
 
@@ -149,49 +157,53 @@ def set_greeting(lab: Lab, value: str) -> None:
     source = lab.read(name)
     line = GREETING_LINE.search(source)
     if line is None:
-        raise LabError(f"no 'text = ...' line in {name}, the copy of {EXAMPLE_APP} the demo edits: "
-                       f"put Greeting.text back (git checkout {EXAMPLE_APP})")
+        raise LabError(_("no 'text = ...' line in {name}, the copy of {app} the demo edits: "
+                         "put Greeting.text back (git checkout {app})").format(name=name, app=EXAMPLE_APP))
     lab.edit(name, f"{source[:line.start()]}{line['indent']}text = {value}{source[line.end():]}")
 
 
 def reload_story(say: Say, *, workers: int, edits: int, port: int | None) -> None:
-    say.title("hot reload: edit the app while it serves")
+    say.title(_("hot reload: edit the app while it serves"))
     with _lab(say, port, workers=workers, watch=True) as lab:
         say(f"$ curl http://127.0.0.1:{lab.port}/")
         say(f"  {http_get(lab.address)}", "value")
         say(f"$ printf 'hi\\n' | nc 127.0.0.1 {lab.port}")
         say(f"  {lab.request('hi')}", "value")
         load = lab.load(threads=2, duration=120, pause=0.01)
-        say("2 background clients now send requests on fresh connections, all through the edits")
-        say("reload phases in ms: " + "; ".join(f"{p.step}: {p.what}" for p in RELOAD_PHASES), "dim")
+        say(_("2 background clients now send requests on fresh connections, all through the edits"))
+        say(_("reload phases in ms: ") + "; ".join(f"{_(p.step)}: {_(p.what)}" for p in RELOAD_PHASES), "dim")
         for k in range(1, edits + 1):
             new = f"hello, edit {k}"
             say.beat()
-            say(f"edit {k}: Greeting.text = {new!r} in {lab.target}.py (saved)")
+            say(_("edit {k}: Greeting.text = {new!r} in {target}.py (saved)").format(k=k, new=new, target=lab.target))
             set_greeting(lab, f'"{new}"')
             done = lab.wait_for(Kind.RELOAD_DONE, timeout=15)
-            say(f"  generation {done['generation']} serving: {phase_line(done, _edit_time(lab))}")
-            say(f"  answer: {lab.request('hi')}", "value")
+            say("  " + _("generation {n} serving: {phases}").format(n=done["generation"],
+                                                                  phases=phase_line(done, _edit_time(lab))))
+            say("  " + _("answer: {text}").format(text=lab.request("hi")), "value")
         say.beat()
-        say("edit: a syntax error (an unclosed string)", "bad")
+        say(_("edit: a syntax error (an unclosed string)"), "bad")
         set_greeting(lab, '"oops')
         failed = lab.wait_for(Kind.RELOAD_FAILED, timeout=15)
-        say(f"  generation {failed['generation']} refused and removed: {failed.get('error', '?')}", "bad")
-        say(f"  the old workers keep answering: {lab.request('hi')}", "value")
+        say("  " + _("generation {n} refused and removed: {error}").format(n=failed["generation"],
+                                                                         error=failed.get("error", "?")), "bad")
+        say("  " + _("the old workers keep answering: {text}").format(text=lab.request("hi")), "value")
         say.beat()
         fixed = "hello, fixed"
         set_greeting(lab, f'"{fixed}"')
         done = lab.wait_for(Kind.RELOAD_DONE, timeout=15)
-        say(f"fixed: generation {done['generation']} serving: {phase_line(done, _edit_time(lab))}")
-        say(f"  answer: {lab.request('hi')}", "value")
+        say(_("fixed: generation {n} serving: {phases}").format(n=done["generation"],
+                                                                phases=phase_line(done, _edit_time(lab))))
+        say("  " + _("answer: {text}").format(text=lab.request("hi")), "value")
         say.beat()
         load.stop()
         verdict = "ok" if load.failed == 0 else "bad"
-        say(f"background clients: {load.ok} answers, {load.failed} failed during {edits + 2} edits", verdict)
+        say(_("background clients: {ok} answers, {failed} failed during {edits} edits").format(
+            ok=load.ok, failed=load.failed, edits=edits + 2), verdict)
         for error in load.errors[:3]:
             say(f"  {error}", "bad")
         lab.stop()
-        say("server stopped (SIGTERM: a graceful stop)")
+        say(_("server stopped (SIGTERM: a graceful stop)"))
 
 
 def _edit_time(lab: Lab) -> float:
@@ -201,13 +213,14 @@ def _edit_time(lab: Lab) -> float:
 
 def heartbeat_story(say: Say, *, workers: int, port: int | None, silent: int = 3, chatty: int = 2,
                     idle: float = HEARTBEAT_IDLE, interval: float = HEARTBEAT_INTERVAL) -> None:
-    say.title(f"heartbeat: idle {idle:g} s, checked every {interval:g} s")
+    say.title(_("heartbeat: idle {idle:g} s, checked every {interval:g} s").format(idle=idle, interval=interval))
     with _lab(say, port, workers=workers, watch=False, heartbeat_idle=idle, heartbeat_interval=interval) as lab:
         start = time.monotonic()
         quiet = [lab.silent() for _ in range(silent)]
         silent_peers = {"%s:%d" % c.sock.getsockname()[:2] for c in quiet}
         talkers = [lab.chatty(every=idle / 4, duration=60) for _ in range(chatty)]
-        say(f"opened {silent} silent clients (never send) and {chatty} chatty ones (a line every {idle / 4:g} s)")
+        say(_("opened {silent} silent clients (never send) and {chatty} chatty ones (a line every {every:g} s)")
+            .format(silent=silent, chatty=chatty, every=idle / 4))
         wait_until(lambda: len(lab.of(Kind.CONN_OPEN)) >= silent + chatty, timeout=10, what="all connections open")
         first = len(lab.history)
         opened = {_key(e): e for e in lab.of(Kind.CONN_OPEN)}
@@ -220,25 +233,28 @@ def heartbeat_story(say: Say, *, workers: int, port: int | None, silent: int = 3
                 if e["kind"] != Kind.CONN_CLOSE:
                     continue
                 peer = opened.get(_key(e), {}).get("peer", "?")
-                who = "silent" if peer in silent_peers else "chatty"
-                closed += who == "silent"
-                idle_for = f"idle {e['idle']:.2f} s" if "idle" in e else "no idle time"
-                say(f"  closed {who} client {peer} after {e['t'] - start:.2f} s: reason {e.get('reason')}, "
-                    f"{idle_for}", "ok" if who == "silent" else "bad")
+                is_silent = peer in silent_peers
+                closed += is_silent
+                who = _("silent") if is_silent else _("chatty")
+                idle_for = _("idle {s:.2f} s").format(s=e["idle"]) if "idle" in e else _("no idle time")
+                say("  " + _("closed {who} client {peer} after {s:.2f} s: reason {reason}, {idle_for}").format(
+                    who=who, peer=peer, s=e["t"] - start, reason=e.get("reason"), idle_for=idle_for),
+                    "ok" if is_silent else "bad")
             first = len(lab.history)
             time.sleep(0.02)
         if closed < silent:
-            raise LabError(f"only {closed} of {silent} silent clients were closed within "
-                           f"{deadline - start:.1f} s: see {lab.log_path}")
+            raise LabError(_("only {closed} of {silent} silent clients were closed within {s:.1f} s: see {log}")
+                           .format(closed=closed, silent=silent, s=deadline - start, log=lab.log_path))
         for c in quiet:
             if not c.wait_closed(timeout=2):
-                raise LabError("a silent client's socket is still open after the server closed it")
+                raise LabError(_("a silent client's socket is still open after the server closed it"))
         alive = sum(not t.closed_by_server for t in talkers)
         answers = sum(t.ok for t in talkers)
-        say(f"after {time.monotonic() - start:.2f} s: {alive} of {chatty} chatty clients still open "
-            f"({answers} answers so far)", "ok" if alive == chatty else "bad")
+        say(_("after {s:.2f} s: {alive} of {chatty} chatty clients still open ({answers} answers so far)")
+            .format(s=time.monotonic() - start, alive=alive, chatty=chatty, answers=answers),
+            "ok" if alive == chatty else "bad")
         lab.stop()
-        say("server stopped")
+        say(_("server stopped"))
 
 
 def _key(e: dict[str, Any]) -> tuple[int, int]:

@@ -27,15 +27,19 @@ from lab.debounce import DEFAULT_DEBOUNCE, DEFAULT_SETTLE
 from lab.demo import set_greeting
 from lab.errors import LabError
 from lab.events import RELOAD_PHASES, Kind
+from lab.i18n import _f, _nf, figure_fonts
 from lab.live import PHASE_COLOURS
 from lab.playground import Lab, wait_until
+
+figure_fonts()  # in Chinese, before any figure is made
 
 Event = dict[str, Any]
 DPI = 110
 OUT, QUICK_OUT = Path("pic"), Path("test-artifacts/figures")  # quick runs never replace the committed pic/
-# (key, label, colour) of each step of a reload, the first from the save.
-PHASES = ((RELOAD_PHASES[0].key, f"{RELOAD_PHASES[0].step}: {RELOAD_PHASES[0].what}", "tab:gray"),
-          *((p.key, p.what, PHASE_COLOURS[p.key]) for p in RELOAD_PHASES[1:]))
+# (key, label's parts, colour) of each step of a reload, the first from the save; the parts are
+# translated when drawn and joined with ": ".
+PHASES = ((RELOAD_PHASES[0].key, (RELOAD_PHASES[0].step, RELOAD_PHASES[0].what), "tab:gray"),
+          *((p.key, (p.what,), PHASE_COLOURS[p.key]) for p in RELOAD_PHASES[1:]))
 
 
 @dataclass
@@ -117,21 +121,21 @@ def architecture() -> Figure:
     ax.set_xlim(0, 110)
     ax.set_ylim(0, 64)
     ax.axis("off")
-    fig.suptitle("reactor-lab: who starts whom, who signals whom, where events flow", fontsize=14,
+    fig.suptitle(_f("reactor-lab: who starts whom, who signals whom, where events flow"), fontsize=14,
                  fontweight="bold")
 
     def box(x: float, y: float, w: float, h: float, title: str, body: str, colour: str) -> None:
         ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.6", facecolor=colour,
                                     edgecolor="black", linewidth=1.2))
-        ax.text(x + w / 2, y + h - 1.8, title, ha="center", va="top", fontsize=11, fontweight="bold")
-        ax.text(x + w / 2, y + h - 5.2, body, ha="center", va="top", fontsize=9, linespacing=1.35)
+        ax.text(x + w / 2, y + h - 1.8, _f(title), ha="center", va="top", fontsize=11, fontweight="bold")
+        ax.text(x + w / 2, y + h - 5.2, _f(body), ha="center", va="top", fontsize=9, linespacing=1.35)
 
     def arrow(a: tuple[float, float], b: tuple[float, float], label: str, colour: str = "black",
               style: str = "-|>", rad: float = 0.0, where: tuple[float, float] | None = None) -> None:
         ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, mutation_scale=16, color=colour, linewidth=1.6,
                                      connectionstyle=f"arc3,rad={rad}"))
         x, y = where or ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
-        ax.text(x, y, label, fontsize=8.5, color=colour, ha="center", va="center",
+        ax.text(x, y, _f(label), fontsize=8.5, color=colour, ha="center", va="center",
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.2})
 
     box(2, 47, 24, 13, "notebook kernel", "notebooks/*.ipynb\nor python -m lab demo\nnever forks", "#e8f0fe")
@@ -192,7 +196,8 @@ def reload_timeline(events: list[Event]) -> Figure:
     _reload_steps(bottom, events, edits)
     started = next((e for e in events if e["kind"] == Kind.SERVER_START), {})
     workers = started.get("workers", sum(e["generation"] == 1 for e in rows))
-    fig.suptitle(f"Hot reload on a real server ({_count(workers, 'worker')}, lab/examples/hello.py)",
+    fig.suptitle(_nf("Hot reload on a real server ({n} worker, lab/examples/hello.py)",
+                     "Hot reload on a real server ({n} workers, lab/examples/hello.py)", workers).format(n=workers),
                  fontsize=13, fontweight="bold")
     fig.tight_layout()
     return fig
@@ -215,22 +220,23 @@ def _worker_lives(top: Any, events: list[Event], edits: list[float]) -> list[Eve
         top.barh(y, stop - start, left=start - t0, height=0.6, color=colour, alpha=0.85)
         if e["pid"] in ready and gen not in failed:
             top.plot([ready[e["pid"]] - t0], [y], marker="|", markersize=12, color="black")
-        label = f"gen {gen} #{e.get('index', 0)}" + (" (syntax error)" if gen in failed else "")
+        label = _f("gen {gen} #{index}").format(gen=gen, index=e.get("index", 0)) + (
+            _f(" (syntax error)") if gen in failed else "")
         top.text(stop - t0 + 0.01, y, label, va="center", fontsize=8.5)
     outcomes = sorted((e["t"], e["kind"]) for e in events if e["kind"] in (Kind.RELOAD_DONE, Kind.RELOAD_FAILED))
     for i, t in enumerate(edits):
         answer = next((kind for when, kind in outcomes if when > t), None)
-        label = f"edit {i + 1}" + (": syntax error" if answer == Kind.RELOAD_FAILED else "")
+        label = _f("edit {k}").format(k=i + 1) + (_f(": syntax error") if answer == Kind.RELOAD_FAILED else "")
         top.axvline(t - t0, color="tab:red" if answer == Kind.RELOAD_FAILED else "black", linestyle="--",
                     linewidth=1)
         top.text(t - t0, len(rows) - 0.3, label, rotation=90, va="top", ha="right", fontsize=8.5)
     top.set_yticks([])
     top.set_ylim(-0.7, len(rows) + 0.3)
     top.set_xlim(0, (end - t0) * 1.12)
-    top.set_xlabel("time since the first worker started (s)")
-    top.set_ylabel("worker processes")
-    top.set_title("Each edit forks a new generation; the old one leaves only once the new one is ready\n"
-                  "(bar: a worker's life; tick: ready; red: refused, the old generation kept serving)",
+    top.set_xlabel(_f("time since the first worker started (s)"))
+    top.set_ylabel(_f("worker processes"))
+    top.set_title(_f("Each edit forks a new generation; the old one leaves only once the new one is ready\n"
+                     "(bar: a worker's life; tick: ready; red: refused, the old generation kept serving)"),
                   fontsize=10.5)
     top.grid(axis="x", alpha=0.3)
     return rows
@@ -251,24 +257,25 @@ def _reload_steps(bottom: Any, events: list[Event], edits: list[float]) -> None:
         for key, label, colour in PHASES:
             if isinstance(phases.get(key), (int, float)):
                 bottom.barh(e["generation"], (phases[key] - previous) * 1000, left=(previous - saved) * 1000,
-                            height=0.6, color=colour, label=label)
+                            height=0.6, color=colour, label=": ".join(_f(part) for part in label))
                 previous = phases[key]
         total = (previous - saved) * 1000
         right = max(right, total)
-        bottom.text(total + 0.5, e["generation"], f"{total:.0f} ms", va="center", fontsize=8.5)
+        bottom.text(total + 0.5, e["generation"], _f("{ms:.0f} ms").format(ms=total), va="center", fontsize=8.5)
     for e in failed:
-        bottom.text(0.5, e["generation"], f"gen {e['generation']} refused: {e.get('error', '')[:60]}",
+        bottom.text(0.5, e["generation"], _f("gen {gen} refused: {error}").format(
+                    gen=e["generation"], error=e.get("error", "")[:60]),
                     va="center", fontsize=8.5, color="tab:red")
     handles, labels = bottom.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     bottom.legend(unique.values(), unique.keys(), fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.3),
                   ncol=3, frameon=False)
     gens = sorted({e["generation"] for e in done} | {e["generation"] for e in failed})
-    bottom.set_yticks(gens, [f"gen {g}" for g in gens])
+    bottom.set_yticks(gens, [_f("gen {gen}").format(gen=g) for g in gens])
     bottom.set_xlim(0, right * 1.15 + 1)
-    bottom.set_xlabel("time since the file was saved (ms)")
-    bottom.set_ylabel("reload")
-    bottom.set_title("Reload phases per generation", fontsize=10.5)
+    bottom.set_xlabel(_f("time since the file was saved (ms)"))
+    bottom.set_ylabel(_f("reload"))
+    bottom.set_title(_f("Reload phases per generation"), fontsize=10.5)
     bottom.grid(axis="x", alpha=0.3)
 
 
@@ -303,7 +310,7 @@ def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan)
     fig = Figure(figsize=(10, 2.4 + 0.5 * len(opens)))
     ax = fig.add_subplot()
     ax.axvspan(plan.idle, plan.idle + plan.interval, color="tab:orange", alpha=0.15,
-               label=f"closing window: idle + up to one check interval ({plan.interval:g} s)")
+               label=_f("closing window: idle + up to one check interval ({s:g} s)").format(s=plan.interval))
     ax.axvline(plan.idle, color="tab:orange", linestyle="--", linewidth=1)
     for y, e in enumerate(opens):
         silent = e["peer"] in silent_peers
@@ -313,25 +320,27 @@ def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan)
         stop = close["t"] if closed_early else end
         colour = "tab:orange" if silent else "tab:blue"
         ax.barh(y, stop - e["t"], left=e["t"] - t0, height=0.55, color=colour,
-                label="silent client (never sends)" if silent else f"chatty client (a line every {plan.idle / 4:g} s)")
+                label=_f("silent client (never sends)") if silent
+                else _f("chatty client (a line every {s:g} s)").format(s=plan.idle / 4))
         if closed_early and close.get("reason") == "idle" and "idle" in close:
-            note = f"closed by the heartbeat after {close['idle']:.2f} s idle"
+            note = _f("closed by the heartbeat after {s:.2f} s idle").format(s=close["idle"])
         elif closed_early:
-            note = f"closed: {close.get('reason')}"
+            note = _f("closed: {reason}").format(reason=close.get("reason"))
         else:
-            note = "still open"
+            note = _f("still open")
         ax.text(stop - t0 + 0.02, y, note, va="center", fontsize=9)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8.5, loc="lower right")
-    ax.set_yticks(range(len(opens)), [("silent :" if e["peer"] in silent_peers else "chatty :")
+    ax.set_yticks(range(len(opens)), [(_f("silent :") if e["peer"] in silent_peers else _f("chatty :"))
                                       + e["peer"].rsplit(":", 1)[-1] for e in opens])
     ax.set_xlim(0, (end - t0) * 1.6)
     ax.set_ylim(-2.2, len(opens) - 0.4)  # room under the bars for the legend
-    ax.set_xlabel("time since the first connection opened (s)")
-    ax.set_ylabel("client connection (local port)")
-    ax.set_title(f"Heartbeat on a real server: idle {plan.idle:g} s, checked every {plan.interval:g} s\n"
-                 "silent connections are closed, chatty ones stay", fontsize=11)
+    ax.set_xlabel(_f("time since the first connection opened (s)"))
+    ax.set_ylabel(_f("client connection (local port)"))
+    ax.set_title(_f("Heartbeat on a real server: idle {idle:g} s, checked every {interval:g} s\n"
+                    "silent connections are closed, chatty ones stay").format(idle=plan.idle, interval=plan.interval),
+                 fontsize=11)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -353,9 +362,10 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
     debounce = settings.get("debounce", DEFAULT_DEBOUNCE)
     settle = settings.get("settle", DEFAULT_SETTLE)
     panels = [
-        ("change -> report, median (ms)", lambda t: t.get("latency_in_place", {}).get("median_ms"), "{:.1f}"),
-        (f"set-up for {dirs:,} directories (s)", lambda t: t.get(f"setup_{dirs}", {}).get("setup_s"), "{:.3f}"),
-        (f"burst of {written:,} changes: reported (%)",
+        (_f("change -> report, median (ms)"), lambda t: t.get("latency_in_place", {}).get("median_ms"), "{:.1f}"),
+        (_f("set-up for {dirs:,} directories (s)").format(dirs=dirs),
+         lambda t: t.get(f"setup_{dirs}", {}).get("setup_s"), "{:.3f}"),
+        (_f("burst of {written:,} changes: reported (%)").format(written=written),
          lambda t: 100 * t["burst"]["reported"] / t["burst"]["written"] if "burst" in t else None, "{:.0f}"),
     ]
     for ax, (title, value, fmt) in zip(axes, panels):
@@ -366,14 +376,14 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
         ax.bar_label(bars, [fmt.format(v) for _, v in shown], fontsize=8.5)
         ax.set_title(title, fontsize=10.5)
         ax.set_ylabel(title.rsplit("(", 1)[-1].rstrip(")"))
-        ax.set_xlabel("watcher")
+        ax.set_xlabel(_f("watcher"))
         ax.tick_params(axis="x", labelsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     overflow = ", ".join(n for n in names if tools[n].get("overflow", {}).get("rescan_said"))
-    fig.suptitle(f"Watcher vs peers (the lab's latency includes its {settle * 1000:g} ms settle after a "
-                 f"closed save, {debounce * 1000:g} ms quiet otherwise; "
-                 f"on IN_Q_OVERFLOW, reports it and rescans: {overflow or 'none'})", fontsize=11.5)
+    fig.suptitle(_f("Watcher vs peers (the lab's latency includes its {settle:g} ms settle after a closed save, "
+                    "{quiet:g} ms quiet otherwise; on IN_Q_OVERFLOW, reports it and rescans: {tools})").format(
+                        settle=settle * 1000, quiet=debounce * 1000, tools=overflow or _f("none")), fontsize=11.5)
     fig.tight_layout()
     return fig
 
@@ -389,17 +399,17 @@ def bench_reload(data: dict[str, Any]) -> Figure:
         ax.scatter([i + (j - len(ms) / 2) * 0.02 for j in range(len(ms))], ms, color=colour, s=30, zorder=3)
         median = run["median_latency_s"] * 1000
         ax.hlines(median, i - 0.25, i + 0.25, color="black", linewidth=2)
-        ax.text(i + 0.28, median, f"median {median:.0f} ms\n{run['failed_requests']} failed of "
-                f"{run['requests']:,} requests", va="center", fontsize=9)
+        ax.text(i + 0.28, median, _f("median {ms:.0f} ms\n{failed} failed of {requests:,} requests").format(
+                ms=median, failed=run["failed_requests"], requests=run["requests"]), va="center", fontsize=9)
     ax.set_xticks(range(len(peers)), [n for n, _ in peers])
     ax.set_xlim(-0.5, len(peers) - 0.1)
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(FixedLocator([10, 20, 30, 50, 100, 200, 300, 500, 1000]))
     _plain_log(ax.yaxis)
-    ax.set_xlabel("server")
-    ax.set_ylabel("file write -> new answer (ms, log scale)")
-    ax.set_title(f"Reload latency: {data.get('what', '')}\nlab / uvicorn median = {data['ratio_median_latency']:.2f}",
-                 fontsize=10.5)
+    ax.set_xlabel(_f("server"))
+    ax.set_ylabel(_f("file write -> new answer (ms, log scale)"))
+    ax.set_title(_f("Reload latency: {what}\nlab / uvicorn median = {ratio:.2f}").format(
+                 what=data.get("what", ""), ratio=data["ratio_median_latency"]), fontsize=10.5)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -412,15 +422,15 @@ def bench_throughput(data: dict[str, Any]) -> Figure:
     names = list(data["median_rps"])
     bars = ax.bar(names, [data["median_rps"][n] for n in names],
                   color=["tab:green" if n == "lab" else "tab:gray" for n in names], alpha=0.8)
-    ax.bar_label(bars, [f"median\n{data['median_rps'][n]:,.0f}" for n in names], label_type="center",
-                 fontsize=10, color="white", fontweight="bold")
+    ax.bar_label(bars, [_f("median\n{rps:,.0f}").format(rps=data["median_rps"][n]) for n in names],
+                 label_type="center", fontsize=10, color="white", fontweight="bold")
     for i, n in enumerate(names):
         rounds = [r["rps"] for r in data.get("runs", {}).get(n, [])]
-        ax.scatter([i] * len(rounds), rounds, color="black", s=14, zorder=3, label="one round" if i == 0 else None)
-    ax.set_xlabel("server (2 workers each)")
-    ax.set_ylabel("requests per second")
-    ax.set_title(f"Throughput: {data.get('wrk', 'wrk')} keep-alive GET / on loopback\n"
-                 f"lab / uvicorn = {data['ratio']:.2f}", fontsize=10.5)
+        ax.scatter([i] * len(rounds), rounds, color="black", s=14, zorder=3, label=_f("one round") if i == 0 else None)
+    ax.set_xlabel(_f("server (2 workers each)"))
+    ax.set_ylabel(_f("requests per second"))
+    ax.set_title(_f("Throughput: {wrk} keep-alive GET / on loopback\nlab / uvicorn = {ratio:.2f}").format(
+                 wrk=data.get("wrk", "wrk"), ratio=data["ratio"]), fontsize=10.5)
     ax.legend(fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.margins(y=0.12)
@@ -435,26 +445,27 @@ def bench_heartbeat(data: dict[str, Any]) -> Figure:
     default = data.get("default_strategy")
     fig = Figure(figsize=(11, 4.4))
     axes = fig.subplots(1, 2)
-    for ax, key, label in ((axes[0], "cpu_percent", "CPU (% of one core)"),
-                           (axes[1], "touch_ns", "work per message (ns)")):
+    for ax, key, label in ((axes[0], "cpu_percent", _f("CPU (% of one core)")),
+                           (axes[1], "touch_ns", _f("work per message (ns)"))):
         for s in strategies:
             mine = sorted((r["connections"], r[key]) for r in rows if r["strategy"] == s)
             ax.plot([c for c, _ in mine], [v for _, v in mine], marker="o",
-                    label=s + (" (default)" if s == default else ""), linewidth=2.5 if s == default else 1.2)
+                    label=s + (_f(" (default)") if s == default else ""), linewidth=2.5 if s == default else 1.2)
         ax.set_xscale("log")
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-        ax.set_xlabel("connections tracked")
+        ax.set_xlabel(_f("connections tracked"))
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[1].yaxis.set_major_locator(FixedLocator([10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000]))
-    axes[0].set_title("Bookkeeping CPU", fontsize=10.5)
-    axes[1].set_title("Cost of noting one message", fontsize=10.5)
+    axes[0].set_title(_f("Bookkeeping CPU"), fontsize=10.5)
+    axes[1].set_title(_f("Cost of noting one message"), fontsize=10.5)
     axes[0].legend(fontsize=9)
     settings = data.get("settings", {})
-    fig.suptitle(f"Heartbeat strategies (simulated clock: idle {settings.get('idle', '?')} s, check every "
-                 f"{settings.get('interval', '?')} s, a message every {settings.get('period', '?')} s)", fontsize=11.5)
+    fig.suptitle(_f("Heartbeat strategies (simulated clock: idle {idle} s, check every {interval} s, a message "
+                    "every {period} s)").format(idle=settings.get("idle", "?"), interval=settings.get("interval", "?"),
+                                                period=settings.get("period", "?")), fontsize=11.5)
     fig.tight_layout()
     return fig
 

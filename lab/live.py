@@ -31,6 +31,9 @@ from matplotlib.ticker import MaxNLocator
 
 from lab.errors import LabError
 from lab.events import PHASE_BY_KEY, RELOAD_PHASES, EventTail, Kind
+from lab.i18n import N_, _, _f, figure_fonts
+
+figure_fonts()  # in Chinese, before any figure is made
 
 Event = dict[str, Any]
 
@@ -105,8 +108,8 @@ def _reader(source: Any) -> Callable[[], list[Event]]:
             pending.clear()
             return out
         return once
-    raise LabError(f"cannot draw events from {type(source).__name__}: pass an events file path, "
-                   "a playground Lab, a Watcher, a Feed or a list of events")
+    raise LabError(_("cannot draw events from {type}: pass an events file path, a playground Lab, a Watcher, "
+                     "a Feed or a list of events").format(type=type(source).__name__))
 
 
 def _watcher_events(watcher: Any) -> list[Event]:
@@ -160,7 +163,7 @@ class _Refreshing:
             try:
                 self.update()
             except Exception as exc:  # shown, not raised: a bad event must not kill the view
-                self._show_error(f"cannot draw: {type(exc).__name__}: {exc}")
+                self._show_error(_("cannot draw: {error}").format(error=f"{type(exc).__name__}: {exc}"))
             # Drawing runs on the kernel's thread: a slow draw (a huge stream) refreshes less
             # often, so the kernel spends at most a fifth of its time drawing.
             await asyncio.sleep(max(self.refresh, 4 * (time.perf_counter() - started)))
@@ -185,7 +188,7 @@ class LiveView(_Refreshing):
     Subclasses set ``title`` and implement ``draw(ax, feed)``.
     """
 
-    title = "events"
+    title = N_("events")
 
     def __init__(self, source: Any = None, *, refresh: float = 0.25, size: tuple[float, float] = (8.0, 3.2),
                  autostart: bool = True):
@@ -230,14 +233,15 @@ class LiveView(_Refreshing):
                 self._error = ""
                 redrew = True
             except Exception as exc:  # shown, not raised: a bad event must not kill the view
-                self._error = f" · cannot draw: {type(exc).__name__}: {exc}"
+                self._error = " · " + _("cannot draw: {error}").format(error=f"{type(exc).__name__}: {exc}")
         # traitlets send a comm message only when the value changes, so this is cheap when idle
-        self.status.value = f"<small>{len(self.feed.events)} events · {self._state()}{self._error}</small>"
+        count = _("{n} events").format(n=len(self.feed.events))
+        self.status.value = f"<small>{count} · {self._state()}{self._error}</small>"
         return redrew
 
     def _state(self) -> str:
         driver = self.driver
-        return f"live, every {driver.refresh:g} s" if driver.running else "stopped"
+        return _("live, every {s:g} s").format(s=driver.refresh) if driver.running else _("stopped")
 
     def _show_error(self, text: str) -> None:
         self.status.value = f"<small>{text}</small>"
@@ -257,18 +261,18 @@ class Timeline(LiveView):
     ``window`` (seconds) shows only the most recent part, which keeps a long run readable.
     """
 
-    title = "Events over time"
+    title = N_("Events over time")
 
     def __init__(self, source: Any = None, *, window: float | None = None, **kw: Any):
         self.window = window
         super().__init__(source, **kw)
 
     def draw(self, ax, feed: Feed) -> None:
-        ax.set_title(self.title)
-        ax.set_xlabel("time since the first event (s)")
-        ax.set_ylabel("event kind")
+        ax.set_title(_f(self.title))
+        ax.set_xlabel(_f("time since the first event (s)"))
+        ax.set_ylabel(_f("event kind"))
         if not feed.events:
-            _empty(ax, "no events yet")
+            _empty(ax, _f("no events yet"))
             return
         t0 = feed.t0
         events = feed.events
@@ -304,24 +308,24 @@ def _phase_offsets(event: Event) -> list[tuple[str, float]]:
 class ReloadPhases(LiveView):
     """One bar per reload generation, split into its steps (``lab.events.RELOAD_PHASES``)."""
 
-    title = "Reload phases per generation"
+    title = N_("Reload phases per generation")
 
     def draw(self, ax, feed: Feed) -> None:
-        ax.set_title(self.title)
-        ax.set_xlabel("time since the change was seen (ms)")
-        ax.set_ylabel("generation")
+        ax.set_title(_f(self.title))
+        ax.set_xlabel(_f("time since the change was seen (ms)"))
+        ax.set_ylabel(_f("generation"))
         done = [(e, offs) for e in feed.of(Kind.RELOAD_DONE) if (offs := _phase_offsets(e))]
         failed = feed.of(Kind.RELOAD_FAILED)
         if not done and not failed:
-            _empty(ax, "no reload yet: edit a file or send SIGUSR1")
+            _empty(ax, _f("no reload yet: edit a file or send SIGUSR1"))
             return
         for e, offs in done:
             for (_, begin), (name, end) in zip(offs, offs[1:]):
                 ax.barh(e.get("generation", 0), (end - begin) * 1000, left=begin * 1000, height=0.6,
-                        color=PHASE_COLOURS.get(name, "tab:gray"), label=PHASE_BY_KEY[name].what)
+                        color=PHASE_COLOURS.get(name, "tab:gray"), label=_f(PHASE_BY_KEY[name].what))
         for e in failed:
             ax.scatter([(e.get("duration") or 0) * 1000], [e.get("generation", 0)], marker="x",
-                       color="tab:red", s=80, label="reload failed (old workers kept)")
+                       color="tab:red", s=80, label=_f("reload failed (old workers kept)"))
         _dedup_legend(ax)
         gens = sorted({e.get("generation", 0) for e, _ in done} | {e.get("generation", 0) for e in failed})
         ax.set_yticks(gens)
@@ -330,12 +334,12 @@ class ReloadPhases(LiveView):
 class ReloadLatency(LiveView):
     """How long each reload took, and how long from saving a file to the new code serving."""
 
-    title = "Reload latency over edits"
+    title = N_("Reload latency over edits")
 
     def draw(self, ax, feed: Feed) -> None:
-        ax.set_title(self.title)
-        ax.set_xlabel("reload (generation)")
-        ax.set_ylabel("latency (ms)")
+        ax.set_title(_f(self.title))
+        ax.set_xlabel(_f("reload (generation)"))
+        ax.set_ylabel(_f("latency (ms)"))
         reloads = feed.of(Kind.RELOAD_DONE, Kind.RELOAD_FAILED, Kind.WATCH_CHANGE)
         xs, durations, saved_to_done, failures = [], [], [], []
         last_change: float | None = None
@@ -352,15 +356,15 @@ class ReloadLatency(LiveView):
                 saved_to_done.append((e["t"] - last_change) * 1000 if last_change is not None else None)
             last_change = None
         if not xs and not failures:
-            _empty(ax, "no reload yet")
+            _empty(ax, _f("no reload yet"))
             return
-        ax.bar(xs, durations, color="tab:green", label="reload (trigger → old workers gone)")
+        ax.bar(xs, durations, color="tab:green", label=_f("reload (trigger → old workers gone)"))
         pts = [(x, s) for x, s in zip(xs, saved_to_done) if s is not None]
         if pts:
-            ax.plot(*zip(*pts), "o", color="tab:blue", label="file saved → reload done")
+            ax.plot(*zip(*pts), "o", color="tab:blue", label=_f("file saved → reload done"))
         if failures:
             ax.scatter(failures, [0] * len(failures), marker="x", color="tab:red", s=80,
-                       label="reload failed", zorder=3)
+                       label=_f("reload failed"), zorder=3)
         ax.set_xticks(sorted(xs + failures))
         _dedup_legend(ax)
 
@@ -372,16 +376,16 @@ def _conn_key(e: Event) -> tuple:
 class Connections(LiveView):
     """Each connection as a line from open to close, coloured by why it was closed."""
 
-    title = "Connection lifetimes by close reason"
+    title = N_("Connection lifetimes by close reason")
 
     def __init__(self, source: Any = None, *, last: int = 60, **kw: Any):
         self.last = last
         super().__init__(source, **kw)
 
     def draw(self, ax, feed: Feed) -> None:
-        ax.set_title(self.title)
-        ax.set_xlabel("time since the first event (s)")
-        ax.set_ylabel(f"connection (last {self.last})")
+        ax.set_title(_f(self.title))
+        ax.set_xlabel(_f("time since the first event (s)"))
+        ax.set_ylabel(_f("connection (last {n})").format(n=self.last))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         t0 = feed.t0
         spans: dict[tuple, list] = {}
@@ -392,7 +396,7 @@ class Connections(LiveView):
             elif key in spans and spans[key][1] is None:
                 spans[key][1:] = [e["t"], e.get("reason", "peer")]
         if not spans:
-            _empty(ax, "no connections yet")
+            _empty(ax, _f("no connections yet"))
             return
         now = max(e["t"] for e in feed.events)
         rows = list(spans.values())[-self.last:]
@@ -401,7 +405,7 @@ class Connections(LiveView):
             # the end marker keeps a connection of a millisecond visible
             ax.plot([opened - t0, end - t0], [y, y], linewidth=3, solid_capstyle="butt", marker="|",
                     markevery=[1], markersize=8, color=REASON_COLOURS.get(reason, "black"),
-                    label=f"closed: {reason}" if closed else "still open")
+                    label=_f("closed: {reason}").format(reason=reason) if closed else _f("still open"))
         _dedup_legend(ax)
 
 
@@ -427,7 +431,8 @@ class Dashboard(_Refreshing):
         names = list(views)
         unknown = [n for n in names if n not in VIEWS]
         if unknown:
-            raise LabError(f"unknown view {unknown[0]!r}: choose from {', '.join(VIEWS)}")
+            raise LabError(_("unknown view {name!r}: choose from {views}")
+                           .format(name=unknown[0], views=", ".join(VIEWS)))
         self.views = {n: VIEWS[n](self.feed, size=(6.4, 2.8), autostart=False) for n in names}
         for view in self.views.values():
             view.driver = self

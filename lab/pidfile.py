@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from lab.errors import LabError
+from lab.i18n import _
 
 MAX_SIZE = 64  # bytes: a pid file of ours is far smaller
 _CONTENT = re.compile(rb"\A([0-9]{1,10})(?: ([0-9]{1,20}))?\n?\Z")  # ASCII digits only
@@ -90,26 +91,27 @@ def inspect(path: str) -> PidRecord:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise LabError(f"no pid file at {path}: is the server running (serve --pidfile {path})?") from None
+        raise LabError(_("no pid file at {path}: is the server running (serve --pidfile {path})?")
+                       .format(path=path)) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise NotAPidFile(f"pid file {path} is a symlink") from None
-        raise LabError(f"cannot read pid file {path}: {exc.strerror}") from None
+            raise NotAPidFile(_("pid file {path} is a symlink").format(path=path)) from None
+        raise LabError(_("cannot read pid file {path}: {reason}").format(path=path, reason=exc.strerror)) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            what = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) \
-                else "not a regular file"
-            raise NotAPidFile(f"pid file {path} is {what}")
+            what = _("a directory") if stat.S_ISDIR(st.st_mode) else _("a FIFO") if stat.S_ISFIFO(st.st_mode) \
+                else _("not a regular file")
+            raise NotAPidFile(_("pid file {path} is {what}").format(path=path, what=what))
         data = os.read(fd, MAX_SIZE + 1)
     finally:
         os.close(fd)
     if not data:
-        raise NotAPidFile(f"pid file {path} is empty (a server may be starting)")
+        raise NotAPidFile(_("pid file {path} is empty (a server may be starting)").format(path=path))
     found = _CONTENT.match(data)
     if found is None or int(found[1]) == 0:
-        raise NotAPidFile(f"{path} is not a pid file of the lab (it holds {len(data)}"
-                          f"{'+' if len(data) > MAX_SIZE else ''} bytes that are not a pid)")
+        raise NotAPidFile(_("{path} is not a pid file of the lab (it holds {size}{more} bytes that are not a pid)")
+                          .format(path=path, size=len(data), more='+' if len(data) > MAX_SIZE else ''))
     return PidRecord(int(found[1]), None if found[2] is None else int(found[2]), st.st_mtime,
                      (st.st_dev, st.st_ino))
 
@@ -119,7 +121,7 @@ def read_record(path: str) -> PidRecord:
     try:
         return inspect(path)
     except NotAPidFile as exc:
-        raise LabError(f"{exc}; check --pidfile") from None
+        raise LabError(_("{exc}; check --pidfile").format(exc=exc)) from None
 
 
 def read_pid(path: str) -> int:
@@ -162,7 +164,8 @@ class PidFile:
         pid = os.getpid() if pid is None else pid
         start = start_time(pid)
         if start is None:
-            raise LabError(f"cannot write pid file {self.path}: process {pid} does not run")
+            raise LabError(_("cannot write pid file {path}: process {pid} does not run")
+                           .format(path=self.path, pid=pid))
         for _attempt in range(2):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -171,25 +174,27 @@ class PidFile:
                 self._clear_stale()
                 continue
             except OSError as exc:
-                raise LabError(f"cannot create pid file {self.path}: {exc.strerror}") from None
+                raise LabError(_("cannot create pid file {path}: {reason}")
+                               .format(path=self.path, reason=exc.strerror)) from None
             with os.fdopen(fd, "w") as f:
                 f.write(f"{pid} {start}\n")
             self.pid, self.start = pid, start
             return
-        raise LabError(f"pid file {self.path} keeps coming back: another server is starting; try again")
+        raise LabError(_("pid file {path} keeps coming back: another server is starting; try again")
+                       .format(path=self.path))
 
     def _clear_stale(self) -> None:
         try:
             record = inspect(self.path)
         except NotAPidFile as exc:
-            raise LabError(f"{exc}: refusing it; remove it or choose another path") from None
+            raise LabError(_("{exc}: refusing it; remove it or choose another path").format(exc=exc)) from None
         except LabError:
             if not os.path.lexists(self.path):
                 return  # removed meanwhile (its server stopped): try again
             raise
         if record.pid != os.getpid() and runs(record):
-            raise LabError(f"a server is already running with pid {record.pid} (pid file {self.path}); "
-                           f"stop it with: python -m lab stop --pidfile {self.path}")
+            raise LabError(_("a server is already running with pid {pid} (pid file {path}); stop it with: python -m "
+                             "lab stop --pidfile {path}").format(pid=record.pid, path=self.path))
         _unlink_if_same(self.path, record.inode)
 
     def take_over(self, predecessor: int) -> None:
@@ -247,7 +252,8 @@ def _open_server(path: str) -> tuple[int, int]:
     if pidfd < 0 or not runs(record):
         if pidfd >= 0:
             os.close(pidfd)
-        raise LabError(f"pid {record.pid} in {path} is not a running lab server (stale pid file?)")
+        raise LabError(_("pid {pid} in {path} is not a running lab server (stale pid file?)")
+                       .format(pid=record.pid, path=path))
     return record.pid, pidfd
 
 
@@ -296,8 +302,8 @@ def stop_server(path: str, timeout: float) -> int:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)  # readable once the process has exited
         if not poller.poll(min(timeout, 2e6) * 1000):
-            raise LabError(f"server {pid} still runs {timeout:g} s after SIGTERM; "
-                           f"send SIGQUIT for an immediate stop: kill -QUIT {pid}")
+            raise LabError(_("server {pid} still runs {timeout:g} s after SIGTERM; send SIGQUIT for an immediate "
+                             "stop: kill -QUIT {pid}").format(pid=pid, timeout=timeout))
     finally:
         os.close(pidfd)
     return pid

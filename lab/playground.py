@@ -37,6 +37,7 @@ from lab.clients import Background, Chatty, Client, Load, SlowReader
 from lab.config import Config
 from lab.debounce import DEFAULT_DEBOUNCE
 from lab.errors import LabError
+from lab.i18n import _
 from lab.events import EventSink, Kind
 from lab.pidfile import PidFile, inspect, runs
 from lab.process import ServerProcess, serve_argv, terminate, wait_until
@@ -68,7 +69,7 @@ class Lab:
                  ready_timeout: float = 20.0):
         source = Path(app)
         if not source.exists() or not (source.is_dir() or source.suffix == ".py"):
-            raise LabError(f"no app at {source}: give a .py file or a package directory")
+            raise LabError(_("no app at {source}: give a .py file or a package directory").format(source=source))
         # The server's own checks, here: a bad value is one line now, not a server that exits.
         Config(workers=workers, heartbeat_idle=heartbeat_idle, heartbeat_interval=heartbeat_interval,
                heartbeat_strategy=heartbeat_strategy, graceful_timeout=graceful_timeout, debounce=debounce)
@@ -108,7 +109,7 @@ class Lab:
         if self.running:
             return self
         if not self._finalizer.alive:
-            raise LabError("this Lab is closed (its scratch directory is removed): create a new Lab()")
+            raise LabError(_("this Lab is closed (its scratch directory is removed): create a new Lab()"))
         self._mark = len(self.read_events())
         try:
             self._server.start(timeout=self.ready_timeout)
@@ -134,7 +135,7 @@ class Lab:
     @property
     def port(self) -> int:
         if self.address is None:
-            raise LabError("the server is not started: call lab.start()")
+            raise LabError(_("the server is not started: call lab.start()"))
         return self.address[1]
 
     def stop(self, timeout: float = 10.0) -> int | None:
@@ -179,7 +180,8 @@ class Lab:
         if kind == Kind.RELOAD_DONE:
             failed = self._server.find(Kind.RELOAD_FAILED, self._mark)
             if failed:
-                return f"the reload failed (the old workers keep serving): {failed[0].get('error', '')}"
+                return _("the reload failed (the old workers keep serving): {error}").format(
+                    error=failed[0].get("error", ""))
         return None
 
     def wait_for(self, kind: str, timeout: float = 10.0, after: int | None = None, **match: Any) -> Event:
@@ -193,7 +195,7 @@ class Lab:
         try:
             return self._server.wait_for(kind, timeout, after, give_up=lambda: self._give_up(kind), **match)
         except LabError as exc:
-            raise LabError(f"{exc}; see lab.log() and lab.history") from None
+            raise LabError(_("{exc}; see lab.log() and lab.history").format(exc=exc)) from None
 
     async def until(self, kind: str, timeout: float = 10.0, after: int | None = None, **match: Any) -> Event:
         """``wait_for`` for a notebook cell: ``await lab.until("reload.done")`` lets views redraw."""
@@ -201,7 +203,8 @@ class Lab:
         deadline = time.monotonic() + timeout
         while (found := self._server.check(kind, after, 1, match, lambda: self._give_up(kind))) is None:
             if time.monotonic() > deadline:
-                raise LabError(f"no {kind} event within {timeout:g} s; see lab.log() and lab.history")
+                raise LabError(_("no {kind} event within {timeout:g} s; see lab.log() and lab.history")
+                               .format(kind=kind, timeout=timeout))
             await asyncio.sleep(0.02)
         return found
 
@@ -218,15 +221,17 @@ class Lab:
     def path(self, relpath: str) -> Path:
         path = (self.app_dir / relpath).resolve()
         if not path.is_relative_to(self.app_dir.resolve()):
-            raise LabError(f"{relpath!r} is outside the app directory {self.app_dir}")
+            raise LabError(_("{relpath!r} is outside the app directory {app_dir}")
+                           .format(relpath=relpath, app_dir=self.app_dir))
         return path
 
     def read(self, relpath: str) -> str:
         try:
             return self.path(relpath).read_text()
         except FileNotFoundError:
-            raise LabError(f"no file {relpath!r} in {self.app_dir}: "
-                           f"it holds {sorted(p.name for p in self.app_dir.iterdir())}") from None
+            raise LabError(_("no file {relpath!r} in {app_dir}: it holds {files}")
+                           .format(relpath=relpath, app_dir=self.app_dir,
+                                   files=sorted(p.name for p in self.app_dir.iterdir()))) from None
 
     def edit(self, relpath: str, text: str) -> None:
         """Save ``text`` as the app file ``relpath``, atomically, as many editors do.
@@ -252,7 +257,8 @@ class Lab:
         """Replace the first ``old`` with ``new`` in an app file; LabError when ``old`` is not there."""
         text = self.read(relpath)
         if old not in text:
-            raise LabError(f"{old!r} is not in {relpath}: lab.read({relpath!r}) shows what is")
+            raise LabError(_("{old!r} is not in {relpath}: lab.read({relpath!r}) shows what is")
+                           .format(old=old, relpath=relpath))
         self.edit(relpath, text.replace(old, new, 1))
 
     # --- signals -----------------------------------------------------------------------------
@@ -260,7 +266,7 @@ class Lab:
     def send_signal(self, signum: int) -> None:
         """Send ``signum`` to the master (SIGUSR1/SIGHUP: reload; SIGTERM: stop; SIGQUIT: now)."""
         if not self.running:
-            raise LabError("the server is not running: lab.start() it first")
+            raise LabError(_("the server is not running: lab.start() it first"))
         self._act(Kind.LAB_SIGNAL, signal=signal.Signals(signum).name)
         os.kill(self.pid, signum)
 
@@ -276,7 +282,7 @@ class Lab:
         """Kill one worker of the serving generation (the master replaces it); returns its pid."""
         pids = self.workers()
         if not pids:
-            raise LabError("no serving worker to kill: is the server started?")
+            raise LabError(_("no serving worker to kill: is the server started?"))
         self._act(Kind.LAB_KILL_WORKER, worker=pids[0], signal=signal.Signals(signum).name)
         os.kill(pids[0], signum)
         return pids[0]
@@ -322,7 +328,7 @@ class Lab:
 
     def _server_address(self) -> tuple[str, int]:
         if not self.running or self.address is None:
-            raise LabError("the server is not running: lab.start() it first")
+            raise LabError(_("the server is not running: lab.start() it first"))
         return self.address
 
 

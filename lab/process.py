@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
+from lab.i18n import _
 from lab.events import EventTail, Kind, matches
 
 Event = dict[str, Any]
@@ -55,7 +56,7 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = 
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         if time.monotonic() > deadline:
-            raise LabError(f"{what} did not happen within {timeout:g} s")
+            raise LabError(_("{what} did not happen within {timeout:g} s").format(what=what, timeout=timeout))
         time.sleep(0.01)
     return value
 
@@ -145,7 +146,7 @@ class ServerProcess:
     @property
     def port(self) -> int:
         if self.address is None:
-            raise LabError("the server is not started")
+            raise LabError(_("the server is not started"))
         return self.address[1]
 
     def send_signal(self, signum: int) -> None:
@@ -205,9 +206,10 @@ class ServerProcess:
             hits = self.find(kind, after, **(match or {}))  # written just before it exited?
             if len(hits) >= count:
                 return hits[count - 1]
-            why = f"the server exited with code {self.proc.returncode}:\n{self.output(5)}"
+            why = _("the server exited with code {code}:\n{output}").format(code=self.proc.returncode,
+                                                                             output=self.output(5))
         if why is not None:
-            raise LabError(f"waiting for {kind}: {why}")
+            raise LabError(_("waiting for {kind}: {why}").format(kind=kind, why=why))
         return None
 
     def wait_for(self, kind: str, timeout: float = 10.0, after: int = 0, count: int = 1,
@@ -217,8 +219,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while (found := self.check(kind, after, count, match, give_up)) is None:
             if time.monotonic() > deadline:
-                raise LabError(f"no {kind} event{f' with {match}' if match else ''} within {timeout:g} s; "
-                               f"last events: {[e['kind'] for e in self.events[-10:]]}")
+                with_match = _(" with {match}").format(match=match) if match else ""
+                raise LabError(_("no {kind} event{with_match} within {timeout:g} s; last events: {last}").format(
+                    kind=kind, with_match=with_match, timeout=timeout, last=[e["kind"] for e in self.events[-10:]]))
             time.sleep(0.01)
         return found
 
@@ -231,11 +234,11 @@ class ServerProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 if value := predicate(self.read()):  # written just before it exited?
                     return value
-                raise LabError(f"waiting for {what}: the server exited with code {self.proc.returncode}:\n"
-                               f"{self.output(5)}")
+                raise LabError(_("waiting for {what}: the server exited with code {code}:\n{output}").format(
+                    what=what, code=self.proc.returncode, output=self.output(5)))
             if time.monotonic() > deadline:
-                raise LabError(f"{what} did not happen within {timeout:g} s; "
-                               f"last events: {[e['kind'] for e in self.events[-10:]]}")
+                raise LabError(_("{what} did not happen within {timeout:g} s; last events: {last}").format(
+                    what=what, timeout=timeout, last=[e["kind"] for e in self.events[-10:]]))
             time.sleep(0.01)
         return value
 

@@ -9,6 +9,10 @@ import psutil
 import pytest
 from server_helpers import serving, write_app
 
+# The suite reads the lab's English, its source, whatever the machine's locale; tests/test_i18n.py
+# asks for Chinese where it checks it.
+os.environ["LAB_LANG"] = "en"
+
 
 def _children() -> dict[int, str]:
     out = {}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from lab.check.runner import Options, run
+from lab.i18n import _
 
 
 def main(args: argparse.Namespace) -> int:
@@ -20,7 +21,7 @@ def main(args: argparse.Namespace) -> int:
 
     def progress(line: str, **fields: object) -> None:
         if not quiet:
-            print(f"check: {line}", file=sys.stderr, flush=True)
+            print(_("check: {line}").format(line=line), file=sys.stderr, flush=True)
 
     report = run(options, progress)
     if args.json:
@@ -35,5 +36,5 @@ def main(args: argparse.Namespace) -> int:
         from lab.check.plots import save
 
         for path in save(report, args.plots):
-            progress(f"plot {path}")
+            progress(_("plot {path}").format(path=path))
     return 0 if report.ok else 1

@@ -8,6 +8,9 @@ from matplotlib.figure import Figure
 
 from lab.check.report import Report
 from lab.check.verdicts import EARLY_SLACK, LATE_SLACK, NEVER_AFTER, latencies
+from lab.i18n import _f, figure_fonts
+
+figure_fonts()  # in Chinese, before any figure is made
 
 
 def reload_figure(report: Report) -> Figure | None:
@@ -21,15 +24,15 @@ def reload_figure(report: Report) -> Figure | None:
     top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [1, 2]})
     lat = latencies(edits, answers, float("inf"))
     top.bar([e.token for e in edits], [0 if x is None else x * 1000 for x in lat], color="tab:blue")
-    top.set(xlabel="edit", ylabel="write -> first new answer (ms)", title="reload latency per edit")
+    top.set(xlabel=_f("edit"), ylabel=_f("write -> first new answer (ms)"), title=_f("reload latency per edit"))
     ok = [a for a in answers if a.token is not None]
     bad = [a for a in answers if a.token is None]
-    bottom.scatter([a.received - t0 for a in ok], [a.token for a in ok], s=4, label="answer")
-    bottom.scatter([a.received - t0 for a in bad], [-0.5] * len(bad), s=8, color="tab:red", label="failed")
+    bottom.scatter([a.received - t0 for a in ok], [a.token for a in ok], s=4, label=_f("answer"))
+    bottom.scatter([a.received - t0 for a in bad], [-0.5] * len(bad), s=8, color="tab:red", label=_f("failed"))
     for e in edits:
         bottom.axvline(e.written - t0, color="grey", lw=0.6, ls=":")
-    bottom.set(xlabel="time (s); dotted: an edit written", ylabel="token (0: the marker)",
-               title="answers by token")
+    bottom.set(xlabel=_f("time (s); dotted: an edit written"), ylabel=_f("token (0: the marker)"),
+               title=_f("answers by token"))
     bottom.legend(loc="upper left")
     fig.tight_layout()
     return fig
@@ -47,12 +50,12 @@ def heartbeat_figure(report: Report) -> Figure | None:
     for i, life in enumerate(raw["silent"]):
         lived = until if life.closed is None else life.closed - life.opened
         ax.barh(i, lived, color="tab:grey" if life.closed is None else "tab:blue")
-    for x, label, colour in ((idle - EARLY_SLACK, "early before", "tab:orange"),
-                             (idle + interval + LATE_SLACK, "late after", "tab:red"),
-                             (until, "never closed", "black")):
+    for x, label, colour in ((idle - EARLY_SLACK, _f("early before"), "tab:orange"),
+                             (idle + interval + LATE_SLACK, _f("late after"), "tab:red"),
+                             (until, _f("never closed"), "black")):
         ax.axvline(x, color=colour, ls="--", label=f"{label} {x:.2f} s")
-    ax.set(xlabel="seconds from connect to close", ylabel="silent connection",
-           title=f"heartbeat: idle {idle:g} s, interval {interval:g} s")
+    ax.set(xlabel=_f("seconds from connect to close"), ylabel=_f("silent connection"),
+           title=_f("heartbeat: idle {idle:g} s, interval {interval:g} s").format(idle=idle, interval=interval))
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return fig

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from lab.check.verdicts import Answer, Lifetime
 from lab.errors import LabError
+from lab.i18n import _
 
 REQUEST_TIMEOUT = 5.0
 LINE_REQUEST = b"hi\n"
@@ -27,15 +28,15 @@ def parse_connect(text: str) -> Address:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise LabError(f"--connect {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9501")
+        raise LabError(_("--connect {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9501").format(text=text))
     try:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise LabError(f"--connect {text!r}: {exc.strerror}") from None
+        raise LabError(_("--connect {text!r}: {reason}").format(text=text, reason=exc.strerror)) from None
     addresses = {info[4][0] for info in infos}
     if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
-        raise LabError(f"--connect {text!r}: only loopback addresses (127.0.0.1, ::1, localhost) are "
-                       f"allowed, the check loads the server hard")
+        raise LabError(_("--connect {text!r}: only loopback addresses (127.0.0.1, ::1, localhost) are allowed, the "
+                         "check loads the server hard").format(text=text))
     return host, int(port)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from lab.check.verdicts import Edit
 from lab.errors import LabError
+from lab.i18n import _
 
 GONE_AFTER_EXIT = 1.0  # how long the server's other processes get to follow it out
 
@@ -34,12 +35,13 @@ class AppFile:
             self.original = self.path.read_bytes()
             text = self.original.decode()
         except (OSError, UnicodeDecodeError) as exc:
-            raise LabError(f"--app {path}: cannot read it as UTF-8 text ({exc})") from None
+            raise LabError(_("--app {path}: cannot read it as UTF-8 text ({exc})")
+                           .format(path=path, exc=exc)) from None
         if not os.access(self.path, os.W_OK):
-            raise LabError(f"--app {path}: not writable, the check edits it (and puts it back)")
+            raise LabError(_("--app {path}: not writable, the check edits it (and puts it back)").format(path=path))
         if not marker or marker not in text:
-            raise LabError(f"--app {path}: the marker {marker!r} is not in this file "
-                           f"(give the text your server answers with, as written in the file)")
+            raise LabError(_("--app {path}: the marker {marker!r} is not in this file (give the text your server "
+                             "answers with, as written in the file)").format(path=path, marker=marker))
         self.text, self.tokens = text, [marker]
 
     @property
@@ -98,14 +100,15 @@ class Server:
     def __init__(self, cmd: str):
         argv = shlex.split(cmd)
         if not argv:
-            raise LabError("--cmd is empty")
+            raise LabError(_("--cmd is empty"))
         self.log = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             self.log.close()
-            raise LabError(f"--cmd {cmd!r}: {exc.strerror}: {argv[0]}") from None
+            raise LabError(_("--cmd {cmd!r}: {reason}: {program}")
+                           .format(cmd=cmd, reason=exc.strerror, program=argv[0])) from None
 
     def output_tail(self, lines: int = 3) -> str:
         self.log.seek(0)

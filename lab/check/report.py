@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.check.verdicts import Check, checks
+from lab.i18n import _
 
 SECTIONS = ("reload", "broken", "heartbeat", "stop")
 
@@ -42,34 +43,35 @@ class Report:
                 "notes": self.notes, "duration_s": self.raw.get("duration_s")}
 
     def __str__(self) -> str:
-        rows = [("check", "value", "bound", "")] + [
-            (c.name, _short(c.value), c.bound, "pass" if c.ok else "FAIL") for c in self.checks]
+        rows = [(_("check"), _("value"), _("bound"), "")] + [
+            (c.name, _short(c.value), c.bound, _("pass") if c.ok else _("FAIL")) for c in self.checks]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = []
         for i, row in enumerate(rows):
             lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
             if i and not self.checks[i - 1].ok:
                 lines.append(f"    -> {self.checks[i - 1].detail}")
-        lines += _figures(self.sections) + [f"note: {n}" for n in self.notes]
-        verdict = "every check passed" if self.ok else f"FAILED: {', '.join(self.failed) or 'no check ran'}"
+        lines += _figures(self.sections) + [_("note: {note}").format(note=n) for n in self.notes]
+        verdict = _("every check passed") if self.ok else _("FAILED: {checks}").format(
+            checks=", ".join(self.failed) or _("no check ran"))
         return "\n".join(lines + [verdict])
 
 
 def _short(value: Any) -> str:
-    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+    return (_("yes") if value else _("no")) if isinstance(value, bool) else str(value)
 
 
 def _figures(sections: dict[str, dict[str, Any] | None]) -> list[str]:
     """One line of the main figures per scenario that ran."""
     out = []
     if r := sections.get("reload"):
-        out.append(f"reload: {r['edits']} edits, latency p50 {r['p50_ms']} ms, "
-                   f"{r['ok_requests']} answers, {r['failed_requests']} failed")
+        out.append(_("reload: {edits} edits, latency p50 {p50} ms, {ok} answers, {failed} failed").format(
+            edits=r["edits"], p50=r["p50_ms"], ok=r["ok_requests"], failed=r["failed_requests"]))
     if h := sections.get("heartbeat"):
         late = h["lateness_ms"]
-        span = f"{min(late)} .. {max(late)} ms" if late else "none closed"
-        out.append(f"heartbeat: idle {h['idle_s']} s, interval {h['interval_s']} s, silent closed {span} "
-                   f"after the idle time")
+        span = f"{min(late)} .. {max(late)} ms" if late else _("none closed")
+        out.append(_("heartbeat: idle {idle} s, interval {interval} s, silent closed {span} after the idle time")
+                   .format(idle=h["idle_s"], interval=h["interval_s"], span=span))
     if s := sections.get("stop"):
-        out.append(f"stop: exit after {s['exit_s']} s (status {s['exit_code']})")
+        out.append(_("stop: exit after {s} s (status {code})").format(s=s["exit_s"], code=s["exit_code"]))
     return out

@@ -17,6 +17,7 @@ from lab.check import probe, verdicts
 from lab.check.process import AppFile, Server
 from lab.check.report import Report
 from lab.errors import LabError
+from lab.i18n import _
 
 SCENARIOS = ("reload", "broken", "heartbeat", "stop")
 PY_BROKEN = 'lab_check_broken = "an unclosed string'
@@ -50,13 +51,14 @@ class Options:
     def validate(self) -> None:
         unknown = set(self.scenarios) - set(SCENARIOS)
         if unknown:
-            raise LabError(f"--scenarios: unknown {', '.join(sorted(unknown))} (known: {', '.join(SCENARIOS)})")
+            raise LabError(_("--scenarios: unknown {unknown} (known: {known})")
+                           .format(unknown=', '.join(sorted(unknown)), known=', '.join(SCENARIOS)))
         if self.protocol not in ("line", "http"):
-            raise LabError(f"--protocol {self.protocol!r}: line or http")
+            raise LabError(_("--protocol {protocol!r}: line or http").format(protocol=self.protocol))
         if self.edits < 1 or self.clients < 1:
-            raise LabError("--edits and --clients must be at least 1")
+            raise LabError(_("--edits and --clients must be at least 1"))
         if self.idle is not None and (self.idle <= 0 or (self.interval is not None and self.interval <= 0)):
-            raise LabError("--idle and --interval must be positive")
+            raise LabError(_("--idle and --interval must be positive"))
 
 
 @dataclass
@@ -93,7 +95,7 @@ def run(options: Options, progress: Progress = lambda line, **fields: None) -> R
     started = time.monotonic()
     try:
         if options.cmd:
-            progress(f"starting {options.cmd}", scenario="start")
+            progress(_("starting {cmd}").format(cmd=options.cmd), scenario="start")
             state.server = Server(options.cmd)
         _wait_ready(state)
         for name in ("reload", "broken", "heartbeat"):
@@ -117,17 +119,18 @@ def _wait_ready(state: Run) -> None:
     last = "no answer"
     while time.monotonic() < deadline:
         if server is not None and server.proc.poll() is not None:
-            raise LabError(f"--cmd exited with status {server.proc.returncode} before answering "
-                           f"({server.output_tail() or 'no output'})")
+            raise LabError(_("--cmd exited with status {status} before answering ({output})")
+                           .format(status=server.proc.returncode, output=server.output_tail() or _('no output')))
         try:
             text = probe.ask(state.address, opts.protocol)
             if state.app.identify(text) is not None:
                 return
-            last = f"answer {text[:60]!r} has no {opts.marker!r}"
+            last = _("answer {text!r} has no {marker!r}").format(text=text[:60], marker=opts.marker)
         except OSError as exc:
             last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.1)
-    raise LabError(f"no answer containing {opts.marker!r} at {opts.connect} ({last})")
+    raise LabError(_("no answer containing {marker!r} at {connect} ({last})")
+                   .format(marker=opts.marker, connect=opts.connect, last=last))
 
 
 def _restore_served(state: Run) -> None:
@@ -145,7 +148,8 @@ def _restore_served(state: Run) -> None:
 
 def _reload(state: Run) -> None:
     opts = state.options
-    state.progress(f"reload: {opts.clients} clients, {opts.edits} edits", scenario="reload")
+    state.progress(_("reload: {clients} clients, {edits} edits").format(clients=opts.clients, edits=opts.edits),
+                   scenario="reload")
     edits = []
     with state.clients() as clients:
         _wait_answers(clients)
@@ -154,8 +158,9 @@ def _reload(state: Run) -> None:
             edits.append(edit)
             seen = state.wait_seen(clients, edit.token, edit.written)
             ms = (clients.first[edit.token] - edit.written) * 1000 if seen else None
-            state.progress(f"reload: edit {n + 1}/{opts.edits} "
-                           + (f"served after {ms:.0f} ms" if seen else f"not served within {opts.seen_timeout:g} s"),
+            outcome = (_("served after {ms:.0f} ms").format(ms=ms) if seen
+                       else _("not served within {s:g} s").format(s=opts.seen_timeout))
+            state.progress(_("reload: edit {n}/{edits} {outcome}").format(n=n + 1, edits=opts.edits, outcome=outcome),
                            scenario="reload", edit=n + 1, latency_ms=ms)
             time.sleep(opts.settle_s)
     state.sections["reload"] = verdicts.reload_summary(edits, clients.answers, opts.seen_timeout)
@@ -186,9 +191,9 @@ def _broken(state: Run) -> None:
     opts = state.options
     broken = opts.broken if opts.broken is not None else PY_BROKEN if Path(opts.app).suffix == ".py" else None
     if broken is None:
-        state.notes.append("broken: skipped, give --broken TEXT (a syntax error in your app's language)")
+        state.notes.append(_("broken: skipped, give --broken TEXT (a syntax error in your app's language)"))
         return
-    state.progress(f"broken: writing a syntax error, asking for {opts.broken_s:g} s", scenario="broken")
+    state.progress(_("broken: writing a syntax error, asking for {s:g} s").format(s=opts.broken_s), scenario="broken")
     with state.clients() as clients:
         good = _settled(clients, opts.seen_timeout)
         written = state.app.write_broken(broken)
@@ -197,7 +202,8 @@ def _broken(state: Run) -> None:
         during = [a for a in clients.since(written) if a.received <= ended]
         edit = state.app.edit()
         recovered = state.wait_seen(clients, edit.token, edit.written)
-    state.progress(f"broken: {'recovered' if recovered else 'did not recover'} after a good edit",
+    state.progress(_("broken: recovered after a good edit") if recovered
+                   else _("broken: did not recover after a good edit"),
                    scenario="broken")
     state.sections["broken"] = verdicts.broken_summary(during, good, recovered)
     state.raw["broken"] = {"good": good, "answers": during}
@@ -206,11 +212,12 @@ def _broken(state: Run) -> None:
 def _heartbeat(state: Run) -> None:
     opts = state.options
     if opts.idle is None:
-        state.notes.append("heartbeat: skipped, give --idle S (the idle time your server claims)")
+        state.notes.append(_("heartbeat: skipped, give --idle S (the idle time your server claims)"))
         return
     interval = opts.interval if opts.interval is not None else opts.idle / 2
     until = verdicts.observe_until(opts.idle, interval)
-    state.progress(f"heartbeat: {opts.silent} silent, {opts.chatty} chatty connections for {until:g} s",
+    state.progress(_("heartbeat: {silent} silent, {chatty} chatty connections for {s:g} s").format(
+                   silent=opts.silent, chatty=opts.chatty, s=until),
                    scenario="heartbeat")
     silent, chatty = probe.heartbeat_clients(state.address, opts.protocol, opts.idle, until,
                                              opts.silent, opts.chatty)
@@ -220,7 +227,7 @@ def _heartbeat(state: Run) -> None:
 
 def _stop(state: Run) -> None:
     if state.server is None:
-        state.notes.append("stop: skipped, the checker did not start the server (no --cmd)")
+        state.notes.append(_("stop: skipped, the checker did not start the server (no --cmd)"))
         return
     state.progress("stop: SIGTERM", scenario="stop")
     state.sections["stop"] = state.server.stop(state.options.stop_timeout)

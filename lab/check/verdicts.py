@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lab.i18n import N_, _
+
 EARLY_SLACK = 0.05     # a silent connection closed this much before ``idle`` is closed early
 LATE_SLACK = 0.25      # ... this much after ``idle + interval`` is closed late
 NEVER_AFTER = 2.0      # ... still open this much after ``idle + interval`` is never closed
@@ -161,62 +163,63 @@ def heartbeat_summary(silent: Sequence[Lifetime], chatty: Sequence[Lifetime], id
 
 # name -> what a failure means and where the lab's notebooks explain it (one line each)
 EXPLAIN = {
-    "reload.failed_requests": "requests refused, reset or unanswered during reloads: old workers stop "
-                              "before new ones are ready (notebooks/02_hot_reload.ipynb, 'Reload under load')",
-    "reload.missed_edits": "an edit never reached the answers: the file is not watched or the server "
-                           "does not reload (notebooks/02_hot_reload.ipynb, 'Why a resident process keeps old code')",
-    "reload.stale_answers": "old code answered after new code had: old and new workers serve side by side "
-                            "(notebooks/02_hot_reload.ipynb, 'The phases of a reload')",
-    "broken.kept_serving": "a syntax error took the old code down instead of being refused "
-                           "(notebooks/02_hot_reload.ipynb, 'A syntax error is refused')",
-    "broken.failed_requests": "requests failed while the app had a syntax error "
-                              "(notebooks/02_hot_reload.ipynb, 'A syntax error is refused')",
-    "broken.recovered": "a good edit after a syntax error was not served "
-                        "(notebooks/02_hot_reload.ipynb, 'A syntax error is refused')",
-    "heartbeat.closed_early": "silent connections closed before the idle time: the idle clock starts too soon "
-                              "or the check is too eager (notebooks/03_heartbeat.ipynb, 'Four strategies')",
-    "heartbeat.closed_late": "silent connections closed later than idle + interval: the check runs late "
-                             "(notebooks/03_heartbeat.ipynb, 'Lateness on the real server')",
-    "heartbeat.never_closed": "silent connections never closed: no heartbeat, or it never fires "
-                              "(notebooks/03_heartbeat.ipynb, 'A real server with a heartbeat')",
-    "heartbeat.chatty_closed": "busy connections closed: activity does not reset the idle clock "
-                               "(notebooks/03_heartbeat.ipynb, 'The tutorial's way: a timer per message')",
-    "stop.graceful": "SIGTERM did not stop the server within the grace time "
-                     "(notebooks/02_hot_reload.ipynb, 'Reload by signal, and by command')",
-    "stop.left_behind": "processes of the server's session outlived it: workers are not stopped with "
-                        "their master (notebooks/02_hot_reload.ipynb, 'Reload by signal, and by command')",
+    "reload.failed_requests": N_("requests refused, reset or unanswered during reloads: old workers stop "
+                                 "before new ones are ready (notebooks/02_hot_reload.ipynb, 'Reload under load')"),
+    "reload.missed_edits": N_("an edit never reached the answers: the file is not watched or the server does "
+                              "not reload (notebooks/02_hot_reload.ipynb, 'Why a resident process keeps old code')"),
+    "reload.stale_answers": N_("old code answered after new code had: old and new workers serve side by side "
+                               "(notebooks/02_hot_reload.ipynb, 'The phases of a reload')"),
+    "broken.kept_serving": N_("a syntax error took the old code down instead of being refused "
+                              "(notebooks/02_hot_reload.ipynb, 'A syntax error is refused')"),
+    "broken.failed_requests": N_("requests failed while the app had a syntax error "
+                                 "(notebooks/02_hot_reload.ipynb, 'A syntax error is refused')"),
+    "broken.recovered": N_("a good edit after a syntax error was not served "
+                           "(notebooks/02_hot_reload.ipynb, 'A syntax error is refused')"),
+    "heartbeat.closed_early": N_("silent connections closed before the idle time: the idle clock starts too soon "
+                                 "or the check is too eager (notebooks/03_heartbeat.ipynb, 'Four strategies')"),
+    "heartbeat.closed_late": N_("silent connections closed later than idle + interval: the check runs late "
+                                "(notebooks/03_heartbeat.ipynb, 'Lateness on the real server')"),
+    "heartbeat.never_closed": N_("silent connections never closed: no heartbeat, or it never fires "
+                                 "(notebooks/03_heartbeat.ipynb, 'A real server with a heartbeat')"),
+    "heartbeat.chatty_closed": N_("busy connections closed: activity does not reset the idle clock "
+                                  "(notebooks/03_heartbeat.ipynb, 'The tutorial's way: a timer per message')"),
+    "stop.graceful": N_("SIGTERM did not stop the server within the grace time "
+                        "(notebooks/02_hot_reload.ipynb, 'Reload by signal, and by command')"),
+    "stop.left_behind": N_("processes of the server's session outlived it: workers are not stopped with "
+                           "their master (notebooks/02_hot_reload.ipynb, 'Reload by signal, and by command')"),
 }
 
 
 def _count(name: str, value: int, what: str) -> Check:
-    return Check(name, value == 0, value, "= 0", "" if value == 0 else EXPLAIN[name] + f" [{what}]")
+    return Check(name, value == 0, value, "= 0", "" if value == 0 else _(EXPLAIN[name]) + f" [{what}]")
 
 
 def _flag(name: str, value: bool, what: str) -> Check:
-    return Check(name, bool(value), value, "yes", "" if value else EXPLAIN[name] + f" [{what}]")
+    return Check(name, bool(value), value, "yes", "" if value else _(EXPLAIN[name]) + f" [{what}]")
 
 
 def checks(sections: dict[str, dict[str, Any] | None]) -> list[Check]:
     """Every check of the scenarios that ran (a section is ``None`` when its scenario did not)."""
     out: list[Check] = []
     if r := sections.get("reload"):
-        out += [_count("reload.failed_requests", r["failed_requests"], f"{r['ok_requests']} answered"),
-                _count("reload.missed_edits", r["missed"], f"of {r['edits']} edits"),
-                _count("reload.stale_answers", r["stale_answers"], f"of {r['ok_requests']} answers")]
+        out += [_count("reload.failed_requests", r["failed_requests"], _("{n} answered").format(n=r["ok_requests"])),
+                _count("reload.missed_edits", r["missed"], _("of {n} edits").format(n=r["edits"])),
+                _count("reload.stale_answers", r["stale_answers"], _("of {n} answers").format(n=r["ok_requests"]))]
     if b := sections.get("broken"):
-        out += [_flag("broken.kept_serving", b["kept_serving"], f"{b['ok_requests']} answered"),
-                _count("broken.failed_requests", b["failed_requests"], f"{b['ok_requests']} answered"),
-                _flag("broken.recovered", b["recovered"], "a good edit after the broken one")]
+        out += [_flag("broken.kept_serving", b["kept_serving"], _("{n} answered").format(n=b["ok_requests"])),
+                _count("broken.failed_requests", b["failed_requests"], _("{n} answered").format(n=b["ok_requests"])),
+                _flag("broken.recovered", b["recovered"], _("a good edit after the broken one"))]
     if h := sections.get("heartbeat"):
         idle, due = h["idle_s"], h["idle_s"] + h["interval_s"]
-        silent = f"of {h['silent']} silent"
+        silent = _("of {n} silent").format(n=h["silent"])
         out += [_count("heartbeat.closed_early", h["closed_early"],
-                       f"{silent} closed before {idle - EARLY_SLACK:.2f} s"),
-                _count("heartbeat.closed_late", h["closed_late"], f"{silent} closed after {due + LATE_SLACK:.2f} s"),
+                       _("{silent} closed before {s:.2f} s").format(silent=silent, s=idle - EARLY_SLACK)),
+                _count("heartbeat.closed_late", h["closed_late"], _("{silent} closed after {s:.2f} s")
+                                                                  .format(silent=silent, s=due + LATE_SLACK)),
                 _count("heartbeat.never_closed", h["never_closed"],
-                       f"{silent} still open at {due + NEVER_AFTER:.2f} s"),
-                _count("heartbeat.chatty_closed", h["chatty_closed"], f"of {h['chatty']} chatty")]
+                       _("{silent} still open at {s:.2f} s").format(silent=silent, s=due + NEVER_AFTER)),
+                _count("heartbeat.chatty_closed", h["chatty_closed"], _("of {n} chatty").format(n=h["chatty"]))]
     if s := sections.get("stop"):
-        out += [_flag("stop.graceful", s["graceful"], f"exit after {s['exit_s']} s"),
-                _count("stop.left_behind", len(s["left_behind"]), f"pids {s['left_behind']}")]
+        out += [_flag("stop.graceful", s["graceful"], _("exit after {s} s").format(s=s["exit_s"])),
+                _count("stop.left_behind", len(s["left_behind"]), _("pids {pids}").format(pids=s["left_behind"]))]
     return out
