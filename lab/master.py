@@ -39,8 +39,8 @@ from lab.events import EventSink, Kind
 from lab.pidfile import PidFile
 from lab.preload import Preloaded, preload
 from lab.reactor import Reactor
-from lab.supervisor import (Action, CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Supervisor,
-                            Tell, summarize_traceback)
+from lab.actions import Action, CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Tell
+from lab.supervisor import Supervisor, summarize_traceback
 from lab.upgrade import Predecessor, Upgrade
 from lab.watching import Watching
 

@@ -23,7 +23,8 @@ from lab.errors import LabError
 from lab.events import EventSink, Kind
 from lab.pidfile import PidFile
 from lab.reactor import Reactor
-from lab.supervisor import Action, Supervisor
+from lab.actions import Action
+from lab.supervisor import Supervisor
 from lab.worker import take_lines
 
 UPGRADE_ENV = "LAB_UPGRADE"  # a new master's inheritance from the old one (JSON; see ``Predecessor``)
