@@ -162,7 +162,8 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from lab.config import Config
-    from lab.master import Master, take_upgrade_env
+    from lab.master import Master
+    from lab.upgrade import take_upgrade_env
 
     handed = take_upgrade_env()
     if handed is not None:  # a new master exec'd by an upgrade: the old one's settings, not argv's

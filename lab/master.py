@@ -9,7 +9,8 @@ it returns are carried out by ``_do``. The master never imports the app: each wo
 the fork, so a new generation runs the code as it is on disk now. It may import heavy, unchanging
 modules first (``--preload``, ``preload``), which every generation then inherits; a reload cannot
 pick up a change to those, so such a change (or SIGUSR2, ``python -m lab upgrade``) starts a new
-master instead (``_start_successor``), which takes over the listening socket and the pid file.
+master instead (``Upgrade`` in lab/upgrade.py), which takes over the listening socket and the pid
+file. The watcher's glue is ``Watching`` (lab/watching.py); the imports, ``preload`` (lab/preload.py).
 
 All signal handling goes through the reactor: a handler only notes the signal; the work is done in
 the loop. Each worker has a process group of its own, killed when the worker leaves, and the master
@@ -19,9 +20,7 @@ is a child subreaper: whatever the app starts dies with its worker, or at the la
 from __future__ import annotations
 
 import errno
-import dataclasses
 import gc
-import importlib
 import json
 import os
 import random
@@ -29,10 +28,8 @@ import resource
 import signal
 import socket
 import sys
-import threading
-import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from lab import worker
@@ -40,21 +37,21 @@ from lab.config import Config, format_bind
 from lab.errors import LabError
 from lab.events import EventSink, Kind
 from lab.pidfile import PidFile
+from lab.preload import Preloaded, preload
 from lab.reactor import Reactor
-from lab.supervisor import (Action, CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Supervisor,
-                            Tell, summarize_traceback)
+from lab.actions import Action, CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Tell
+from lab.supervisor import Supervisor, summarize_traceback
+from lab.upgrade import Predecessor, Upgrade
+from lab.watching import Watching
 
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGTERM, signal.SIGINT,
                    signal.SIGQUIT)
-UPGRADE_ENV = "LAB_UPGRADE"  # a new master's inheritance from the old one (JSON; see ``Predecessor``)
 # Old workers that have not confirmed their drain by then are unresponsive (stuck in app code): the
 # new generation accepts without them. Longer than worker.ORDERS_FRESH, so such a worker's accepts
 # still come before the new generation's (it reads its orders again before each accept).
 DRAIN_CONFIRM_WAIT = 15 * worker.ORDERS_FRESH  # 75 ms
-WATCH_EVENT_PATHS = 20
 _PR_SET_CHILD_SUBREAPER = 36
 ORPHAN_ROUNDS = 10  # at stop: orphans killed, then the orphans they leave, this many times at most
-REWATCH_EVERY = 0.5  # a deleted watched root: look for it again this often
 
 
 @dataclass(eq=False)
@@ -88,113 +85,6 @@ def bind_listener(config: Config) -> socket.socket:
         raise LabError(f"cannot bind {where}: {exc.strerror}") from None
     sock.setblocking(False)  # shared by the workers: one accept never blocks a worker
     return sock
-
-
-@dataclass
-class Preloaded:
-    """What ``--preload`` imported into the master, to be inherited by every generation."""
-
-    modules: tuple[str, ...] = ()
-    files: set[str] = field(default_factory=set)  # the source files of every module it brought in
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)  # threads or fds the imports left behind
-
-
-def _fd_targets() -> dict[int, str]:
-    """This process's open fds and what each points at (a path, ``socket:[N]``, ``pipe:[N]``)."""
-    targets = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            targets[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            pass  # the fd of the listing itself, closed by now
-    return targets
-
-
-def preload(config: Config) -> Preloaded:
-    """Import ``config.preload`` in the master, before any fork (gunicorn's ``--preload``).
-
-    Every worker inherits these modules: a generation imports only the app. LabError (one line)
-    if one fails to import, starts a Python thread (a forked worker has none of the master's
-    threads, and a lock one of them held stays locked in the child for good) or imports the app
-    itself; native threads and fds it leaves open are warnings (every worker shares the fds).
-    """
-    if not config.preload:
-        return Preloaded()
-    app_dir = os.path.abspath(config.app_dir)
-    if app_dir not in sys.path:
-        sys.path.insert(0, app_dir)  # a helper module next to the app may be preloaded too
-    before, fds, tasks = set(sys.modules), _fd_targets(), len(os.listdir("/proc/self/task"))
-    started = time.perf_counter()
-    for name in config.preload:
-        try:
-            importlib.import_module(name)
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt at import too: refused
-            raise LabError(f"cannot preload {name!r}: {summarize_traceback(_import_traceback(exc))}") from None
-    report = Preloaded(config.preload, seconds=time.perf_counter() - started)
-    _check_preloaded(config, report, tasks, fds)
-    for name in set(sys.modules) - before:
-        path = getattr(sys.modules[name], "__file__", None)
-        if path:
-            report.files.add(os.path.realpath(path))
-    return report
-
-
-def _import_traceback(exc: BaseException) -> str:
-    """The traceback of a failed import without importlib's frames or this module's."""
-    report = traceback.TracebackException.from_exception(exc)
-    report.stack = traceback.StackSummary.from_list(
-        [f for f in report.stack if f.filename not in (__file__, importlib.__file__)
-         and not f.filename.startswith("<frozen importlib")])
-    return "".join(report.format())
-
-
-def _check_preloaded(config: Config, report: Preloaded, tasks: int, fds: dict[int, str]) -> None:
-    """Refuse Python threads and the app imported by a preload; note native threads and fds."""
-    names = ", ".join(config.preload)
-    python_threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-    if python_threads:
-        raise LabError(f"preloading {names} started Python thread(s) {', '.join(python_threads)}: a forked "
-                       "worker would have none of them (and any lock they hold stays locked); "
-                       "start threads in the app (on_start), not at import")
-    app_module = config.target.partition(":")[0]
-    if app_module in sys.modules:
-        raise LabError(f"preloading {names} imported the app {app_module!r} itself: the master never imports "
-                       "the app (it could never be reloaded); preload only what the app imports")
-    native = len(os.listdir("/proc/self/task")) - tasks
-    if native > 0:
-        report.warnings.append(f"{native} native thread(s) started at import (e.g. a BLAS pool that "
-                               "restarts itself after fork): the workers do not inherit them")
-    opened = {fd: target for fd, target in _fd_targets().items() if fds.get(fd) != target}
-    if opened:
-        shown = ", ".join(f"{fd} -> {target}" for fd, target in sorted(opened.items())[:5])
-        report.warnings.append(f"{len(opened)} fd(s) left open at import ({shown}): every worker shares "
-                               "them (one file offset, one socket); open them in the app instead")
-
-
-@dataclass(frozen=True)
-class Predecessor:
-    """What a new master started by an upgrade inherits from the old one (in ``UPGRADE_ENV``)."""
-
-    pid: int  # the old master
-    listen_fd: int  # the listening socket, inherited: never closed, so no client is refused
-    channel_fd: int  # a socketpair end to the old master: "ready" goes out, "drained" comes in
-    generation: int  # the new master's first generation (numbered on from the old master's)
-
-
-def upgrade_env(config: Config, quiet: bool, predecessor: Predecessor) -> str:
-    return json.dumps({"config": dataclasses.asdict(config), "quiet": quiet,
-                       "predecessor": dataclasses.asdict(predecessor)})
-
-
-def take_upgrade_env() -> tuple[Config, bool, Predecessor] | None:
-    """In a new master: what the old one handed over (removed from the environment, so that no
-    process the app starts mistakes itself for a new master); None in a master started by hand."""
-    text = os.environ.pop(UPGRADE_ENV, None)
-    if text is None:
-        return None
-    handed = json.loads(text)
-    return Config(**handed["config"]), handed["quiet"], Predecessor(**handed["predecessor"])
 
 
 def raise_fd_limit() -> None:
@@ -248,6 +138,25 @@ def _children() -> list[int]:
         return []
 
 
+def _kill_orphans(keep: set[int]) -> None:
+    """At the end: the app's processes that left their worker's group (``setsid``) are this
+    master's children by now; kill them (all but ``keep``), and the orphans they leave in turn."""
+    for _ in range(ORPHAN_ROUNDS):
+        orphans = [pid for pid in _children() if pid not in keep]
+        if not orphans:
+            return
+        for pid in orphans:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in orphans:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
 def _describe_exit(status: int) -> dict[str, Any]:
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
@@ -267,31 +176,22 @@ class Master:
         self.events: EventSink | None = None
         self.listener: socket.socket | None = None
         self.pidfile: PidFile | None = None
-        self.watcher = None
+        self.watching: Watching | None = None
         self.supervisor: Supervisor | None = None
         self.workers: dict[int, WorkerProcess] = {}  # by pid, until reaped
-        self._watch_timer = None
-        self._rewatch_timer = None
-        self._watch_limited = False
         self._own_files: set[str] = set()
         self.preloaded = Preloaded()
         self._started = False
-        self.predecessor = predecessor  # this master was started by an upgrade of that one
-        self._predecessor_channel: socket.socket | None = None
-        self.successor: int | None = None  # the new master of an upgrade under way (its pid)
-        self._successor_channel: socket.socket | None = None
-        self._successor_inbox = b""
-        self._handed_over = False
+        self.upgrade = Upgrade(config, quiet=echo is None, predecessor=predecessor)
 
     # --- start and stop ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        if self.predecessor is not None:
-            self._predecessor_channel = socket.socket(fileno=self.predecessor.channel_fd)
+        self.upgrade.open()
         try:
             return self._run()
         except LabError as exc:  # a new master that cannot start: the old one says why, and serves on
-            self._tell_predecessor(failed=f"{exc}\n")
+            self.upgrade.tell_predecessor(failed=f"{exc}\n")
             raise
 
     def _run(self) -> int:
@@ -309,22 +209,22 @@ class Master:
             self.reactor = Reactor(on_error=self._on_loop_error)
             for signum, handler in ((signal.SIGCHLD, self._reap),
                                     (signal.SIGUSR1, lambda: self._trigger("SIGUSR1")),
-                                    (signal.SIGUSR2, lambda: self._upgrade("SIGUSR2")),
+                                    (signal.SIGUSR2, lambda: self._ask_upgrade("SIGUSR2")),
                                     (signal.SIGHUP, lambda: self._trigger("SIGHUP")),
                                     (signal.SIGTERM, lambda: self._stop(graceful=True)),
                                     (signal.SIGINT, lambda: self._stop(graceful=True)),
                                     (signal.SIGQUIT, lambda: self._stop(graceful=False))):
                 self.reactor.add_signal_handler(signum, handler)
-            predecessor = self.predecessor
+            predecessor = self.upgrade.predecessor
             self.supervisor = Supervisor(config.workers, config.graceful_timeout, config.worker_timeout,
                                          DRAIN_CONFIRM_WAIT, clock=self.reactor.clock, random=random.random,
                                          first_generation=predecessor.generation if predecessor else 1,
                                          successor=predecessor is not None)
-            if predecessor is not None:
-                self._predecessor_channel.setblocking(False)
-                self.reactor.add_reader(self._predecessor_channel.fileno(), self._on_predecessor)
+            self.upgrade.attach(self.reactor, self.events, self.supervisor, self._do, self.listener, self.pidfile)
             if config.watch:
-                self._start_watcher()
+                self.watching = Watching(config, self.reactor, self.events, self._own_files, self.preloaded.files,
+                                         reload=lambda seen: self._trigger("watch", seen),
+                                         upgrade=lambda: self._ask_upgrade("preload"))
             host, port = self.listener.getsockname()[:2]
             self.events.emit(Kind.SERVER_START, bind=format_bind(host, port), workers=config.workers,
                              target=config.target, watch=config.watch,
@@ -341,19 +241,16 @@ class Master:
 
     def _listen(self) -> socket.socket:
         """The listening socket: bound here, or the old master's, inherited by an upgrade."""
-        if self.predecessor is None:
+        if self.upgrade.predecessor is None:
             return bind_listener(self.config)
-        listener = socket.socket(fileno=self.predecessor.listen_fd)
-        listener.set_inheritable(False)
-        listener.setblocking(False)
-        return listener
+        return self.upgrade.inherit_listener()
 
     def _open_files(self) -> None:
         """The pid file and the events file (both the lab's own: never a reason to reload)."""
         config = self.config
         if config.pidfile:
             self.pidfile = PidFile(config.pidfile)
-            if self.predecessor is None:  # a new master takes the old one's over once it serves
+            if self.upgrade.predecessor is None:  # a new master takes the old one's over once it serves
                 self.pidfile.create()
             self._own_files.add(self.pidfile.path)
         try:
@@ -391,17 +288,17 @@ class Master:
                 pass
             w.channel.close()
         self.workers.clear()
-        self._kill_orphans()
-        if self.watcher is not None:
-            self.watcher.close()
+        _kill_orphans(keep={self.upgrade.successor})
+        if self.watching is not None:
+            self.watching.close()
         if self.reactor is not None:
             self.reactor.close()
-        if self.pidfile is not None:
+        if self.pidfile is not None and not self.upgrade.handed_over:  # else the new master's
             self.pidfile.remove()
         self.listener.close()
         if self.events is not None:
             if self._started:  # a start-up error says its one line, without a log of a stop
-                upgraded = {"upgraded_to": self.successor} if self._handed_over else {}
+                upgraded = {"upgraded_to": self.upgrade.successor} if self.upgrade.handed_over else {}
                 self.events.emit(Kind.SERVER_STOP, fatal=self._fatal(), **upgraded)
             self.events.close()
 
@@ -409,76 +306,13 @@ class Master:
         """A reload asked for: by a signal, the CLI (SIGUSR1), the watcher or the start."""
         self._do(self.supervisor.trigger(name, self.reactor.clock() if seen is None else seen))
 
+    def _ask_upgrade(self, name: str) -> None:
+        """SIGUSR2 (``python -m lab upgrade``) or a watched change of a preloaded module."""
+        self._do(self.supervisor.upgrade(name))
+
     def _stop(self, graceful: bool) -> None:
         """SIGTERM/SIGINT (a second one: at once) or SIGQUIT (at once)."""
         self._do(self.supervisor.stop(graceful))
-
-    # --- the watcher (the tutorial's watchEvent) ---------------------------------------------------
-
-    def _start_watcher(self) -> None:
-        from lab.watcher import Watcher  # only a watching master needs inotify
-
-        self.watcher = Watcher(self.config.watch, types=self.config.types, debounce=self.config.debounce)
-        self.reactor.add_reader(self.watcher.fileno(), self._poll_watcher)
-        self._report_watch_problems()  # e.g. an unreadable directory found by the first scan
-
-    def _report_watch_problems(self) -> None:
-        """Never silence: what the watcher could not watch is said, and a lost root looked for."""
-        while self.watcher.problems:
-            problem, text = self.watcher.problems.popleft()
-            self.events.emit(Kind.WATCH_ERROR, error=text, problem=problem)
-            if problem == "watch-limit" and not self._watch_limited:
-                self._watch_limited = True  # said once: every later directory would say it again
-                self.events.emit(Kind.SERVER_DEGRADED, reason="inotify watch limit", error=text)
-        lost = self.watcher.lost_roots
-        if lost and self._rewatch_timer is None:
-            self.events.emit(Kind.SERVER_DEGRADED, reason="watched root gone", paths=lost)
-            self._rewatch_timer = self.reactor.call_later(REWATCH_EVERY, self._rewatch)
-
-    def _rewatch(self) -> None:
-        """A watched root was deleted: once every path is back, watch anew and reload."""
-        from lab.watcher import Watcher
-
-        self._rewatch_timer = None
-        try:
-            watcher = Watcher(self.config.watch, types=self.config.types, debounce=self.config.debounce)
-        except LabError:  # not back yet (or still not watchable): look again later
-            self._rewatch_timer = self.reactor.call_later(REWATCH_EVERY, self._rewatch)
-            return
-        if self._watch_timer is not None:
-            self._watch_timer.cancel()
-            self._watch_timer = None
-        self.reactor.remove_reader(self.watcher.fileno())
-        self.watcher.close()
-        self.watcher = watcher
-        self.reactor.add_reader(watcher.fileno(), self._poll_watcher)
-        self.events.emit(Kind.WATCH_RESTORED, paths=self.config.watch)
-        self._trigger("watch", self.reactor.clock())  # what changed while unwatched
-
-    def _poll_watcher(self) -> None:
-        if self._watch_timer is not None:
-            self._watch_timer.cancel()
-            self._watch_timer = None
-        now = self.reactor.clock()
-        try:
-            changes = [c for c in self.watcher.poll(now) if c.path not in self._own_files]
-        except LabError as exc:  # e.g. out of inotify watches: say so, keep serving
-            self.events.emit(Kind.WATCH_ERROR, error=str(exc))
-            changes = []
-        self._report_watch_problems()
-        if changes:
-            shown = changes[:WATCH_EVENT_PATHS]  # one event line must fit in PIPE_BUF
-            self.events.emit(Kind.WATCH_CHANGE, paths=[c.path for c in shown], kinds=[c.kind for c in shown],
-                             count=len(changes))
-            if any(os.path.realpath(c.path) in self.preloaded.files for c in changes):
-                # Every forked worker inherits the master's copy of a preloaded module: only a
-                # new master loads the changed file (and the app's changes with it).
-                self._upgrade("preload")
-            else:
-                self._trigger("watch", now)
-        wait = self.watcher.timeout(now)
-        if wait is not None:
-            self._watch_timer = self.reactor.call_later(wait, self._poll_watcher)
 
     # --- carrying out the supervisor's decisions --------------------------------------------------
 
@@ -504,14 +338,14 @@ class Master:
                 case Exit():
                     self.reactor.stop()
                 case StartUpgrade(generation):
-                    self._start_successor(generation)
+                    self.upgrade.start_successor(generation)
                 case KillSuccessor():
-                    if self.successor is not None:  # never a reaped pid
-                        os.kill(self.successor, signal.SIGKILL)
+                    if self.upgrade.successor is not None:  # never a reaped pid
+                        os.kill(self.upgrade.successor, signal.SIGKILL)
                 case Tell("ready"):
-                    self._tell_predecessor(ready=True)
+                    self.upgrade.tell_predecessor(ready=True)
                 case Tell("drained"):
-                    self._hand_over()
+                    self.upgrade.hand_over()
 
     def _tick(self) -> None:
         # What the workers said while this loop was not running (a stall) counts before any
@@ -519,103 +353,6 @@ class Master:
         for w in list(self.workers.values()):
             self._on_channel(w)
         self._do(self.supervisor.tick())
-
-    # --- upgrade: a new master takes over ------------------------------------------------------------
-
-    def _upgrade(self, name: str) -> None:
-        """SIGUSR2 (``python -m lab upgrade``) or a watched change of a preloaded module."""
-        self._do(self.supervisor.upgrade(name))
-
-    def _start_successor(self, generation: int) -> None:
-        """Exec a new master (nginx's binary upgrade) with the listening socket and one end of a
-        socketpair; ``posix_spawn`` leaves the other fds closed, and this large process uncopied."""
-        ends: list[socket.socket] = []
-        inherited: list[int] = []  # inheritable copies, only for the child: closed right after
-        try:
-            ends.extend(socket.socketpair())
-            for fd in (self.listener.fileno(), ends[1].fileno()):
-                inherited.append(os.dup(fd))
-                os.set_inheritable(inherited[-1], True)
-            handed = upgrade_env(self.config, self.echo is None, Predecessor(os.getpid(), *inherited, generation))
-            argv = [sys.executable, "-m", "lab", "serve", self.config.target]
-            self.successor = os.posix_spawn(sys.executable, argv, {**os.environ, UPGRADE_ENV: handed},
-                                            setsigmask=())  # whatever this master blocks, it does not
-        except OSError as exc:
-            for end in ends:
-                end.close()
-            self._do(self.supervisor.successor_failed(f"cannot start a new master: {exc}\n"))
-            return
-        finally:
-            for fd in inherited:
-                os.close(fd)
-        parent_end, child_end = ends
-        child_end.close()
-        parent_end.setblocking(False)
-        self._successor_channel, self._successor_inbox = parent_end, b""
-        self.reactor.add_reader(parent_end.fileno(), self._on_successor)
-
-    def _on_successor(self) -> None:
-        """The new master's word: ``ready``, or ``failed`` (its error); its end closed: it is gone."""
-        channel = self._successor_channel
-        try:
-            data = channel.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.reactor.remove_reader(channel.fileno())
-            channel.close()
-            self._successor_channel = None
-            self._do(self.supervisor.successor_failed("the new master exited before it was ready\n"))
-            return
-        lines, self._successor_inbox = worker.take_lines(self._successor_inbox, data)
-        for line in lines:
-            message = json.loads(line)
-            if "ready" in message:
-                self._do(self.supervisor.successor_ready())
-            elif "failed" in message:
-                self._do(self.supervisor.successor_failed(message["failed"]))
-
-    def _hand_over(self) -> None:
-        """No worker of this (old) master accepts any more: the new master accepts from now on,
-        and owns the pid file (this one never removes it)."""
-        self._handed_over = True
-        self.pidfile = None
-        if self._successor_channel is None:
-            return  # it died after it said ready: nothing serves once these workers are gone
-        try:
-            self._successor_channel.send(b'{"drained": true}\n')
-        except OSError:
-            pass  # the same, found now
-
-    def _tell_predecessor(self, **message: Any) -> None:
-        if self._predecessor_channel is not None:
-            try:
-                self._predecessor_channel.send(json.dumps(message).encode() + b"\n")
-            except OSError:
-                pass  # the old master is gone: nobody waits for this word
-
-    def _on_predecessor(self) -> None:
-        """The old master said ``drained`` (or is gone): this master's workers start accepting,
-        and the pid file names this master."""
-        try:
-            data = self._predecessor_channel.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        self.reactor.remove_reader(self._predecessor_channel.fileno())
-        self._predecessor_channel.close()
-        self._predecessor_channel = None
-        if data and b"drained" not in data:
-            self.events.emit(Kind.UPGRADE_ERROR, error=f"unexpected word from the old master: {data[:80]!r}")
-        self._do(self.supervisor.predecessor_drained())
-        if self.pidfile is not None:
-            try:
-                self.pidfile.take_over(self.predecessor.pid)
-            except LabError as exc:
-                self.events.emit(Kind.PIDFILE_ERROR, error=str(exc))
 
     # --- workers -------------------------------------------------------------------------------------
 
@@ -672,11 +409,9 @@ class Master:
             signal.signal(signum, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         self.reactor.forget()
-        if self.watcher is not None:
-            # Closing the child's copy of the inotify fd leaves the master's watches alone, and
-            # the object is marked closed, so its collection never closes a reused fd number.
-            self.watcher.close()
-            self.watcher = None
+        if self.watching is not None:
+            self.watching.close()
+            self.watching = None
         for w in self.workers.values():
             w.channel.close()
         self.events.close()
@@ -726,10 +461,7 @@ class Master:
                 pid, status = os.waitpid(info.si_pid, 0)
             except ChildProcessError:
                 continue
-            if pid == self.successor:
-                self.successor = None
-                self._do(self.supervisor.successor_failed(
-                    f"the new master exited ({_describe_exit(status)}) before it was ready\n"))
+            if self.upgrade.reaped(pid, _describe_exit(status)):
                 continue
             w = self.workers.pop(pid, None)  # first: its pid is free for reuse, never to be killed
             if w is not None:
@@ -737,21 +469,3 @@ class Master:
                 self.reactor.remove_reader(w.channel.fileno())
                 w.channel.close()
                 self._do(self.supervisor.exited(pid, _describe_exit(status)))
-
-    def _kill_orphans(self) -> None:
-        """At the end: the app's processes that left their worker's group (``setsid``) are
-        this master's children by now; kill them, and the orphans they leave in turn."""
-        for _ in range(ORPHAN_ROUNDS):
-            orphans = [pid for pid in _children() if pid not in self.workers and pid != self.successor]
-            if not orphans:
-                return
-            for pid in orphans:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            for pid in orphans:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass

@@ -5,6 +5,8 @@ the I/O around it: it forks, reads the workers' channels, reaps, signals and kee
 timers, and carries out the actions returned here. Nothing in this module touches a process, a
 socket or a signal, so every promise below has a unit test with a fake clock (tests/test_supervisor.py).
 
+Workers, their replacement and its backoff are ``Pool`` (lab/pool.py); the actions, lab/actions.py.
+
 Events: ``trigger``, ``spawned``/``fork_failed`` (the answer to a ``Spawn``), ``heard``, ``ready``,
 ``failed``, ``draining``, ``exited``, ``stop`` and ``tick`` (a ``CallLater`` came due). Each returns
 a list of actions: ``Spawn``, ``Send`` (``go`` or ``drain``), ``Kill``, ``Emit`` (an event line),
@@ -23,7 +25,7 @@ Reload, step by step (``_start_reload`` -> ``ready`` -> ``_commit`` -> ``_progre
 4. old workers finish what is in flight and exit (killed after ``graceful_timeout``).
 
 Upgrade (a new master, for code a reload cannot pick up: the lab itself, a preloaded module; see
-``Handover`` and ``Successor``). Old master: ``upgrade`` -> ``StartUpgrade`` (it execs the new one,
+``Handover`` in lab/handover.py). Old master: ``upgrade`` -> ``StartUpgrade`` (it execs the new one,
 handing over the listening socket) -> ``successor_ready`` -> every old worker drains -> once none
 can accept, ``Tell("drained")`` -> old workers gone -> ``Exit``. New master: its first generation
 imports the app and, ready, ``Tell("ready")``; it is told ``go`` only after ``predecessor_drained``,
@@ -38,14 +40,17 @@ trigger during a reload queues exactly one more reload; once generation N+1 has 
 reload under way: its new workers are killed (or drained, if ready) like the rest.
 """
 
+
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.actions import Action, Exit, KillSuccessor, Outbox, Send, Spawn, StartUpgrade, Tell
+from lab.handover import Handover
+from lab.pool import Pool, WorkerState
 from lab.vocabulary import Kind
 
 READY_TIMEOUT = 60.0  # a new generation that is not ready by then (an import that hangs) fails
@@ -54,95 +59,13 @@ SLOW_IMPORT = 2.0  # a new generation not ready by then is reported (reload.slow
 # (the code on disk is newer than what it imports); before that the trigger waits in the queue,
 # so that a burst of triggers cannot keep every generation from becoming ready.
 SUPERSEDE_AFTER = 0.5
-STABLE_AFTER = 5.0  # a worker that lived this long had no crash streak
-BACKOFF_FIRST = 0.1
-BACKOFF_MAX = 10.0
-DEGRADED_AFTER = 3  # quick deaths in a row of one worker slot that make the server "degraded"
-FORK_RETRY = 1.0  # a replacement whose fork failed is tried again after this long
 UPGRADE_TIMEOUT = READY_TIMEOUT + 30.0  # a new master not ready by then (it preloads too) is killed
-
-
-class WorkerState(enum.Enum):
-    STARTING = "starting"  # importing the app
-    READY = "ready"  # imported, waiting for ``go``
-    SERVING = "serving"  # told ``go`` (or about to be, once no old worker can accept)
-    DRAINING = "draining"  # told to drain: finishes what it has, then exits
-    KILLED = "killed"  # SIGKILLed: its exit follows
-
-
-@dataclass(frozen=True)
-class Spawn:
-    """Fork these workers of ``generation`` in order; answer ``spawned`` or ``fork_failed`` for each
-    (after a failure, fork no more of them)."""
-
-    generation: int
-    indexes: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Send:
-    pid: int
-    order: str  # "go" or "drain"
-
-
-@dataclass(frozen=True)
-class Kill:
-    pid: int  # SIGKILL the worker's process group
-
-
-@dataclass(frozen=True)
-class Emit:
-    kind: str
-    fields: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class CallLater:
-    delay: float  # call ``tick`` after this many seconds
-
-
-@dataclass(frozen=True)
-class Exit:
-    """A stop is complete: every worker is gone."""
-
-
-@dataclass(frozen=True)
-class StartUpgrade:
-    """Start a new master (it inherits the listening socket); its first generation is ``generation``.
-    Answer ``successor_ready`` or ``successor_failed``."""
-
-    generation: int
-
-
-@dataclass(frozen=True)
-class KillSuccessor:
-    """SIGKILL the new master that did not become ready in time (its exit follows)."""
-
-
-@dataclass(frozen=True)
-class Tell:
-    """A message to the other master of an upgrade: ``ready`` (new to old), ``drained`` (old to new)."""
-
-    message: str
-
-
-Action = Spawn | Send | Kill | Emit | CallLater | Exit | StartUpgrade | KillSuccessor | Tell
-
-
-@dataclass(eq=False)
-class Worker:
-    pid: int
-    generation: int
-    index: int
-    started: float
-    heard: float  # when its last message came (the liveness signal of worker_timeout)
-    state: WorkerState = WorkerState.STARTING
-    stopped_accepting: bool = False  # it said "draining": its listening fd is closed
-    kill_at: float | None = None  # a draining worker still there then is killed
 
 
 @dataclass(eq=False)
 class Reload:
+    """One generation's reload, from its trigger until the generation before it is gone."""
+
     generation: int
     trigger: str
     phases: dict[str, float]
@@ -163,18 +86,45 @@ class Reload:
             if queued:
                 yield forked + SUPERSEDE_AFTER
 
+    def say_slow(self, pool: Pool, out: Outbox) -> None:
+        """Said as it happens, and who is still importing."""
+        self.slow_said = True
+        waiting = sorted((w.index, w.pid) for w in pool.of_generation(self.generation)
+                         if w.state is WorkerState.STARTING)
+        out.emit(Kind.RELOAD_SLOW, generation=self.generation, trigger=self.trigger,
+                 waited=SLOW_IMPORT, workers=[pid for _, pid in waiting])
 
-@dataclass(eq=False)
-class Handover:
-    """The old master's side of an upgrade."""
+    def commit(self, pool: Pool, now: float, drain_confirm_wait: float) -> None:
+        """Every new worker is ready: every older one is drained (killed if still importing)."""
+        self.phases["ready"] = now
+        for w in list(pool.workers.values()):
+            if w.generation == self.generation:
+                continue
+            if w.state is WorkerState.STARTING:  # a replacement still importing: not needed any more
+                pool.kill(w)
+            elif w.state in (WorkerState.READY, WorkerState.SERVING):
+                pool.drain(w)
+            self.old.add(w.pid)
+            if w.state is WorkerState.DRAINING and not w.stopped_accepting:
+                self.not_stopped.add(w.pid)
+        for w in pool.of_generation(self.generation):
+            w.state = WorkerState.SERVING
+        if self.not_stopped:
+            self.give_up_at = now + drain_confirm_wait
 
-    trigger: str
-    started: float
-    ready: float | None = None  # when the new master said ready (its generation waits for ``go``)
-    not_stopped: set[int] = field(default_factory=set)  # old workers that may still accept
-    give_up_at: float | None = None  # stop waiting for unresponsive old workers then
-    told: bool = False  # "drained" sent: the new master accepts from now on
-    stop_asked: bool = False  # a stop came during the handover
+    def progress(self, pool: Pool, out: Outbox, now: float) -> bool:
+        """``go`` once no old worker can accept; True once they are all gone."""
+        if not self.went and not self.not_stopped:
+            self.went = True
+            self.give_up_at = None
+            self.phases["serving"] = now
+            for w in pool.of_generation(self.generation):
+                if w.state is WorkerState.SERVING:
+                    out.add(Send(w.pid, "go"))
+        if self.went and not self.old:
+            self.phases["old_gone"] = now
+            return True
+        return False
 
 
 def summarize_traceback(text: str) -> str:
@@ -190,75 +140,6 @@ def summarize_traceback(text: str) -> str:
     return f"{last} ({path.rpartition('/')[2]}:{line})"
 
 
-class CrashStreaks:
-    """Quick deaths in a row of each worker slot, and the backoff they earn."""
-
-    def __init__(self, random: Callable[[], float]):
-        self.random = random
-        self.failures: dict[int, int] = {}  # worker index -> quick deaths in a row
-
-    def died(self, index: int, lived: float) -> tuple[int, float]:
-        """The slot's deaths in a row, this one included, and the wait before its next worker."""
-        if lived >= STABLE_AFTER:
-            self.failures[index] = 0
-        failures = self.failures[index] = self.failures.get(index, 0) + 1
-        if failures == 1:
-            return failures, 0.0
-        # Exponential, with jitter so that workers crashing together do not restart together;
-        # the jitter only adds, so each delay is longer than the one before.
-        return failures, min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_MAX) * (1 + 0.25 * self.random())
-
-
-class Liveness:
-    """``worker_timeout`` (gunicorn's --timeout): who has been silent too long.
-
-    It checks every timeout/4; a longer gap since the last check means the master itself was not
-    running (SIGSTOP, a swapped-out or starved process) and did not listen meanwhile: it cannot
-    tell who was silent, so every worker's silence is counted again from now.
-    """
-
-    def __init__(self, timeout: float, now: float):
-        self.timeout = timeout
-        self.checked = now
-        self.due = now + timeout / 4
-
-    def check(self, now: float, workers: list[Worker]) -> tuple[float | None, list[Worker]]:
-        """The stall (its length) if there was one, else the workers silent for too long."""
-        gap, self.checked, self.due = now - self.checked, now, now + self.timeout / 4
-        if gap > self.timeout / 2:
-            for w in workers:
-                w.heard = max(w.heard, now)
-            return gap, []
-        answering = (WorkerState.READY, WorkerState.SERVING, WorkerState.DRAINING)
-        return None, [w for w in workers if w.state in answering and now - w.heard > self.timeout]
-
-
-class Outbox:
-    """The actions decided while handling one event, and the ticks that the deadlines need."""
-
-    def __init__(self, clock: Callable[[], float]):
-        self.clock = clock
-        self.actions: list[Action] = []
-        self._wake_at: float | None = None  # the earliest tick asked for and not yet come
-
-    def add(self, action: Action) -> None:
-        self.actions.append(action)
-
-    def emit(self, kind: str, **fields: Any) -> None:
-        self.actions.append(Emit(kind, fields))
-
-    def ticked(self) -> None:
-        self._wake_at = None  # timers come in order: the earliest one asked for has come
-
-    def take(self, deadline: float | None) -> list[Action]:
-        """The actions, and a ``CallLater`` if ``deadline`` comes before the next tick asked for."""
-        if deadline is not None and (self._wake_at is None or deadline < self._wake_at):
-            self._wake_at = deadline
-            self.actions.append(CallLater(max(0.0, deadline - self.clock())))
-        actions, self.actions = self.actions, []
-        return actions
-
-
 class Supervisor:
     """Every decision of the master about its workers; see the module doc.
 
@@ -270,26 +151,20 @@ class Supervisor:
                  drain_confirm_wait: float, clock: Callable[[], float], random: Callable[[], float],
                  first_generation: int = 1, successor: bool = False):
         self.size = workers
-        self.graceful_timeout = graceful_timeout
         self.drain_confirm_wait = drain_confirm_wait
         self.clock = clock
-        self.workers: dict[int, Worker] = {}
+        self.out = Outbox(clock)
+        self.pool = Pool(graceful_timeout, worker_timeout, self.out, clock, random)
         self.generation = 0  # the generation serving now (0: none yet)
         self._last_generation = first_generation - 1  # a new master goes on from the old one's
-        self.first_generation = first_generation
         self.handover: Handover | None = None  # an upgrade under way (this is the old master)
         self.predecessor = successor  # this new master's first ``go`` waits for the old one's drain
         self._told_ready = False
         self.pending: Reload | None = None  # a generation starting up
         self.queued: str | None = None  # the one trigger that came during ``pending``
         self.finishing: list[Reload] = []  # committed reloads waiting for old workers to leave
-        self.crashes = CrashStreaks(random)
-        self.degraded = False  # a worker slot is in a crash loop (until the next good reload)
         self.stopping = False
         self.failed_start: str | None = None  # why the first generation failed (the server ends)
-        self._respawns: list[tuple[float, int, int]] = []  # (when, generation, index)
-        self.liveness = None if worker_timeout is None else Liveness(worker_timeout, clock())
-        self.out = Outbox(clock)
 
     # --- events --------------------------------------------------------------------------------------
 
@@ -309,41 +184,38 @@ class Supervisor:
         return self._flush()
 
     def spawned(self, pid: int, generation: int, index: int) -> list[Action]:
-        now = self.clock()
-        self.workers[pid] = Worker(pid, generation, index, now, heard=now)
+        self.pool.add(pid, generation, index)
         reload = self.pending
         if reload is not None and generation == reload.generation:
             reload.spawned += 1
             if reload.spawned == self.size:
-                reload.phases["forked"] = now
+                reload.phases["forked"] = self.clock()
         return self._flush()
 
     def fork_failed(self, generation: int, index: int, error: str) -> list[Action]:
         if self.pending is not None and generation == self.pending.generation:
             self._reload_failed(self.pending, f"fork failed: {error}\n")
         else:
-            self.out.emit(Kind.WORKER_BACKOFF, generation=generation, index=index, failures=-1,
-                           delay=FORK_RETRY, error=error)
-            self._respawns.append((self.clock() + FORK_RETRY, generation, index))
+            self.pool.fork_failed(generation, index, error)
         return self._flush()
 
     def heard(self, pid: int) -> list[Action]:
         """Something came from the worker: it is alive."""
-        w = self.workers.get(pid)
+        w = self.pool.workers.get(pid)
         if w is not None:
             w.heard = self.clock()
         return []
 
     def ready(self, pid: int) -> list[Action]:
-        w = self._live(pid)
+        w = self.pool.live(pid)
         if w is None:
             return []
         w.state = WorkerState.READY
         reload = self.pending
         if reload is not None and w.generation == reload.generation:
-            new = self._of_generation(reload.generation)
+            new = self.pool.of_generation(reload.generation)
             if len(new) == self.size and all(x.state is WorkerState.READY for x in new):
-                self._commit(reload, new)
+                self._commit(reload)
         elif w.generation == self.generation and not self.stopping:
             self.out.add(Send(w.pid, "go"))  # a replacement for a worker that died
             w.state = WorkerState.SERVING
@@ -351,46 +223,37 @@ class Supervisor:
 
     def failed(self, pid: int, text: str) -> list[Action]:
         """The worker could not load the app (``text``: the traceback)."""
-        w = self._live(pid)
+        w = self.pool.live(pid)
         if w is None:
             return []
         if self.pending is not None and w.generation == self.pending.generation:
             self._reload_failed(self.pending, text)
         else:  # a replacement that cannot load the app (broken on disk since): back off
             self.out.emit(Kind.WORKER_FAILED, generation=w.generation, index=w.index,
-                           error=summarize_traceback(text), traceback=text)
-            self._kill(w)
+                          error=summarize_traceback(text), traceback=text)
+            self.pool.kill(w)
         return self._flush()
 
     def draining(self, pid: int) -> list[Action]:
         """The worker has stopped accepting (its answer to ``drain``)."""
-        w = self._live(pid)
+        w = self.pool.live(pid)
         if w is None:
             return []
         w.stopped_accepting = True
-        for reload in list(self.finishing):
-            reload.not_stopped.discard(pid)
-            self._progress(reload)
-        if self.handover is not None:
-            self.handover.not_stopped.discard(pid)
-            self._handover_progress()
+        self._cannot_accept(pid)
         return self._flush()
 
     def exited(self, pid: int, how: dict[str, Any]) -> list[Action]:
         """The worker was reaped; ``how`` is ``{"code": n}`` or ``{"signal": name}``."""
-        w = self.workers.pop(pid, None)
+        w = self.pool.workers.pop(pid, None)
         if w is None:
             return []
         self.out.emit(Kind.WORKER_EXIT, pid=pid, generation=w.generation, index=w.index, **how)
-        for reload in list(self.finishing):
+        for reload in self.finishing:
             reload.old.discard(pid)
-            reload.not_stopped.discard(pid)
-            self._progress(reload)
-        if self.handover is not None:
-            self.handover.not_stopped.discard(pid)
-            self._handover_progress()  # "drained" is told before the ``Exit`` below
+        self._cannot_accept(pid)  # "drained" is told before the ``Exit`` below
         if self.stopping:
-            if not self.workers:
+            if not self.pool.workers:
                 self.out.add(Exit())
         elif self.pending is not None and w.generation == self.pending.generation:
             self._reload_failed(self.pending, f"worker {w.index} of generation {w.generation} exited "
@@ -398,7 +261,8 @@ class Supervisor:
         elif w.generation == self.generation and w.state is not WorkerState.DRAINING and self.pending is None:
             # (During a reload the new generation takes its place; if that reload fails,
             # _reload_failed tops the serving generation up again.)
-            self._replace(w)
+            if self.pool.backoff(w):
+                self._respawn(w.generation, w.index)
         return self._flush()
 
     def stop(self, graceful: bool) -> list[Action]:
@@ -413,7 +277,7 @@ class Supervisor:
                    else "not serving yet")
             self.out.emit(Kind.UPGRADE_REFUSED, trigger=name, reason=why)
             return self._flush()
-        self.handover = Handover(name, self.clock())
+        self.handover = Handover(name, self.clock(), UPGRADE_TIMEOUT, self.drain_confirm_wait, self.pool, self.out)
         self.out.emit(Kind.UPGRADE_START, trigger=name, generation=self._last_generation + 1)
         # Its generations are numbered on from ours (a reload under way here included).
         self.out.add(StartUpgrade(self._last_generation + 1))
@@ -430,23 +294,12 @@ class Supervisor:
         h = self.handover
         if h is None or h.ready is not None:
             return []
-        h.ready = self.clock()
-        self.out.emit(Kind.UPGRADE_READY, trigger=h.trigger, waited=round(h.ready - h.started, 6))
         # Like a graceful stop, but said as a handover; a reload under way here is dropped (the
         # new master imported the app later).
         self.stopping = True
         self.pending = self.queued = None
-        for w in list(self.workers.values()):
-            if w.state in (WorkerState.READY, WorkerState.SERVING):
-                self._drain(w)
-            elif w.state is WorkerState.STARTING:
-                self._kill(w)
-        h.not_stopped = {w.pid for w in self.workers.values()
-                         if w.state is WorkerState.DRAINING and not w.stopped_accepting}
-        if h.not_stopped:
-            h.give_up_at = h.ready + self.drain_confirm_wait
-        self._handover_progress()
-        if not self.workers:
+        h.successor_ready(self.clock())
+        if not self.pool.workers:
             self.out.add(Exit())
         return self._flush()
 
@@ -464,21 +317,21 @@ class Supervisor:
         """A ``CallLater`` came due: act on every deadline that has passed."""
         now = self.clock()
         self.out.ticked()
-        self._handover_deadlines(now)
+        if self.handover is not None:
+            timed_out = self.handover.tick(now)
+            if timed_out is not None:
+                self._successor_failed(timed_out)
         if self.pending is not None:
             self._pending_deadlines(self.pending, now)
         for reload in list(self.finishing):
             if reload.give_up_at is not None and now >= reload.give_up_at:
-                self._stop_waiting(reload)
-        for w in list(self.workers.values()):
-            if w.kill_at is not None and now >= w.kill_at:
-                self._kill(w)  # it ignored its drain for graceful_timeout
-        due = [r for r in self._respawns if r[0] <= now]
-        self._respawns = [r for r in self._respawns if r[0] > now]
-        for _, generation, index in due:
+                # Old workers that did not confirm their drain in time are stuck: go without them.
+                self.pool.unresponsive(reload.not_stopped, self.drain_confirm_wait)
+                self._progress(reload)
+        self.pool.kill_overdue(now)
+        for generation, index in self.pool.due(now):
             self._respawn(generation, index)
-        if self.liveness is not None and now >= self.liveness.due:
-            self._check_alive(now)
+        self.pool.check_alive(now)
         return self._flush()
 
     def _stop(self, graceful: bool) -> None:
@@ -493,12 +346,8 @@ class Supervisor:
             self.out.emit(Kind.SERVER_STOPPING, graceful=graceful)
         self.stopping = True
         self.pending = self.queued = None
-        for w in list(self.workers.values()):
-            if graceful and w.state in (WorkerState.READY, WorkerState.SERVING):
-                self._drain(w)
-            elif not graceful or w.state is WorkerState.STARTING:
-                self._kill(w)
-        if not self.workers:
+        self.pool.stop(graceful)
+        if not self.pool.workers:
             self.out.add(Exit())
 
     # --- reload --------------------------------------------------------------------------------------
@@ -519,11 +368,7 @@ class Supervisor:
             self._supersede(reload)
             return
         if not reload.slow_said and now - forked >= SLOW_IMPORT:
-            reload.slow_said = True  # said as it happens, and who
-            waiting = sorted((w.index, w.pid) for w in self._of_generation(reload.generation)
-                             if w.state is WorkerState.STARTING)
-            self.out.emit(Kind.RELOAD_SLOW, generation=reload.generation, trigger=reload.trigger,
-                           waited=SLOW_IMPORT, workers=[pid for _, pid in waiting])
+            reload.say_slow(self.pool, self.out)
         if now - forked >= READY_TIMEOUT:
             self._reload_failed(reload, f"not ready after {READY_TIMEOUT:g} s (an import that hangs?)\n")
 
@@ -531,14 +376,14 @@ class Supervisor:
         """A trigger queued behind a generation importing for SUPERSEDE_AFTER s replaces it now."""
         self._remove_pending(reload)
         self.out.emit(Kind.RELOAD_SUPERSEDED, generation=reload.generation, trigger=reload.trigger,
-                       importing=round(self.clock() - reload.phases["forked"], 3))
+                      importing=round(self.clock() - reload.phases["forked"], 3))
         self._start_queued()
 
     def _remove_pending(self, reload: Reload) -> None:
         """Generation N+1 is given up: its workers killed."""
         self.pending = None
-        for w in self._of_generation(reload.generation):
-            self._kill(w)
+        for w in self.pool.of_generation(reload.generation):
+            self.pool.kill(w)
 
     def _start_queued(self) -> None:
         """The one trigger that came during the reload (or failed upgrade) that just ended, if any;
@@ -547,67 +392,32 @@ class Supervisor:
             trigger, self.queued = self.queued, None
             self._start_reload(trigger, self.clock())
 
-    def _commit(self, reload: Reload, new: list[Worker]) -> None:
-        now = self.clock()
-        reload.phases["ready"] = now
+    def _commit(self, reload: Reload) -> None:
         self.pending = None
         self.generation = reload.generation
-        for w in list(self.workers.values()):
-            if w.generation == reload.generation:
-                continue
-            if w.state is WorkerState.STARTING:  # a replacement still importing: not needed any more
-                self._kill(w)
-            elif w.state in (WorkerState.READY, WorkerState.SERVING):
-                self._drain(w)
-            reload.old.add(w.pid)
-            if w.state is WorkerState.DRAINING and not w.stopped_accepting:
-                reload.not_stopped.add(w.pid)
-        for w in new:
-            w.state = WorkerState.SERVING
+        reload.commit(self.pool, self.clock(), self.drain_confirm_wait)
         self.finishing.append(reload)
-        if reload.not_stopped:
-            reload.give_up_at = now + self.drain_confirm_wait
         self._progress(reload)
         self._start_queued()
 
-    def _stop_waiting(self, reload: Reload) -> None:
-        """Old workers that did not confirm their drain in time are stuck: go without them."""
-        for pid in sorted(reload.not_stopped):
-            w = self.workers[pid]
-            self.out.emit(Kind.WORKER_UNRESPONSIVE, pid=pid, generation=w.generation, index=w.index,
-                           waited=self.drain_confirm_wait)
-        reload.not_stopped.clear()
-        self._progress(reload)
-
     def _progress(self, reload: Reload) -> None:
         """``go`` once no old worker can accept; ``reload.done`` once they are all gone."""
-        now = self.clock()
         if self.predecessor:  # a new master: the old master's workers may still accept
             if not self._told_ready:
                 self._told_ready = True
                 self.out.add(Tell("ready"))
             return
-        if not reload.went and not reload.not_stopped:
-            reload.went = True
-            reload.give_up_at = None
-            reload.phases["serving"] = now
-            for w in self._of_generation(reload.generation):
-                if w.state is WorkerState.SERVING:
-                    self.out.add(Send(w.pid, "go"))
-        if reload.went and not reload.old:
-            reload.phases["old_gone"] = now
+        now = self.clock()
+        if reload.progress(self.pool, self.out, now):
             self.finishing.remove(reload)
-            self.crashes.failures.clear()
-            if self.degraded:
-                self.degraded = False
-                self.out.emit(Kind.SERVER_RECOVERED, generation=reload.generation)
+            self.pool.recovered(reload.generation)
             self.out.emit(Kind.RELOAD_DONE, generation=reload.generation, trigger=reload.trigger,
-                           duration=round(now - reload.phases["seen"], 6), phases=reload.phases)
+                          duration=round(now - reload.phases["seen"], 6), phases=reload.phases)
 
     def _reload_failed(self, reload: Reload, text: str) -> None:
         self._remove_pending(reload)
         self.out.emit(Kind.RELOAD_FAILED, generation=reload.generation, trigger=reload.trigger,
-                       error=summarize_traceback(text), traceback=text)
+                      error=summarize_traceback(text), traceback=text)
         if self.generation == 0:  # the first generation: nothing to keep serving
             self.failed_start = summarize_traceback(text)
             self._stop(graceful=False)
@@ -616,7 +426,7 @@ class Supervisor:
             self._respawn(self.generation, index)
         self._start_queued()
 
-    # --- upgrade (the old master's side) ----------------------------------------------------------------
+    # --- upgrade and workers ---------------------------------------------------------------------------
 
     def _successor_failed(self, text: str) -> None:
         h = self.handover
@@ -632,105 +442,26 @@ class Supervisor:
         elif self.pending is None and not self.stopping:
             self._start_queued()
 
-    def _handover_deadlines(self, now: float) -> None:
-        """The new master not ready in time is killed; old workers silent about their drain are
-        given up on (``worker.unresponsive``), as in a reload."""
-        h = self.handover
-        if h is None:
-            return
-        if h.ready is None and now >= h.started + UPGRADE_TIMEOUT:
-            self.out.add(KillSuccessor())
-            self._successor_failed(f"the new master was not ready after {UPGRADE_TIMEOUT:g} s\n")
-        elif h.give_up_at is not None and now >= h.give_up_at and not h.told:
-            for pid in sorted(h.not_stopped):
-                w = self.workers[pid]
-                self.out.emit(Kind.WORKER_UNRESPONSIVE, pid=pid, generation=w.generation, index=w.index,
-                               waited=self.drain_confirm_wait)
-            h.not_stopped.clear()
-            self._handover_progress()
-
-    def _handover_progress(self) -> None:
-        """Once no old worker can accept, the new master is told to start accepting."""
-        h = self.handover
-        if h is None or h.ready is None or h.told or h.not_stopped:
-            return
-        h.told = True
-        h.give_up_at = None
-        self.out.add(Tell("drained"))
-        self.out.emit(Kind.UPGRADE_HANDED_OVER, trigger=h.trigger,
-                       duration=round(self.clock() - h.started, 6))
-
-    # --- workers -------------------------------------------------------------------------------------
-
-    def _replace(self, w: Worker) -> None:
-        """A worker of the serving generation died: another, backing off if they keep dying."""
-        now = self.clock()
-        failures, delay = self.crashes.died(w.index, now - w.started)
-        if failures == 1:
-            self._respawn(w.generation, w.index)
-            return
-        self.out.emit(Kind.WORKER_BACKOFF, generation=w.generation, index=w.index, failures=failures,
-                       delay=round(delay, 4))
-        if failures >= DEGRADED_AFTER and not self.degraded:
-            self.degraded = True  # said once; a good reload clears it (server.recovered)
-            self.out.emit(Kind.SERVER_DEGRADED, reason="crash loop", generation=w.generation,
-                           index=w.index, failures=failures)
-        self._respawns.append((now + delay, w.generation, w.index))
+    def _cannot_accept(self, pid: int) -> None:
+        """The worker can accept no more (it said ``draining``, or is gone): what waited for it goes on."""
+        for reload in list(self.finishing):
+            reload.not_stopped.discard(pid)
+            self._progress(reload)
+        if self.handover is not None:
+            self.handover.stopped_accepting(pid, self.clock())
 
     def _respawn(self, generation: int, index: int) -> None:
         if self.stopping or generation != self.generation or self.pending is not None:
             return  # a newer generation is (or will be) serving instead
-        if any(x.generation == generation and x.index == index for x in self.workers.values()):
-            return
-        if any(isinstance(a, Spawn) and a.generation == generation and index in a.indexes
-               for a in self.out.actions):
-            return  # already asked for in this answer (a tick with two respawns of one slot)
-        self.out.add(Spawn(generation, (index,)))
-
-    def _check_alive(self, now: float) -> None:
-        stall, silent = self.liveness.check(now, list(self.workers.values()))
-        if stall is not None:
-            self.out.emit(Kind.SERVER_STALLED, gap=round(stall, 3))
-        for w in silent:
-            self.out.emit(Kind.WORKER_TIMEOUT, pid=w.pid, generation=w.generation, index=w.index,
-                           silent=round(now - w.heard, 3))
-            self._kill(w)  # its exit follows; ``exited`` replaces it like any dead worker
-
-    def _drain(self, w: Worker) -> None:
-        w.state = WorkerState.DRAINING
-        w.kill_at = self.clock() + self.graceful_timeout
-        self.out.add(Send(w.pid, "drain"))
-
-    def _kill(self, w: Worker) -> None:
-        if w.state is WorkerState.KILLED:
-            return  # once is enough: its exit follows
-        w.state = WorkerState.KILLED
-        w.kill_at = None
-        self.out.add(Kill(w.pid))
-
-    # --- helpers -------------------------------------------------------------------------------------
-
-    def _live(self, pid: int) -> Worker | None:
-        """The worker, unless it is gone or killed (what it still says does not count)."""
-        w = self.workers.get(pid)
-        return None if w is None or w.state is WorkerState.KILLED else w
-
-    def _of_generation(self, generation: int) -> list[Worker]:
-        return [w for w in self.workers.values() if w.generation == generation]
+        self.pool.respawn(generation, index)
 
     def _deadlines(self) -> Iterator[float]:
         if self.pending is not None:
             yield from self.pending.deadlines(queued=self.queued is not None)
         yield from (r.give_up_at for r in self.finishing if r.give_up_at is not None)
-        h = self.handover
-        if h is not None and h.ready is None:
-            yield h.started + UPGRADE_TIMEOUT
-        if h is not None and h.give_up_at is not None and not h.told:
-            yield h.give_up_at
-        yield from (w.kill_at for w in self.workers.values() if w.kill_at is not None)
-        yield from (when for when, _, _ in self._respawns)
-        if self.liveness is not None:
-            yield self.liveness.due
+        if self.handover is not None:
+            yield from self.handover.deadlines()
+        yield from self.pool.deadlines()
 
     def _flush(self) -> list[Action]:
         return self.out.take(min(self._deadlines(), default=None))

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from lab import actions, handover, pool
 from lab import supervisor as sv
-from lab.supervisor import (CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Supervisor, Tell,
-                            WorkerState, summarize_traceback)
+from lab.actions import CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Tell
+from lab.pool import WorkerState
+from lab.supervisor import Supervisor, summarize_traceback
 
 DRAIN_CONFIRM_WAIT = 0.075
 TRACEBACK = ('Traceback (most recent call last):\n  File "/srv/app/app.py", line 3, in <module>\n'
@@ -122,7 +124,7 @@ class Harness:
 
     def reload(self) -> list[int]:
         """A whole reload: new generation ready, old ones drain and exit; the new pids."""
-        old = [pid for pid in self.live if self.sup.workers[pid].state is WorkerState.SERVING]
+        old = [pid for pid in self.live if self.sup.pool.workers[pid].state is WorkerState.SERVING]
         self.trigger()
         new = self.of(max(g for g, _ in self.live.values()))
         self.ready(*new)
@@ -286,7 +288,7 @@ def test_a_worker_that_dies_is_replaced_at_once_then_with_backoff_and_degraded(h
     h.reload()
     assert h.kinds("server.") == ["server.degraded", "server.recovered"]
     assert h.find("server.recovered") == [{"generation": 2}]
-    assert h.sup.crashes.failures == {}
+    assert h.sup.pool.crashes.failures == {}
 
 
 def test_a_replacement_that_cannot_load_the_app_is_killed_and_backs_off(h):
@@ -304,7 +306,7 @@ def test_a_replacement_that_cannot_load_the_app_is_killed_and_backs_off(h):
 def test_a_worker_that_lived_long_starts_a_new_streak(h):
     pids = h.start()
     h.exit(pids[0], signal="SIGSEGV")
-    h.advance(sv.STABLE_AFTER)
+    h.advance(pool.STABLE_AFTER)
     h.exit(h.of(1)[-1], signal="SIGSEGV")
     assert h.find("worker.backoff") == [] and len(h.of(1)) == 2
 
@@ -470,13 +472,18 @@ def test_a_replacement_whose_fork_fails_is_tried_again_a_second_later(h):
     assert h.live[h.of(1)[-1]] == (1, 0)
 
 
-def test_the_state_machine_imports_no_io():
-    tree = ast.parse(Path(sv.__file__).read_text())
+PURE = (sv, actions, handover, pool)  # the state machine and its sub-machines
+
+
+@pytest.mark.parametrize("module", PURE, ids=lambda m: m.__name__)
+def test_the_state_machine_imports_no_io(module):
+    tree = ast.parse(Path(module.__file__).read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module if node.module.startswith("lab.") else node.module.split(".")[0]
                  for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "collections", "dataclasses", "enum", "re", "typing", "lab.vocabulary"}, imported
+    allowed = {"__future__", "collections", "dataclasses", "enum", "re", "typing", "lab.vocabulary"}
+    assert imported <= allowed | {m.__name__ for m in PURE}, imported
 
 
 def test_summarize_traceback():
