@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from privileges import python_for_nobody, skip_without_user_namespaces
 
 from lab.errors import LabError
 from lab.watcher import DEFAULT_IGNORE, RECORDS_PER_POLL, Change, Watcher, inotify_limits
@@ -455,22 +456,6 @@ def test_bad_input_is_a_clear_error(tmp_path: Path):
         assert "\n" not in str(info.value)
 
 
-def _python_for_nobody() -> tuple[str, dict[str, str]]:
-    """An interpreter ``nobody`` may run (ours may live under /root), importing lab and
-    inotify_simple (both pure Python) from where we import them."""
-    import inotify_simple
-
-    import lab
-
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    python = shutil.which(version, path="/usr/local/bin:/usr/bin")
-    if python is None:
-        pytest.skip(f"no system {version} that user nobody may run")
-    path = [os.path.dirname(os.path.dirname(lab.__file__)),
-            os.path.dirname(inotify_simple.__file__)]
-    return python, {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(path)}
-
-
 def test_a_directory_we_may_not_read(tmp_path: Path):
     """As root nothing is denied, so the watcher runs as ``nobody`` in a subprocess."""
     top = Path(tempfile.mkdtemp(dir="/tmp"))
@@ -491,7 +476,7 @@ def test_a_directory_we_may_not_read(tmp_path: Path):
             with Watcher(sys.argv[2]) as w:  # an unreadable directory inside: skipped, said so
                 print("watched", w.watched_dirs, "|", *w.log)
         """)
-        python, env = _python_for_nobody()
+        python, env = python_for_nobody(top)
         out = subprocess.run([python, "-c", code, str(top / "secret"), str(top / "open")],
                              user="nobody", capture_output=True, text=True, timeout=60, cwd="/",
                              env=env)
@@ -506,12 +491,11 @@ def test_a_directory_we_may_not_read(tmp_path: Path):
 def _in_user_namespace(code: str, *args: str) -> subprocess.CompletedProcess:
     """Runs ``code`` as root of a new user namespace, whose inotify limits are its own: lowering
     them there cannot starve the other tests running on this machine."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare(1) is not installed")
+    skip_without_user_namespaces()
     out = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c",
                           textwrap.dedent(code), *args],
                          capture_output=True, text=True, timeout=60)
-    if out.returncode == 99 or "unshare failed" in out.stderr:
+    if out.returncode == 99:
         pytest.skip(f"cannot lower inotify limits in a user namespace: {out.stderr.strip()}")
     return out
 
@@ -523,7 +507,8 @@ def _error_with_lowered_limit(limit: str, value: int, path: Path) -> str:
         try:
             with open(f"/proc/sys/user/max_inotify_{sys.argv[2]}", "w") as f:
                 f.write(sys.argv[3])
-        except OSError:
+        except OSError as exc:
+            print(exc, file=sys.stderr)
             sys.exit(99)
         from lab.watcher import Watcher
         from lab.errors import LabError
