@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import psutil
@@ -12,6 +13,11 @@ from server_helpers import serving, write_app
 # The suite reads the lab's English, its source, whatever the machine's locale; tests/test_i18n.py
 # asks for Chinese where it checks it.
 os.environ["LAB_LANG"] = "en"
+
+# A suite started as a background job (`make test &`) inherits SIGINT ignored, and so would every
+# program a test starts: Ctrl-C tests (the demo, the check) need it at its default, as a terminal has.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _children() -> dict[int, str]:
