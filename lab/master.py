@@ -36,6 +36,7 @@ from lab import worker
 from lab.config import Config, format_bind
 from lab.errors import LabError
 from lab.events import EventSink, Kind
+from lab.gate import AcceptGate
 from lab.pidfile import PidFile
 from lab.preload import Preloaded, preload
 from lab.reactor import Reactor
@@ -47,9 +48,10 @@ from lab.watching import Watching
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGTERM, signal.SIGINT,
                    signal.SIGQUIT)
 # Old workers that have not confirmed their drain by then are unresponsive (stuck in app code): the
-# new generation accepts without them. Longer than worker.ORDERS_FRESH, so such a worker's accepts
-# still come before the new generation's (it reads its orders again before each accept).
-DRAIN_CONFIRM_WAIT = 15 * worker.ORDERS_FRESH  # 75 ms
+# new generation accepts without them. The accept gate (lab/gate.py), passed before ``go``, keeps
+# their accepts before the new generation's whatever this wait: it only bounds the wait for a word.
+DRAIN_CONFIRM_WAIT = 0.075
+GATE_RETRY = 0.001  # a worker is inside the accept gate: try to pass it again this much later
 _PR_SET_CHILD_SUBREAPER = 36
 ORPHAN_ROUNDS = 10  # at stop: orphans killed, then the orphans they leave, this many times at most
 
@@ -179,6 +181,9 @@ class Master:
         self.watching: Watching | None = None
         self.supervisor: Supervisor | None = None
         self.workers: dict[int, WorkerProcess] = {}  # by pid, until reaped
+        self.gate: AcceptGate | None = None
+        self._gate_due = False  # a drain was sent: pass the gate before the next ``go``
+        self._behind_gate: list[Action] = []  # ``go`` (or "drained") waiting for the gate, in order
         self._own_files: set[str] = set()
         self.preloaded = Preloaded()
         self._started = False
@@ -204,6 +209,7 @@ class Master:
         worker.prctl(_PR_SET_CHILD_SUBREAPER, 1)
         self.listener = self._listen()
         try:
+            self.gate = AcceptGate.create()
             self._open_files()
             self._preload()
             self.reactor = Reactor(on_error=self._on_loop_error)
@@ -296,6 +302,8 @@ class Master:
         if self.pidfile is not None and not self.upgrade.handed_over:  # else the new master's
             self.pidfile.remove()
         self.listener.close()
+        if self.gate is not None:
+            self.gate.close()
         if self.events is not None:
             if self._started:  # a start-up error says its one line, without a log of a stop
                 upgraded = {"upgraded_to": self.upgrade.successor} if self.upgrade.handed_over else {}
@@ -319,9 +327,15 @@ class Master:
     def _do(self, actions: list[Action]) -> None:
         for action in actions:
             match action:
+                # What lets a new generation accept waits for the gate; so does an exit behind it.
+                case Send(_, "go") | Tell("drained") if self._behind_gate or not self._gate_passed():
+                    self._hold(action)
+                case Exit() if self._behind_gate:
+                    self._hold(action)
                 case Emit(kind, fields):
                     self.events.emit(kind, **fields)
                 case Send(pid, order):
+                    self._gate_due |= order == "drain"
                     w = self.workers.get(pid)
                     if w is not None:
                         try:
@@ -346,6 +360,27 @@ class Master:
                     self.upgrade.tell_predecessor(ready=True)
                 case Tell("drained"):
                     self.upgrade.hand_over()
+
+    def _gate_passed(self) -> bool:
+        """No old worker can accept any more: the accept gate was passed after the last drain sent
+        (lab/gate.py), now or before. Never blocks: False while a worker is inside."""
+        if self._gate_due and not self.gate.try_pass():
+            return False
+        self._gate_due = False
+        return True
+
+    def _hold(self, action: Action) -> None:
+        """A ``go`` (or what must follow one) waits, in order, and the gate is tried again soon."""
+        if not self._behind_gate:
+            self.reactor.call_later(GATE_RETRY, self._retry_gate)
+        self._behind_gate.append(action)
+
+    def _retry_gate(self) -> None:
+        if not self._gate_passed():
+            self.reactor.call_later(GATE_RETRY, self._retry_gate)
+            return
+        waiting, self._behind_gate = self._behind_gate, []
+        self._do(waiting)
 
     def _tick(self) -> None:
         # What the workers said while this loop was not running (a stall) counts before any
@@ -386,7 +421,7 @@ class Master:
                 parent_end.close()
                 self._become_worker()
                 code = worker.run(worker.WorkerSpec(self.config, generation, index, self.listener, child_end,
-                                                    os.getppid(), mask, self.echo))
+                                                    self.gate, os.getppid(), mask, self.echo))
             except BaseException:
                 traceback.print_exc()
             finally:

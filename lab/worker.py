@@ -5,11 +5,12 @@ Life of a worker (the master forks it; see ``master.py``):
 1. ``PR_SET_PDEATHSIG``: if the master dies, even by SIGKILL, the kernel kills this worker.
 2. Import the app TARGET, compiled from source (never from a possibly stale ``.pyc``), and report
    ``ready`` -- or the traceback -- to the master over the worker's channel (a socketpair).
-3. Wait for ``go``: the master sends it once the old generation has stopped accepting, so old
-   and new code never answer side by side.
+3. Wait for ``go``: the master sends it once the old generation has stopped accepting (and it
+   passed the accept gate), so old and new code never answer side by side.
 4. Serve: accept, read, call the app, write what it queued (partial writes, a high-water mark).
-   Before an accept, orders from the master not read for ``ORDERS_FRESH`` seconds are read first:
-   a worker that was stuck in app code sees its ``drain`` before it can accept again.
+   Each batch of accepts reads the orders from the master first, both inside the accept gate
+   (lab/gate.py): a worker that was stuck in app code, or descheduled, sees its ``drain`` before it
+   can accept again, and the master tells the next generation ``go`` only once it passed the gate.
    One budget bounds the bytes buffered for all connections (queued output and the input an app
    keeps in ``conn.inbuf``): while it is spent, a connection holding more than its share
    (budget / connections) is not read, so greedy clients wait and newcomers still get in; new
@@ -31,13 +32,13 @@ import signal
 import socket
 import sys
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from lab.config import Config
 from lab.errors import LabError
 from lab.events import EventSink, Kind
+from lab.gate import AcceptGate
 from lab.heartbeat import make_tracker
 from lab.reactor import Reactor
 
@@ -50,10 +51,6 @@ _READ_SIZE = 65536
 _FIRST_READ = 4096  # on accept: enough for a request head; a bulk sender's rest waits for its turn
 _NEW_FIRST_EVERY = 0.01  # between full reads of bulk senders, look for new connections this often
 _HELD_BACK_CHECK = 0.25  # held-back connections are looked at this often, even if nothing frees
-# Orders read longer ago than this are read again before an accept. The master waits longer than
-# this for a drain to be confirmed before it lets the next generation accept (see master.py), so
-# an accept by a worker that did not confirm in time still happens before the next generation's.
-ORDERS_FRESH = 0.005
 
 
 def take_lines(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
@@ -65,22 +62,15 @@ def take_lines(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
 class Channel:
     """The worker's end of its socketpair with the master: orders in (lines), reports out (JSON)."""
 
-    def __init__(self, sock: socket.socket, clock: Callable[[], float]):
+    def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.clock = clock
-        self.checked = clock()  # when the orders were last read
         self._pending = b""  # an order not complete yet
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def stale(self) -> bool:
-        """True when orders may have come since they were last read longer than ORDERS_FRESH ago."""
-        return self.clock() - self.checked > ORDERS_FRESH
-
     def read(self) -> list[bytes] | None:
         """The complete orders that arrived (non-blocking); None once the master is gone."""
-        self.checked = self.clock()  # before reading: whatever came after this is read next time
         orders: list[bytes] = []
         while True:
             try:
@@ -110,6 +100,7 @@ class WorkerSpec:
     index: int
     listener: socket.socket
     channel: socket.socket  # this worker's end of its socketpair with the master
+    gate: AcceptGate  # the master's handle, inherited (the worker opens its own)
     master_pid: int
     sigmask: set[int]  # the signal mask to restore once handlers are in place
     echo: TextIO | None  # where readable log lines go (the master's choice)
@@ -145,9 +136,10 @@ class Server:
 
     def __init__(self, reactor: Reactor, listener: socket.socket, app: Any, config: Config,
                  generation: int, events: EventSink, conn_events: EventSink | None,
-                 channel: Channel | None = None):
+                 channel: Channel | None = None, gate: AcceptGate | None = None):
         self.reactor = reactor
         self.channel = channel
+        self.gate = gate  # with a channel: accepts only inside it, after reading the orders
         self.listener = listener
         self.app = app
         self.config = config
@@ -240,7 +232,9 @@ class Server:
 
     def take_orders(self) -> None:
         """Carry out the master's orders: ``go`` accepts, ``drain`` drains (so does its absence)."""
-        orders = self.channel.read()
+        self._carry_out(self.channel.read())
+
+    def _carry_out(self, orders: list[bytes] | None) -> None:
         if orders is None:  # the master is gone
             self.drain()
             return
@@ -251,39 +245,62 @@ class Server:
                 self.drain()
 
     def _on_acceptable(self) -> None:
+        """A batch of accepts, inside the gate and after the orders are read there (a drain sent
+        while app code ran comes first); the orders, the new connections' ``on_connect`` and any
+        error are seen to outside it, so the gate is never held while app code runs."""
+        orders: list[bytes] | None = []
+        accepted: list[tuple[socket.socket, Any]] = []
+        error: OSError | None = None
+        if self.gate is not None:
+            self.gate.enter()
+        try:
+            if self.channel is not None:
+                orders = self.channel.read()
+            if orders is not None and b"drain" not in orders:
+                error = self._accept_batch(accepted)
+        finally:
+            if self.gate is not None:
+                self.gate.leave()
+        self._carry_out(orders)
+        if error is not None:
+            # EMFILE and friends: the connection stays queued (the listener stays readable), so
+            # pause, or the loop would spin; another worker, or this one later, takes it.
+            self.events.emit(Kind.WORKER_ACCEPT_ERROR, error=error.strerror or str(error), pause=_ACCEPT_PAUSE)
+            self.reactor.remove_reader(self.listener.fileno())
+            self.accepting = False
+            self.reactor.call_later(_ACCEPT_PAUSE, self.start_accepting)
+        for sock, peer in accepted:
+            self._open(sock, peer)
+
+    def _accept_batch(self, accepted: list[tuple[socket.socket, Any]]) -> OSError | None:
+        """Up to ``_ACCEPT_BATCH`` accepts into ``accepted`` (non-blocking); the error that ended them."""
         for _ in range(_ACCEPT_BATCH):
-            if self.channel is not None and self.channel.stale():
-                self.take_orders()  # a drain already sent (while app code ran) comes first
-                if not self.accepting:
-                    return
             try:
-                sock, peer = self.listener.accept()
+                accepted.append(self.listener.accept())
             except BlockingIOError:
-                return  # another worker took it
+                return None  # another worker took it
             except OSError as exc:
-                # EMFILE and friends: the connection stays queued (the listener stays readable), so
-                # pause, or the loop would spin; another worker, or this one later, takes it.
-                self.events.emit(Kind.WORKER_ACCEPT_ERROR, error=exc.strerror or str(exc), pause=_ACCEPT_PAUSE)
-                self.reactor.remove_reader(self.listener.fileno())
-                self.accepting = False
-                self.reactor.call_later(_ACCEPT_PAUSE, self.start_accepting)
-                return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._next_id += 1
-            conn = Connection(self._next_id, sock, peer)
-            self.connections[conn.fd] = conn
-            self.reactor.add_reader(conn.fd, self._on_readable, conn)
-            if self._conn_events is not None:
-                self._conn_events.emit(Kind.CONN_OPEN, conn=conn.id, peer=f"{peer[0]}:{peer[1]}",
-                                       generation=self.generation)
-            if self._tracker is not None:
-                self._touch(conn)
-            if self._on_connect is not None:
-                try:
-                    self._on_connect(self, conn)
-                except BaseException:  # sys.exit() or KeyboardInterrupt too: never the worker
-                    self._app_error(conn, "on_connect")
+                return exc
+        return None
+
+    def _open(self, sock: socket.socket, peer: Any) -> None:
+        """A connection just accepted: registered, then the app's ``on_connect``."""
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._next_id += 1
+        conn = Connection(self._next_id, sock, peer)
+        self.connections[conn.fd] = conn
+        self.reactor.add_reader(conn.fd, self._on_readable, conn)
+        if self._conn_events is not None:
+            self._conn_events.emit(Kind.CONN_OPEN, conn=conn.id, peer=f"{peer[0]}:{peer[1]}",
+                                   generation=self.generation)
+        if self._tracker is not None:
+            self._touch(conn)
+        if self._on_connect is not None:
+            try:
+                self._on_connect(self, conn)
+            except BaseException:  # sys.exit() or KeyboardInterrupt too: never the worker
+                self._app_error(conn, "on_connect")
 
     def _accept_new(self) -> None:
         """Accept, then read the new connections at once: their first request is usually there,
@@ -578,7 +595,9 @@ def run(spec: WorkerSpec) -> int:
     events = EventSink(config.events, echo=spec.echo)
     conn_events = EventSink(config.events) if config.events else None
     reactor = Reactor()
-    channel = Channel(spec.channel, reactor.clock)
+    channel = Channel(spec.channel)
+    gate = spec.gate.reopen()  # a description of its own: one shared with the master is its lock
+    spec.gate.close()
     server: Server | None = None
 
     def drain() -> None:
@@ -603,7 +622,7 @@ def run(spec: WorkerSpec) -> int:
         return 1
 
     spec.channel.setblocking(False)
-    server = Server(reactor, spec.listener, app, config, spec.generation, events, conn_events, channel)
+    server = Server(reactor, spec.listener, app, config, spec.generation, events, conn_events, channel, gate)
     on_start = getattr(app, "on_start", None)
     if on_start is not None:
         try:

@@ -74,7 +74,7 @@ def test_an_order_split_across_reads_is_carried_out():
     master_end, worker_end = socket.socketpair()
     with master_end, worker_end:
         worker_end.setblocking(False)
-        channel = Channel(worker_end, time.monotonic)
+        channel = Channel(worker_end)
         master_end.sendall(b"go\ndra")
         assert channel.read() == [b"go"]
         master_end.sendall(b"in\n")
@@ -89,20 +89,18 @@ class EchoApp:
 
 
 def test_a_drain_sent_while_app_code_ran_is_seen_before_the_next_accept(tmp_path):
-    """A worker back from a long callback reads its orders before it accepts (fake clock)."""
-    now = [100.0]
-    reactor = Reactor(clock=lambda: now[0])
+    """A worker back from a long callback reads its orders before it accepts."""
+    reactor = Reactor()
     listener = socket.create_server(("127.0.0.1", 0))
     listener.setblocking(False)
     master_end, worker_end = socket.socketpair()
     worker_end.setblocking(False)
     server = Server(reactor, listener, EchoApp(), Config(target="x"), 1, EventSink(), None,
-                    Channel(worker_end, reactor.clock))
+                    Channel(worker_end))
     try:
         server.start_accepting()
         client = socket.create_connection(listener.getsockname(), timeout=5)
-        master_end.sendall(b"drain\n")  # sent while the app was busy (the clock moves on)
-        now[0] += 1.0
+        master_end.sendall(b"drain\n")  # sent while the app was busy
         server._on_acceptable()  # what the loop calls next: the listener is readable
         assert not server.connections, "accepted after a drain order was sent"
         assert server.draining and listener.fileno() == -1

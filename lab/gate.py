@@ -1,0 +1,57 @@
+"""The accept gate: no worker of an old generation accepts once the next one is told ``go``.
+
+An unnamed temporary file (never in the file system's names) that the master and its workers lock
+with ``flock``. A worker holds it shared only around "read my orders, then accept a batch" (a few
+non-blocking syscalls, never app code). Before the master tells ``go``, it takes it exclusive once,
+without blocking (retried from its loop), after the ``drain`` orders are written: an old worker's
+accept either ended before that moment, or follows a read of its orders that sees the drain. A worker
+stuck in app code holds nothing, so it never holds up a reload; one descheduled inside its section
+holds it up only until the scheduler runs it again.
+
+``flock`` locks belong to an open file description, so each worker opens its own (``reopen``): one
+inherited through the fork would be the master's own lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+
+
+class AcceptGate:
+    """One side's handle on the gate: the master's (``create``) or a worker's (``reopen``)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    @classmethod
+    def create(cls) -> AcceptGate:
+        """A new gate (O_TMPFILE or unlinked at once: nothing is left behind, whatever happens)."""
+        with tempfile.TemporaryFile(prefix="lab-gate-") as f:
+            return cls(os.dup(f.fileno()))
+
+    def reopen(self) -> AcceptGate:
+        """The same file through an open file description of this process's own (after a fork)."""
+        return AcceptGate(os.open(f"/proc/self/fd/{self.fd}", os.O_RDWR | os.O_CLOEXEC))
+
+    def enter(self) -> None:
+        """(Worker) before reading orders and accepting: waits only while the master passes."""
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+
+    def leave(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def try_pass(self) -> bool:
+        """(Master) True once no worker is inside (it held the gate for an instant); never blocks."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
