@@ -45,8 +45,15 @@ MAX_RSS_GROWTH = 2 << 20
 def start_server(tmp: Path, workers: int) -> ServerProcess:
     """``python -m lab serve lab.examples.hello``, serving, with an event stream we follow."""
     events = tmp / "events.jsonl"
-    argv = serve_argv("lab.examples.hello", events, bind="127.0.0.1:0", workers=workers, graceful_timeout=5,
-                      heartbeat_idle=2, quiet=True)
+    argv = serve_argv(
+        "lab.examples.hello",
+        events,
+        bind="127.0.0.1:0",
+        workers=workers,
+        graceful_timeout=5,
+        heartbeat_idle=2,
+        quiet=True,
+    )
     return ServerProcess(argv, events, cwd=ROOT, output=tmp / "server.log").start(timeout=30)
 
 
@@ -138,15 +145,25 @@ def main() -> int:
     excused = [r for r in load.spans if any(r[0] - 0.001 <= k <= r[1] for k in kills)]
     result = {
         "command": " ".join(["benchmarks/soak.py", *sys.argv[1:]]),
-        "reloads": args.reloads, "worker_kills": len(kills), "seconds": round(elapsed, 1),
-        "requests": requests, "failed": failed, "failed_in_flight_on_a_killed_worker": len(excused),
+        "reloads": args.reloads,
+        "worker_kills": len(kills),
+        "seconds": round(elapsed, 1),
+        "requests": requests,
+        "failed": failed,
+        "failed_in_flight_on_a_killed_worker": len(excused),
         "hostile_clients": hostile_counts,
-        "master_before": before, "master_after": after,
+        "master_before": before,
+        "master_after": after,
         "rss_growth_bytes": after["rss"] - before["rss"],
         "server_exit_code": code,
     }
-    ok = (result["rss_growth_bytes"] < MAX_RSS_GROWTH and after["fds"] == before["fds"]
-          and after["threads"] == before["threads"] and failed == len(excused) and code == 0)
+    ok = (
+        result["rss_growth_bytes"] < MAX_RSS_GROWTH
+        and after["fds"] == before["fds"]
+        and after["threads"] == before["threads"]
+        and failed == len(excused)
+        and code == 0
+    )
     result["pass"] = ok
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -72,10 +72,8 @@ class _Tracker:
 
     def __init__(self, idle: float, interval: float) -> None:
         for name, value in (("idle", idle), ("interval", interval)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value <= 0:
-                raise LabError(f"heartbeat {name} must be a positive number of seconds, "
-                               f"not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise LabError(f"heartbeat {name} must be a positive number of seconds, not {value!r}")
         self.idle = float(idle)
         self.interval = float(interval)
 
@@ -388,6 +386,5 @@ def make_tracker(strategy: str | None, idle: float, interval: float) -> IdleTrac
     name = DEFAULT_STRATEGY if strategy is None else strategy
     cls = STRATEGIES.get(name)
     if cls is None:
-        raise LabError(f"unknown heartbeat strategy {name!r}: choose one of "
-                       f"{', '.join(sorted(STRATEGIES))}")
+        raise LabError(f"unknown heartbeat strategy {name!r}: choose one of {', '.join(sorted(STRATEGIES))}")
     return cls(idle, interval)

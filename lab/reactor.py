@@ -56,8 +56,11 @@ class Reactor:
     removed earlier in the same round is skipped instead of calling a stale function.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 on_error: Callable[[Callable[..., Any], Exception], Any] | None = None):
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[Callable[..., Any], Exception], Any] | None = None,
+    ):
         self.clock = clock
         self.on_error = on_error
         self._selector = selectors.DefaultSelector()

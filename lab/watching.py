@@ -21,8 +21,16 @@ REWATCH_EVERY = 0.5  # a deleted watched root: look for it again this often
 class Watching:
     """One watcher fed by the master's loop; ``reload(seen)`` or ``upgrade()`` on a change."""
 
-    def __init__(self, config: Config, reactor: Reactor, events: EventSink, ignored: set[str],
-                 preloaded: set[str], reload: Callable[[float], None], upgrade: Callable[[], None]):
+    def __init__(
+        self,
+        config: Config,
+        reactor: Reactor,
+        events: EventSink,
+        ignored: set[str],
+        preloaded: set[str],
+        reload: Callable[[float], None],
+        upgrade: Callable[[], None],
+    ):
         from lab.watcher import Watcher  # only a watching master needs inotify
 
         self.config = config
@@ -86,8 +94,9 @@ class Watching:
         self._report_problems()
         if changes:
             shown = changes[:WATCH_EVENT_PATHS]  # one event line must fit in PIPE_BUF
-            self.events.emit(Kind.WATCH_CHANGE, paths=[c.path for c in shown], kinds=[c.kind for c in shown],
-                             count=len(changes))
+            self.events.emit(
+                Kind.WATCH_CHANGE, paths=[c.path for c in shown], kinds=[c.kind for c in shown], count=len(changes)
+            )
             if any(os.path.realpath(c.path) in self.preloaded for c in changes):
                 # Every forked worker inherits the master's copy of a preloaded module: only a
                 # new master loads the changed file (and the app's changes with it).

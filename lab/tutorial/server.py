@@ -51,8 +51,9 @@ class Worker:
         self.selector.register(listener, selectors.EVENT_READ)
         self.conns: dict[int, socket.socket] = {}
         self.timers = SwooleTimers()
-        self.heartbeat = TutorialHeartbeat(heartbeat, self.close, self.timers, time.monotonic,
-                                           lambda: int(time.time()))  # PHP's time(): whole seconds
+        self.heartbeat = TutorialHeartbeat(
+            heartbeat, self.close, self.timers, time.monotonic, lambda: int(time.time())
+        )  # PHP's time(): whole seconds
 
     def app(self) -> ModuleType:
         """Autoload: the app is loaded on first use; a SyntaxError ends this worker."""
@@ -175,8 +176,10 @@ class Master:
             loop.add_signal_handler(signum, self.stop)
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
         if self.args.watch:
+
             def master_pid() -> int:
                 return int(open(self.args.pidfile).read().split()[0])  # pidGet(masterPidFiles)[0]
+
             watcher = Inotify(self.args.watch, watch_event(master_pid, log), loop=loop)
             watcher.add_file_type("py")
             watcher.start()
