@@ -20,10 +20,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import nbutil
 import psutil
 import pytest
-
-from tests import nbutil
 
 pytestmark = pytest.mark.browser
 

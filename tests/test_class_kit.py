@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import nbformat
+import nbutil
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell
-
-from tests import nbutil
 
 ROOT = nbutil.ROOT
 TAUGHT = ["00_start_here", "01_inotify", "02_hot_reload", "03_heartbeat"]

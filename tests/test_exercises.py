@@ -4,12 +4,12 @@ solution (passes) and plausible wrong answers (fail, each with a message that na
 from __future__ import annotations
 
 import nbformat
+import nbutil
 import pytest
 
 from lab import exercises as ex
 from lab.events import RELOAD_PHASES
 from lab.heartbeat import STRATEGIES, make_tracker
-from tests import nbutil
 
 
 def starter(notebook: str, tag: str, name: str):

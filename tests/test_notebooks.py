@@ -6,9 +6,8 @@ import functools
 import sys
 
 import nbformat
+import nbutil
 import pytest
-
-from tests import nbutil
 
 PATHS = nbutil.notebook_paths()
 BUDGET = 180  # seconds a notebook may take, whole
