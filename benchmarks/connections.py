@@ -213,6 +213,7 @@ def holding(args, strategy: str) -> dict:
         clients = _clients(server.port, args, hold=True, deadline=open_seconds + HOLD_IDLE + 60)
         try:
             for proc in clients:
+                assert proc.stdout is not None  # stdout=PIPE
                 if proc.stdout.readline().strip() != "ready":
                     raise RuntimeError("a client could not open its connections")
             opened_in = time.monotonic() - first_open
@@ -230,6 +231,7 @@ def holding(args, strategy: str) -> dict:
             cpu1, master1, wall1 = _cpu(procs), _cpu(procs[:1]), time.monotonic()
             closed = server.count(Kind.CONN_CLOSE)
             for proc in clients:  # all at once: their connections close before the first could expire
+                assert proc.stdin is not None  # stdin=PIPE
                 proc.stdin.close()
                 proc.stdin = None
             reports = _finish(clients, 120)

@@ -85,7 +85,8 @@ def steady_state(
     batch = 0.01  # simulated seconds of messages between two looks at next_check
     end = warm_until + seconds
     j, now = 0, 0.0
-    touch_ns = check_ns = touches = checks = 0
+    touch_ns: float = 0  # ns, less the measured cost of the loop itself
+    check_ns = touches = checks = 0
     check_us: list[float] = []
     batch_ns: list[float] = []  # ns per touch in each batch: the median shrugs off preemption
     gc.disable()  # a collection landing in one strategy's timing would be noise, not its cost
@@ -97,7 +98,7 @@ def steady_state(
             now = min(wake, now + batch, end)
             stop = math.floor(now * rate)
             measuring = now > warm_until
-            spent = _touch_loop(hb.touch, keys, n, rate, j, stop)
+            spent: float = _touch_loop(hb.touch, keys, n, rate, j, stop)
             if measuring and stop > j:
                 spent -= loop_ns[0] + loop_ns[1] * (stop - j)
                 touch_ns += spent

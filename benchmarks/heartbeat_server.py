@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 
@@ -58,6 +58,8 @@ class Server(ServerProcess):
     """A ``python -m lab serve`` subprocess on a free loopback port, read through its events."""
 
     def processes(self) -> list[psutil.Process]:
+        if self.proc is None:
+            raise RuntimeError("the server is not started")
         master = psutil.Process(self.proc.pid)
         return [master] + master.children(recursive=True)
 
@@ -141,14 +143,15 @@ def client_timeliness(
             sel.register(sock, selectors.EVENT_READ)
             opened += 1
         for key, _ in sel.select(timeout=0.005):
+            sock = cast(socket.socket, key.fileobj)  # only sockets are registered
             try:
-                data = key.fileobj.recv(4096)
+                data = sock.recv(4096)
             except ConnectionResetError:
                 data = b""
             if not data:
-                eof[key.fileobj.getsockname()[1]] = time.monotonic()
-                sel.unregister(key.fileobj)
-                key.fileobj.close()
+                eof[sock.getsockname()[1]] = time.monotonic()
+                sel.unregister(sock)
+                sock.close()
     for sock in talkers:  # one more round: still served?
         try:
             _line(sock)
@@ -156,7 +159,7 @@ def client_timeliness(
             chatty_closed += 1
         sock.close()
     for key in list(sel.get_map().values()):
-        key.fileobj.close()
+        cast(socket.socket, key.fileobj).close()
     return {
         "sent": sent,
         "eof": eof,
@@ -268,6 +271,7 @@ def holding(strategy: str, args) -> dict:
             stdout=subprocess.PIPE,
             text=True,
         )
+        assert client.stdin is not None and client.stdout is not None  # both PIPE
         try:
             if client.stdout.readline().strip() != "ready":
                 raise RuntimeError("the client could not open its connections")

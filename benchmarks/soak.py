@@ -109,9 +109,11 @@ def main() -> int:
     rng = random.Random(42)
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp), args.workers)
+        master, address = server.pid, server.address
+        assert master is not None and address is not None  # start_server waits until it serves
         stop = threading.Event()
         # Fresh connections, one line each, expecting the greeting: until stopped.
-        load = Load(server.address, args.clients, duration=float("inf"), pause=0, expect=GREETING, timeout=10)
+        load = Load(address, args.clients, duration=float("inf"), pause=0, expect=GREETING, timeout=10)
         hostile_counts: dict[str, int] = {}
         hostile = threading.Thread(target=hostile_client, args=(server.port, stop, hostile_counts))
         load.start()
@@ -121,7 +123,7 @@ def main() -> int:
         try:
             for i in range(1, args.reloads + 1):
                 if i == args.warmup + 1:
-                    before = measure(server.proc.pid)
+                    before = measure(master)
                 if i % args.kill_every == 0:
                     victim = rng.choice(server.serving_pids())
                     kills.append(time.monotonic())
@@ -133,7 +135,7 @@ def main() -> int:
                 server.wait_for(Kind.RELOAD_DONE, 60, after=mark, generation=i + 1)
             # Let the never-read clients be closed by the heartbeat, then measure.
             time.sleep(3)
-            after = measure(server.proc.pid)
+            after = measure(master)
         finally:
             stop.set()
             load.stop(timeout=60)

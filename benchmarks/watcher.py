@@ -41,6 +41,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -133,6 +134,7 @@ class Agent:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
+            assert self.proc.stderr is not None  # stderr=PIPE
             err = b""
             while b"Watches established" not in err:
                 chunk = os.read(self.proc.stderr.fileno(), 4096)
@@ -146,9 +148,11 @@ class Agent:
             self.proc = subprocess.Popen(
                 [sys.executable, __file__, "--agent", tool, path], stdout=subprocess.PIPE, stderr=quiet
             )
+        assert self.proc.stdout is not None  # stdout=PIPE
+        self._stdout: IO[bytes] = self.proc.stdout
         self._buf = b""
         self._sel = selectors.DefaultSelector()
-        self._sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self._sel.register(self._stdout, selectors.EVENT_READ)
         if tool != "inotifywait":
             ready = self.line(120)
             if ready is None or not ready.startswith("ready "):
@@ -162,7 +166,7 @@ class Agent:
             left = deadline - time.perf_counter()
             if left <= 0 or not self._sel.select(left):
                 return None
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            chunk = os.read(self._stdout.fileno(), 65536)
             if not chunk:
                 return None
             self._buf += chunk
@@ -197,7 +201,7 @@ class Agent:
                 self.proc.kill()
                 self.proc.wait()
         self._sel.close()
-        self.proc.stdout.close()
+        self._stdout.close()
         if self.proc.stderr:
             self.proc.stderr.close()
 
@@ -301,7 +305,7 @@ def burst(a: Agent, base: Path, trials: int, levels: int = 5, per_dir: int = 5) 
         for i in range(levels + 1):
             expected |= {str(d / f"f{k}.py") for k in range(per_dir)}
             d = d / f"d{i}"
-        seen = set()
+        seen: set[str] = set()
         deadline = time.perf_counter() + 5
         while not expected <= seen and time.perf_counter() < deadline:
             line = a.line(max(0.0, deadline - time.perf_counter()))

@@ -188,7 +188,7 @@ def reload_story(say: Say, *, workers: int, edits: int, port: int | None) -> Non
     say.title(_("hot reload: edit the app while it serves"))
     with _lab(say, port, workers=workers, watch=True) as lab:
         say(f"$ curl http://127.0.0.1:{lab.port}/")
-        say(f"  {http_get(lab.address)}", "value")
+        say(f"  {http_get(('127.0.0.1', lab.port))}", "value")
         say(f"$ printf 'hi\\n' | nc 127.0.0.1 {lab.port}")
         say(f"  {lab.request('hi')}", "value")
         load = lab.load(threads=2, duration=120, pause=0.01)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lab.events import RELOAD_PHASES, Kind
@@ -73,7 +73,7 @@ def check_due(due_at: Callable[[float, float, float, float], float]) -> tuple[li
     return failures, len(DUE_CASES)
 
 
-def check_phases(phase_durations: Callable[[dict], dict], reloads: list[dict] = ()) -> tuple[list[Failure], int]:
+def check_phases(phase_durations: Callable[[dict], dict], reloads: Sequence[dict] = ()) -> tuple[list[Failure], int]:
     """Against a made-up reload (exact values) and real ones (the steps add up to the total)."""
     cases = [("a made-up reload", SYNTHETIC_RELOAD, SYNTHETIC_WANT)]
     for e in reloads:
@@ -176,7 +176,7 @@ def _pairs(out: Any) -> list[tuple]:
 
 def _follow(hb: Any, now: float, until: float) -> list[tuple]:
     """Call expired at the times next_check asks, up to ``until``: (key, last, when) reported."""
-    out = []
+    out: list[tuple] = []
     for _ in range(MAX_CHECKS):
         nxt = hb.next_check(now)
         if nxt is None or nxt > until:
@@ -290,7 +290,8 @@ def _steady_traffic(make: Callable[[float, float], Any]) -> str | None:
 
 
 def _random_mix(make: Callable[[float, float], Any]) -> str | None:
-    rng, hb, model, now, checks = random.Random(1), make(1.0, 0.1), {}, 0.0, 0
+    model: dict[Any, float] = {}
+    rng, hb, now, checks = random.Random(1), make(1.0, 0.1), 0.0, 0
     for step in range(3000):
         target = now + rng.expovariate(20)
         while True:

@@ -428,8 +428,8 @@ def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan)
         silent = e["peer"] in silent_peers
         close = closes.get((e["pid"], e["conn"]))
         # A chatty connection closed only by the final graceful stop was open until the figure's end.
-        closed_early = close is not None and close["t"] <= end
-        stop = close["t"] if closed_early else end
+        early = close if close is not None and close["t"] <= end else None
+        stop = early["t"] if early is not None else end
         colour = "tab:orange" if silent else "tab:blue"
         ax.barh(
             y,
@@ -441,10 +441,10 @@ def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan)
             if silent
             else _f("chatty client (a line every {s:g} s)").format(s=plan.idle / 4),
         )
-        if closed_early and close.get("reason") == "idle" and "idle" in close:
-            note = _f("closed by the heartbeat after {s:.2f} s idle").format(s=close["idle"])
-        elif closed_early:
-            note = _f("closed: {reason}").format(reason=close.get("reason"))
+        if early is not None and early.get("reason") == "idle" and "idle" in early:
+            note = _f("closed by the heartbeat after {s:.2f} s idle").format(s=early["idle"])
+        elif early is not None:
+            note = _f("closed: {reason}").format(reason=early.get("reason"))
         else:
             note = _f("still open")
         ax.text(stop - t0 + 0.02, y, note, va="center", fontsize=9)

@@ -77,6 +77,10 @@ class _Tracker:
         self.idle = float(idle)
         self.interval = float(interval)
 
+    def __len__(self) -> int:
+        """How many keys are tracked (each strategy counts its own structure)."""
+        raise NotImplementedError
+
     def _tick_at_or_after(self, t: float) -> int:
         """The first tick ``k`` with ``k * interval >= t`` (exactly, despite float rounding)."""
         k = math.ceil(t / self.interval)

@@ -372,7 +372,10 @@ class ReloadLatency(LiveView):
         ax.set_xlabel(_f("reload (generation)"))
         ax.set_ylabel(_f("latency (ms)"))
         reloads = feed.of(Kind.RELOAD_DONE, Kind.RELOAD_FAILED, Kind.WATCH_CHANGE)
-        xs, durations, saved_to_done, failures = [], [], [], []
+        xs: list[float] = []
+        durations: list[float] = []
+        saved_to_done: list[float | None] = []  # None: no change seen before this reload
+        failures: list[float] = []
         last_change: float | None = None
         for e in reloads:
             if e["kind"] == Kind.WATCH_CHANGE:

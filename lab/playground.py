@@ -316,10 +316,11 @@ class Lab:
 
     def send_signal(self, signum: int) -> None:
         """Send ``signum`` to the master (SIGUSR1/SIGHUP: reload; SIGTERM: stop; SIGQUIT: now)."""
-        if not self.running:
+        pid = self.pid
+        if not self.running or pid is None:
             raise LabError(_("the server is not running: lab.start() it first"))
         self._act(Kind.LAB_SIGNAL, signal=signal.Signals(signum).name)
-        os.kill(self.pid, signum)
+        os.kill(pid, signum)
 
     def reload(self) -> None:
         """Ask for a reload, as ``python -m lab reload`` does (SIGUSR1)."""

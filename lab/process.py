@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from lab.errors import LabError
 from lab.events import EventTail, Kind, matches
@@ -108,7 +108,7 @@ class ServerProcess:
 
     # --- the process -----------------------------------------------------------------------------
 
-    def start(self, wait: bool = True, timeout: float = 30.0, **popen: Any) -> ServerProcess:
+    def start(self, wait: bool = True, timeout: float = 30.0, **popen: Any) -> Self:
         """Start the server (``popen``: more ``subprocess.Popen`` arguments, e.g. ``user``, ``env``);
         with ``wait``, until its first generation serves (LabError if it cannot, the server stopped)."""
         after = len(self.read())
@@ -137,7 +137,7 @@ class ServerProcess:
                 **popen,
             )
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):  # subprocess.DEVNULL is an int
                 out.close()
         return self.proc
 
@@ -164,6 +164,8 @@ class ServerProcess:
         return self.address[1]
 
     def send_signal(self, signum: int) -> None:
+        if self.proc is None:
+            raise LabError(_("the server is not started"))
         os.kill(self.proc.pid, signum)
 
     def stop(self, timeout: float = 10.0) -> int | None:

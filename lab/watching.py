@@ -13,6 +13,7 @@ from lab.config import Config
 from lab.errors import LabError
 from lab.events import EventSink, Kind
 from lab.reactor import Reactor
+from lab.timers import TimerHandle
 
 WATCH_EVENT_PATHS = 20
 REWATCH_EVERY = 0.5  # a deleted watched root: look for it again this often
@@ -40,8 +41,8 @@ class Watching:
         self.preloaded = preloaded  # the source files of the preloaded modules
         self.reload = reload
         self.upgrade = upgrade
-        self._timer = None
-        self._rewatch_timer = None
+        self._timer: TimerHandle | None = None
+        self._rewatch_timer: TimerHandle | None = None
         self._limited = False
         self.watcher = Watcher(config.watch, types=config.types, debounce=config.debounce)
         reactor.add_reader(self.watcher.fileno(), self._poll)

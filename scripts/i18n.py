@@ -38,11 +38,14 @@ Key = tuple[str, str | None]  # (msgid, msgid_plural)
 
 def _messages(call: ast.Call) -> list[Key]:
     """The messages ``call`` marks: none unless it is a keyword's, with string literals there."""
+    if not isinstance(call.func, ast.Name):
+        return []
     name = call.func.id
     strings = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None for a in call.args]
     texts = [strings[i - 1] if i <= len(strings) else None for i in PLURAL.get(name, SINGULAR.get(name, ()))]
     if name in PLURAL:
-        return [(texts[0], texts[1])] if None not in texts else []
+        singular, plural = texts
+        return [(singular, plural)] if singular is not None and plural is not None else []
     return [(text, None) for text in texts if text is not None]
 
 

@@ -94,6 +94,7 @@ class ServerProcess(process.ServerProcess):
 
     @property
     def stderr_path(self) -> Path:
+        assert self.output_path is not None  # always given by __init__
         return self.output_path
 
     @stderr_path.setter

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from server_helpers import wait_until
@@ -25,10 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = Path(__file__).resolve().parent / "check_servers" / "server.py"
 MARKER = "hello check"
 APP = f'TEXT = "{MARKER}"\n'
-SHORT = dict(edits=3, broken_s=1.0)
+SHORT: dict[str, Any] = dict(edits=3, broken_s=1.0)
 # Heartbeat claims: the late bound is idle + interval + 250 ms, so a wide interval keeps a stall of
 # the loaded machine from turning a correct close into a late one (the defects are seconds apart).
-SERVER_BEAT = dict(idle=1.0, interval=1.0)
+SERVER_BEAT: dict[str, Any] = dict(idle=1.0, interval=1.0)
 LAB_BEAT = dict(idle=1.0, interval=0.5)
 QUICK_MISS = 2.0  # the test server reloads within a poll (10 ms): a missed edit need not wait 10 s
 

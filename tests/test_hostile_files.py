@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Self
 
 import pytest
 from privileges import python_for_nobody, skip_without_user_namespaces
@@ -64,7 +65,7 @@ def test_a_symlink_loop_is_not_followed(serve, app_dir, tmp_path):
 class NobodyServer(ServerProcess):
     """The server run as user ``nobody``: as root, no permission is ever denied."""
 
-    def start(self, wait: bool = True) -> ServerProcess:
+    def start(self, wait: bool = True, timeout: float = 30.0, **popen: Any) -> Self:
         python, env = python_for_nobody(self.tmp)
         self.argv[0] = python
         with open(self.stderr_path, "wb") as err:
@@ -76,10 +77,11 @@ class NobodyServer(ServerProcess):
                 cwd=self.tmp,
                 user="nobody",
                 env=env,
+                **popen,
             )
-        start = self.wait_event(Kind.SERVER_START)
+        start = self.wait_event(Kind.SERVER_START, timeout=timeout)
         self.port = int(start["bind"].rsplit(":", 1)[1])
-        self.wait_event(Kind.RELOAD_DONE, generation=1)
+        self.wait_event(Kind.RELOAD_DONE, timeout=timeout, generation=1)
         return self
 
 

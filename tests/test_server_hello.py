@@ -23,7 +23,8 @@ def connect(server: ServerProcess) -> socket.socket:
 
 def read_http(s: socket.socket, count: int = 1) -> list[bytes]:
     """``count`` whole responses (head + Content-Length body) from ``s``."""
-    data, responses = b"", []
+    data = b""
+    responses: list[bytes] = []
     while len(responses) < count:
         end = data.find(b"\r\n\r\n")
         if end >= 0:

@@ -16,6 +16,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from privileges import python_for_nobody, skip_without_user_namespaces
@@ -115,7 +116,8 @@ def test_fileno_works_in_a_selector_and_idle_means_no_timeout(tree: Path):
         assert signed(w).timeout() is None and sel.select(0) == []
         (tree / "pkg" / "app.py").write_text("x = 2\n")
         assert sel.select(5)  # readable
-        assert w.poll() == [] and 0 <= w.timeout() <= 0.02  # held for the quiet time
+        assert w.poll() == []
+        assert (held := w.timeout()) is not None and 0 <= held <= 0.02  # held for the quiet time
         assert summary(collect(w, bool)) == [("modified", str(tree / "pkg" / "app.py"))]
 
 
@@ -444,7 +446,7 @@ def _sig(path: Path) -> tuple[int, int, int]:
 def test_bad_input_is_a_clear_error(tmp_path: Path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         (dict(paths=tmp_path / "missing"), "no such file or directory"),
         (dict(paths=fifo), "neither a directory nor a regular file"),
         (dict(paths=[]), "no path to watch"),

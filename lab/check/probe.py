@@ -33,7 +33,7 @@ def parse_connect(text: str) -> Address:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise LabError(_("--connect {text!r}: {reason}").format(text=text, reason=exc.strerror)) from None
-    addresses = {info[4][0] for info in infos}
+    addresses = {str(info[4][0]) for info in infos}
     if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
         raise LabError(
             _(

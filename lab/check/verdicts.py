@@ -96,7 +96,7 @@ def latencies(edits: Sequence[Edit], answers: Sequence[Answer], seen_timeout: fl
     for edit in edits:
         seen = first.get(edit.token)
         ok = seen is not None and edit.written <= seen <= edit.written + seen_timeout
-        out.append(seen - edit.written if ok else None)
+        out.append(seen - edit.written if ok and seen is not None else None)
     return out
 
 

@@ -115,7 +115,7 @@ class TutorialHeartbeat:
     def __init__(
         self,
         interval: float,
-        close: Callable[[Hashable], Any],
+        close: Callable[[Any], Any],  # called with a key given to connect(), e.g. an fd
         timers: SwooleTimers,
         now: Callable[[], float],
         time: Callable[[], int],

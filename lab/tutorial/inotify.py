@@ -148,7 +148,7 @@ class Inotify:
                 self.filtered += 1
                 continue
             file_type = strchr(event["name"], ".")
-            if not self.file_types.get(file_type):  # isset($this->fileTypes[$fileType])
+            if file_type is None or not self.file_types.get(file_type):  # isset($this->fileTypes[$fileType])
                 self.filtered += 1
                 continue
             if self.doing:

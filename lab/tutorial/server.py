@@ -46,7 +46,8 @@ class Worker:
     """One worker's event loop: accept, read, answer, and the tutorial's heartbeat."""
 
     def __init__(self, listener: socket.socket, app: str, heartbeat: float):
-        self.listener, self.app_path, self.module = listener, app, None
+        self.listener, self.app_path = listener, app
+        self.module: ModuleType | None = None
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ)
         self.conns: dict[int, socket.socket] = {}
@@ -59,6 +60,7 @@ class Worker:
         """Autoload: the app is loaded on first use; a SyntaxError ends this worker."""
         if self.module is None:
             spec = importlib.util.spec_from_file_location("app", self.app_path)
+            assert spec is not None and spec.loader is not None  # a path ending in .py always has both
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             self.module = module
@@ -72,7 +74,7 @@ class Worker:
                 if key.fileobj is self.listener:
                     self.accept()
                 else:
-                    self.read(key.fileobj.fileno())
+                    self.read(key.fd)
             self.timers.run(time.monotonic())
 
     def accept(self) -> None:

@@ -168,7 +168,7 @@ class Server:
                     sock.setblocking(False)
                     self.conns[sock] = Conn(sock, now)
                     self.selector.register(sock, selectors.EVENT_READ)
-                elif (conn := self.conns.get(key.fileobj)) is not None:
+                elif isinstance(key.fileobj, socket.socket) and (conn := self.conns.get(key.fileobj)) is not None:
                     try:
                         self.receive(conn, now)
                     except OSError:  # reset, or a client that reads nothing: drop it
