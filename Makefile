@@ -11,7 +11,7 @@ SYSTEM := PYTHON=$(PYTHON) scripts/install-system-packages.sh
 LANGUAGE_SWITCH := $(if $(filter command line,$(origin LANG)),LAB_LANG=$(LANG) \
 	LANG=$(or $(filter %.UTF-8 %.utf8,$(LANG)),C.UTF-8))
 
-.PHONY: lab slides test system bench figures i18n clean
+.PHONY: lab slides test lint system bench figures i18n clean
 
 $(STAMP): pyproject.toml
 	$(SYSTEM) lab
@@ -56,6 +56,13 @@ slides: $(STAMP)
 test: $(PEERS)
 	$(SYSTEM) test
 	$(PY) -m pytest
+
+## Lint, format check and type check (configured in pyproject.toml): ruff on every .py, mypy on lab/,
+## tests/, benchmarks/, scripts/. `ruff format .` and `ruff check --fix .` repair most of what it finds.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## Benchmarks against peers (minutes; not part of CI).
 bench: $(PEERS)

@@ -55,6 +55,7 @@ _LAST_ACK_RECV_OFFSET = 8 + 12 * 4
 
 # --- the client processes (``connections.py client ...``) -----------------------------------------
 
+
 def _last_ack_at(sock: socket.socket) -> float:
     """When (time.monotonic) the kernel last received an ACK on ``sock``: its SYN-ACK or FIN here.
 
@@ -65,7 +66,7 @@ def _last_ack_at(sock: socket.socket) -> float:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
         if time.monotonic() - before < 0.002:
             break
-    ago_ms, = _LAST_ACK_RECV.unpack_from(info, _LAST_ACK_RECV_OFFSET)
+    (ago_ms,) = _LAST_ACK_RECV.unpack_from(info, _LAST_ACK_RECV_OFFSET)
     return before - ago_ms / 1000
 
 
@@ -122,20 +123,46 @@ def client(port: int, source: str, count: int, rate: float, hold: bool, deadline
     finally:
         for sock in [*connecting.values(), *(s for s, _ in opened.values())]:
             sock.close()
-    return {"opened": started - failed - len(connecting), "failed": failed, "still_connecting": len(connecting),
-            "still_open": len(opened), "closed": len(lifetimes), "lifetimes": lifetimes,
-            "seconds": round(time.monotonic() - start, 2)}
+    return {
+        "opened": started - failed - len(connecting),
+        "failed": failed,
+        "still_connecting": len(connecting),
+        "still_open": len(opened),
+        "closed": len(lifetimes),
+        "lifetimes": lifetimes,
+        "seconds": round(time.monotonic() - start, 2),
+    }
 
 
 # --- the measurements -------------------------------------------------------------------------------
 
+
 def _clients(port: int, args, hold: bool, deadline: float) -> list[subprocess.Popen]:
     per, extra = divmod(args.connections, args.clients)
-    return [subprocess.Popen(
-        [sys.executable, __file__, "client", "--port", str(port), "--source", f"127.0.0.{10 + i}",
-         "--count", str(per + (i < extra)), "--rate", str(args.rate / args.clients),
-         "--deadline", str(deadline)] + (["--hold"] if hold else []),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(args.clients)]
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "client",
+                "--port",
+                str(port),
+                "--source",
+                f"127.0.0.{10 + i}",
+                "--count",
+                str(per + (i < extra)),
+                "--rate",
+                str(args.rate / args.clients),
+                "--deadline",
+                str(deadline),
+            ]
+            + (["--hold"] if hold else []),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(args.clients)
+    ]
 
 
 def _finish(clients: list[subprocess.Popen], timeout: float) -> list[dict]:
@@ -186,6 +213,7 @@ def holding(args, strategy: str) -> dict:
         clients = _clients(server.port, args, hold=True, deadline=open_seconds + HOLD_IDLE + 60)
         try:
             for proc in clients:
+                assert proc.stdout is not None  # stdout=PIPE
                 if proc.stdout.readline().strip() != "ready":
                     raise RuntimeError("a client could not open its connections")
             opened_in = time.monotonic() - first_open
@@ -193,26 +221,32 @@ def holding(args, strategy: str) -> dict:
             time.sleep(0.5)  # the last accepts and their first reads are over
             window = min(args.hold_seconds, first_open + HOLD_IDLE - 1.0 - time.monotonic())
             if window < 1:
-                raise RuntimeError(f"opening took {opened_in:.1f} s: no time left to measure before the "
-                                   f"first expiry at {HOLD_IDLE:g} s; raise --rate")
+                raise RuntimeError(
+                    f"opening took {opened_in:.1f} s: no time left to measure before the "
+                    f"first expiry at {HOLD_IDLE:g} s; raise --rate"
+                )
             uss1, rss1 = _memory(procs)
             cpu0, master0, wall0 = _cpu(procs), _cpu(procs[:1]), time.monotonic()
             time.sleep(window)
             cpu1, master1, wall1 = _cpu(procs), _cpu(procs[:1]), time.monotonic()
             closed = server.count(Kind.CONN_CLOSE)
             for proc in clients:  # all at once: their connections close before the first could expire
+                assert proc.stdin is not None  # stdin=PIPE
                 proc.stdin.close()
                 proc.stdin = None
             reports = _finish(clients, 120)
         finally:
             _kill(clients)
     return {
-        "connections": args.connections, "opened_in_s": round(opened_in, 1), "window_s": round(wall1 - wall0, 2),
+        "connections": args.connections,
+        "opened_in_s": round(opened_in, 1),
+        "window_s": round(wall1 - wall0, 2),
         "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 3),
         "master_cpu_percent": round(100 * (master1 - master0) / (wall1 - wall0), 3),
         "uss_per_connection_bytes": round((uss1 - uss0) / args.connections),
         "rss_per_connection_bytes": round((rss1 - rss0) / args.connections),
-        "server_processes": len(procs), "closed_during_hold": closed,
+        "server_processes": len(procs),
+        "closed_during_hold": closed,
         "closed_before_clients_ended": sum(r["closed"] for r in reports),
     }
 
@@ -231,11 +265,14 @@ def expiry(args, strategy: str) -> dict:
     lo, hi = EXPIRY_BOUNDS
     bins = [round(4.9 + 0.01 * i, 2) for i in range(61)]  # 10 ms bins, 4.9 to 5.5 s
     return {
-        "connections": args.connections, "opened": sum(r["opened"] for r in reports),
+        "connections": args.connections,
+        "opened": sum(r["opened"] for r in reports),
         "failed": sum(r["failed"] + r["still_connecting"] for r in reports),
-        "closed": len(lifetimes), "still_open": sum(r["still_open"] for r in reports),
+        "closed": len(lifetimes),
+        "still_open": sum(r["still_open"] for r in reports),
         "within_bounds": sum(1 for t in lifetimes if lo <= t <= hi),
-        "lifetime_s": _summary(lifetimes), "server_idle_at_close_s": _summary(idle_at_close),
+        "lifetime_s": _summary(lifetimes),
+        "server_idle_at_close_s": _summary(idle_at_close),
         "histogram": {"edges": bins, "counts": _histogram(lifetimes, bins)},
     }
 
@@ -249,9 +286,12 @@ def _summary(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
     values = sorted(values)
-    return {"min": round(values[0], 4), "p50": round(statistics.median(values), 4),
-            "p99": round(values[min(len(values) - 1, int(0.99 * len(values)))], 4),
-            "max": round(values[-1], 4)}
+    return {
+        "min": round(values[0], 4),
+        "p50": round(statistics.median(values), 4),
+        "p99": round(values[min(len(values) - 1, int(0.99 * len(values)))], 4),
+        "max": round(values[-1], 4),
+    }
 
 
 def _histogram(values: list[float], edges: list[float]) -> list[int]:
@@ -265,18 +305,24 @@ def _histogram(values: list[float], edges: list[float]) -> list[int]:
 
 def _print(result: dict) -> None:
     settings, (lo, hi) = result["settings"], EXPIRY_BOUNDS
-    print(f"\n{settings['connections']:,} idle connections, {settings['workers']} workers, interval {INTERVAL} s "
-          f"(goals: < 1 % of one core and < 2048 B per connection held; every one closed {lo}-{hi} s after "
-          "opening)\n")
-    print("| strategy | CPU held (% of one core) | USS per connection (B) | closed in bounds "
-          "| open to close p50 / p99 / max (s) | load (1 min) |")
+    print(
+        f"\n{settings['connections']:,} idle connections, {settings['workers']} workers, interval {INTERVAL} s "
+        f"(goals: < 1 % of one core and < 2048 B per connection held; every one closed {lo}-{hi} s after "
+        "opening)\n"
+    )
+    print(
+        "| strategy | CPU held (% of one core) | USS per connection (B) | closed in bounds "
+        "| open to close p50 / p99 / max (s) | load (1 min) |"
+    )
     print("|---|---:|---:|---:|---|---|")
     for run in result["runs"]:
         held, expired, life = run["holding"], run["expiry"], run["expiry"]["lifetime_s"]
-        print(f"| {run['strategy']} | {held['cpu_percent_of_one_core']} (over {held['window_s']} s) "
-              f"| {held['uss_per_connection_bytes']:,} | {expired['within_bounds']:,} / {expired['connections']:,} "
-              f"| {life.get('p50')} / {life.get('p99')} / {life.get('max')} "
-              f"| {run['load_before'].split()[0]} → {run['load_after'].split()[0]} |")
+        print(
+            f"| {run['strategy']} | {held['cpu_percent_of_one_core']} (over {held['window_s']} s) "
+            f"| {held['uss_per_connection_bytes']:,} | {expired['within_bounds']:,} / {expired['connections']:,} "
+            f"| {life.get('p50')} / {life.get('p99')} / {life.get('max')} "
+            f"| {run['load_before'].split()[0]} → {run['load_after'].split()[0]} |"
+        )
 
 
 def _load() -> str:
@@ -299,11 +345,16 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=7, help="server workers (each < 20,000 fds)")
     parser.add_argument("--rate", type=float, default=1900, help="connects per second, all clients together")
     parser.add_argument("--hold-seconds", type=float, default=5.0, help="CPU window, at most")
-    parser.add_argument("--strategies", default=f"{DEFAULT_STRATEGY},queue",
-                        help="heartbeat strategies, each measured in turn (default: the default and queue)")
-    parser.add_argument("--quick", action="store_true",
-                        help="2,000 connections, 2 clients, 2 workers, the default strategy; writes no result "
-                             "or figure")
+    parser.add_argument(
+        "--strategies",
+        default=f"{DEFAULT_STRATEGY},queue",
+        help="heartbeat strategies, each measured in turn (default: the default and queue)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2,000 connections, 2 clients, 2 workers, the default strategy; writes no result or figure",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     args = parser.parse_args()
     if args.mode == "client":
@@ -322,14 +373,30 @@ def main() -> int:
         held = holding(args, strategy)
         print(f"  {strategy} holding: {held}", file=sys.stderr)
         expired = expiry(args, strategy)
-        print(f"  {strategy} expiry: {({k: v for k, v in expired.items() if k != 'histogram'})}", file=sys.stderr)
-        runs.append({"strategy": strategy, "load_before": load_before, "load_after": _load(),
-                     "holding": held, "expiry": expired})
-    result = {"settings": {"connections": args.connections, "clients": args.clients, "workers": args.workers,
-                           "rate": args.rate, "interval": INTERVAL, "hold_idle": HOLD_IDLE,
-                           "expiry_idle": EXPIRY_IDLE, "default_strategy": DEFAULT_STRATEGY,
-                           "cpus": os.cpu_count()},
-              "runs": runs}
+        print(f"  {strategy} expiry: { ({k: v for k, v in expired.items() if k != 'histogram'}) }", file=sys.stderr)
+        runs.append(
+            {
+                "strategy": strategy,
+                "load_before": load_before,
+                "load_after": _load(),
+                "holding": held,
+                "expiry": expired,
+            }
+        )
+    result = {
+        "settings": {
+            "connections": args.connections,
+            "clients": args.clients,
+            "workers": args.workers,
+            "rate": args.rate,
+            "interval": INTERVAL,
+            "hold_idle": HOLD_IDLE,
+            "expiry_idle": EXPIRY_IDLE,
+            "default_strategy": DEFAULT_STRATEGY,
+            "cpus": os.cpu_count(),
+        },
+        "runs": runs,
+    }
     _print(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -338,6 +405,7 @@ def main() -> int:
     out = ROOT / "benchmarks" / "results" / "connections.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     from lab.figures import bench_connections
+
     bench_connections(result).savefig(ROOT / "pic" / "bench_connections.png", dpi=110)
     print(f"\nwrote {out}, {ROOT / 'pic' / 'bench_connections.png'}")
     return 0

@@ -40,7 +40,7 @@ CLIENTS = 6
 SEEN_TIMEOUT = 15.0
 
 HELLO = (ROOT / "lab" / "examples" / "hello.py").read_text()
-ASGI_APP = '''\
+ASGI_APP = """\
 TEXT = {text!r}
 
 
@@ -51,7 +51,7 @@ async def app(scope, receive, send):
     await send({{"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(body)).encode())]}})
     await send({{"type": "http.response.body", "body": body}})
-'''
+"""
 
 
 HEAVY_IMPORTS = "import matplotlib.pyplot  # noqa: F401\nimport numpy  # noqa: F401\n\n"
@@ -67,6 +67,7 @@ def heavy(source):
     def heavy_source(text: str) -> str:
         head, found, rest = source(text).partition(future)
         return head + found + HEAVY_IMPORTS + rest if found else HEAVY_IMPORTS + head
+
     return heavy_source
 
 
@@ -149,13 +150,42 @@ def measure(kind: str, edits: int, workdir: Path, is_heavy: bool = False) -> dic
     app_file.write_text(source("v0"))
     port = free_port()
     if kind == "lab":
-        argv = [sys.executable, "-m", "lab", "serve", "bench_app", "--app-dir", str(app_dir), "--watch",
-                str(app_dir), "--workers", "2", "--bind", f"127.0.0.1:{port}", "--quiet"]
+        argv = [
+            sys.executable,
+            "-m",
+            "lab",
+            "serve",
+            "bench_app",
+            "--app-dir",
+            str(app_dir),
+            "--watch",
+            str(app_dir),
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--quiet",
+        ]
         argv += HEAVY_PRELOAD if is_heavy else []
     else:
-        argv = [sys.executable, "-m", "uvicorn", "bench_app:app", "--app-dir", str(app_dir), "--reload",
-                "--reload-dir", str(app_dir), "--host", "127.0.0.1", "--port", str(port),
-                "--log-level", "warning", "--no-access-log"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench_app:app",
+            "--app-dir",
+            str(app_dir),
+            "--reload",
+            "--reload-dir",
+            str(app_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
     latencies: list[float] = []
     missed = 0
@@ -188,8 +218,11 @@ def measure(kind: str, edits: int, workdir: Path, is_heavy: bool = False) -> dic
                 latencies.append(first - written)
                 time.sleep(0.4)  # let clients run on the new version before the next edit
                 with clients.lock:
-                    old_after_new += sum(1 for sent, _, t in clients.answers
-                                         if sent > first and t.startswith("v") and int(t[1:]) < version)
+                    old_after_new += sum(
+                        1
+                        for sent, _, t in clients.answers
+                        if sent > first and t.startswith("v") and int(t[1:]) < version
+                    )
             requests = len(clients.answers)
             failures = list(clients.failures)
     finally:
@@ -197,16 +230,21 @@ def measure(kind: str, edits: int, workdir: Path, is_heavy: bool = False) -> dic
     return {
         "median_latency_s": round(statistics.median(latencies), 4) if latencies else None,
         "latencies_s": [round(x, 4) for x in latencies],
-        "edits": edits, "missed": missed, "requests": requests, "failed_requests": len(failures),
-        "failure_examples": sorted({f for _, f in failures})[:5], "old_after_new": old_after_new,
+        "edits": edits,
+        "missed": missed,
+        "requests": requests,
+        "failed_requests": len(failures),
+        "failure_examples": sorted({f for _, f in failures})[:5],
+        "old_after_new": old_after_new,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=10)
-    parser.add_argument("--heavy", action="store_true",
-                        help="apps that import matplotlib.pyplot and numpy; the lab preloads them")
+    parser.add_argument(
+        "--heavy", action="store_true", help="apps that import matplotlib.pyplot and numpy; the lab preloads them"
+    )
     args = parser.parse_args()
     target, out = (HEAVY_TARGET_RATIO, HEAVY_RESULTS) if args.heavy else (TARGET_RATIO, RESULTS)
     results = {}
@@ -214,20 +252,32 @@ def main() -> int:
         for kind in ("lab", "uvicorn"):
             results[kind] = measure(kind, args.edits, Path(workdir), args.heavy)
             r = results[kind]
-            print(f"{kind:8} median {r['median_latency_s']} s  missed {r['missed']}/{r['edits']}  "
-                  f"failed {r['failed_requests']}/{r['requests'] + r['failed_requests']}  "
-                  f"old-after-new {r['old_after_new']}", flush=True)
+            print(
+                f"{kind:8} median {r['median_latency_s']} s  missed {r['missed']}/{r['edits']}  "
+                f"failed {r['failed_requests']}/{r['requests'] + r['failed_requests']}  "
+                f"old-after-new {r['old_after_new']}",
+                flush=True,
+            )
     lab, uv = results["lab"], results["uvicorn"]
-    ratio = lab["median_latency_s"] / uv["median_latency_s"] if lab["median_latency_s"] and uv["median_latency_s"] else None
-    met = (ratio is not None and ratio <= target and lab["missed"] == 0 and lab["failed_requests"] == 0
-           and lab["old_after_new"] == 0)
+    ratio = (
+        lab["median_latency_s"] / uv["median_latency_s"] if lab["median_latency_s"] and uv["median_latency_s"] else None
+    )
+    met = (
+        ratio is not None
+        and ratio <= target
+        and lab["missed"] == 0
+        and lab["failed_requests"] == 0
+        and lab["old_after_new"] == 0
+    )
     summary = {
         "what": f"file write -> first answer from new code; {CLIENTS} clients on fresh connections; "
-                f"{args.edits} edits" + ("; apps import matplotlib.pyplot, numpy" if args.heavy else ""),
+        f"{args.edits} edits" + ("; apps import matplotlib.pyplot, numpy" if args.heavy else ""),
         "uvicorn": "--reload (watchfiles), 1 process",
         "lab": "--watch, 2 workers" + (" --preload matplotlib.pyplot,numpy" if args.heavy else ""),
-        "ratio_median_latency": round(ratio, 4) if ratio else None, "target_ratio": target,
-        "met": met, **results,
+        "ratio_median_latency": round(ratio, 4) if ratio else None,
+        "target_ratio": target,
+        "met": met,
+        **results,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -45,8 +45,15 @@ MAX_RSS_GROWTH = 2 << 20
 def start_server(tmp: Path, workers: int) -> ServerProcess:
     """``python -m lab serve lab.examples.hello``, serving, with an event stream we follow."""
     events = tmp / "events.jsonl"
-    argv = serve_argv("lab.examples.hello", events, bind="127.0.0.1:0", workers=workers, graceful_timeout=5,
-                      heartbeat_idle=2, quiet=True)
+    argv = serve_argv(
+        "lab.examples.hello",
+        events,
+        bind="127.0.0.1:0",
+        workers=workers,
+        graceful_timeout=5,
+        heartbeat_idle=2,
+        quiet=True,
+    )
     return ServerProcess(argv, events, cwd=ROOT, output=tmp / "server.log").start(timeout=30)
 
 
@@ -102,9 +109,11 @@ def main() -> int:
     rng = random.Random(42)
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp), args.workers)
+        master, address = server.pid, server.address
+        assert master is not None and address is not None  # start_server waits until it serves
         stop = threading.Event()
         # Fresh connections, one line each, expecting the greeting: until stopped.
-        load = Load(server.address, args.clients, duration=float("inf"), pause=0, expect=GREETING, timeout=10)
+        load = Load(address, args.clients, duration=float("inf"), pause=0, expect=GREETING, timeout=10)
         hostile_counts: dict[str, int] = {}
         hostile = threading.Thread(target=hostile_client, args=(server.port, stop, hostile_counts))
         load.start()
@@ -114,7 +123,7 @@ def main() -> int:
         try:
             for i in range(1, args.reloads + 1):
                 if i == args.warmup + 1:
-                    before = measure(server.proc.pid)
+                    before = measure(master)
                 if i % args.kill_every == 0:
                     victim = rng.choice(server.serving_pids())
                     kills.append(time.monotonic())
@@ -126,7 +135,7 @@ def main() -> int:
                 server.wait_for(Kind.RELOAD_DONE, 60, after=mark, generation=i + 1)
             # Let the never-read clients be closed by the heartbeat, then measure.
             time.sleep(3)
-            after = measure(server.proc.pid)
+            after = measure(master)
         finally:
             stop.set()
             load.stop(timeout=60)
@@ -138,15 +147,25 @@ def main() -> int:
     excused = [r for r in load.spans if any(r[0] - 0.001 <= k <= r[1] for k in kills)]
     result = {
         "command": " ".join(["benchmarks/soak.py", *sys.argv[1:]]),
-        "reloads": args.reloads, "worker_kills": len(kills), "seconds": round(elapsed, 1),
-        "requests": requests, "failed": failed, "failed_in_flight_on_a_killed_worker": len(excused),
+        "reloads": args.reloads,
+        "worker_kills": len(kills),
+        "seconds": round(elapsed, 1),
+        "requests": requests,
+        "failed": failed,
+        "failed_in_flight_on_a_killed_worker": len(excused),
         "hostile_clients": hostile_counts,
-        "master_before": before, "master_after": after,
+        "master_before": before,
+        "master_after": after,
         "rss_growth_bytes": after["rss"] - before["rss"],
         "server_exit_code": code,
     }
-    ok = (result["rss_growth_bytes"] < MAX_RSS_GROWTH and after["fds"] == before["fds"]
-          and after["threads"] == before["threads"] and failed == len(excused) and code == 0)
+    ok = (
+        result["rss_growth_bytes"] < MAX_RSS_GROWTH
+        and after["fds"] == before["fds"]
+        and after["threads"] == before["threads"]
+        and failed == len(excused)
+        and code == 0
+    )
     result["pass"] = ok
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -29,14 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "throughput.json"
 TARGET_RATIO = 1.8
 
-ASGI_APP = '''\
+ASGI_APP = """\
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"19")]})
     await send({"type": "http.response.body", "body": b"hello world client\\n"})
-'''
+"""
 
 
 def free_port() -> int:
@@ -61,12 +61,40 @@ def wait_http(port: int, timeout: float = 20.0) -> None:
 
 def start(kind: str, port: int, app_dir: str) -> subprocess.Popen:
     if kind == "lab":
-        argv = [sys.executable, "-m", "lab", "serve", "lab.examples.hello", "--workers", "2",
-                "--bind", f"127.0.0.1:{port}", "--quiet"]
+        argv = [
+            sys.executable,
+            "-m",
+            "lab",
+            "serve",
+            "lab.examples.hello",
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--quiet",
+        ]
     else:
-        argv = [sys.executable, "-m", "uvicorn", "bench_asgi:app", "--app-dir", app_dir, "--workers", "2",
-                "--loop", "uvloop", "--http", "httptools", "--host", "127.0.0.1", "--port", str(port),
-                "--log-level", "warning", "--no-access-log"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench_asgi:app",
+            "--app-dir",
+            app_dir,
+            "--workers",
+            "2",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
         wait_http(port)
@@ -79,14 +107,25 @@ def start(kind: str, port: int, app_dir: str) -> subprocess.Popen:
 
 
 def wrk(port: int, duration: float, connections: int) -> dict:
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "--latency",
-                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "--latency", f"http://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"wrk printed no Requests/sec:\n{out}")
+    rps = float(found.group(1))
     errors = re.search(r"Socket errors: (.*)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     p99 = re.search(r"99%\s+(\S+)", out)
-    return {"rps": rps, "socket_errors": errors.group(1) if errors else None,
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0, "p99": p99.group(1) if p99 else None}
+    return {
+        "rps": rps,
+        "socket_errors": errors.group(1) if errors else None,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "p99": p99.group(1) if p99 else None,
+    }
 
 
 def main() -> int:
@@ -108,8 +147,11 @@ def main() -> int:
                 finally:
                     terminate(proc)
                 runs[kind].append(result)
-                print(f"round {round_ + 1} {kind:8} {result['rps']:>10.0f} req/s  p99 {result['p99']}"
-                      f"  errors {result['socket_errors']}", flush=True)
+                print(
+                    f"round {round_ + 1} {kind:8} {result['rps']:>10.0f} req/s  p99 {result['p99']}"
+                    f"  errors {result['socket_errors']}",
+                    flush=True,
+                )
     median = {kind: statistics.median(r["rps"] for r in rs) for kind, rs in runs.items()}
     ratio = median["lab"] / median["uvicorn"]
     summary = {
@@ -125,8 +167,10 @@ def main() -> int:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"median: lab {median['lab']:.0f} req/s, uvicorn {median['uvicorn']:.0f} req/s, "
-          f"ratio {ratio:.2f} (target >= {TARGET_RATIO}) -> {RESULTS}")
+    print(
+        f"median: lab {median['lab']:.0f} req/s, uvicorn {median['uvicorn']:.0f} req/s, "
+        f"ratio {ratio:.2f} (target >= {TARGET_RATIO}) -> {RESULTS}"
+    )
     return 0 if summary["met"] else 1
 
 

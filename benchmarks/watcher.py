@@ -41,16 +41,19 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lab.debounce import DEFAULT_DEBOUNCE as DEBOUNCE, DEFAULT_SETTLE  # noqa: E402
+from lab.debounce import DEFAULT_DEBOUNCE as DEBOUNCE  # noqa: E402
+from lab.debounce import DEFAULT_SETTLE  # noqa: E402
 
 TOOLS = ("lab", "watchfiles", "watchdog", "inotifywait")
 
 
 # --- agents (run in subprocesses) -----------------------------------------------------------------
+
 
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
@@ -73,6 +76,7 @@ def agent(tool: str, path: str) -> None:
     """Watch ``path`` with ``tool``; print ``ready <setup s> <rss growth MiB>``, then changes."""
     if tool == "lab":
         from lab.watcher import Watcher
+
         rss, cpu = _rss_mib(), _cpu_s()
         t0 = time.perf_counter()
         w = Watcher(path, types=None, debounce=DEBOUNCE)
@@ -82,6 +86,7 @@ def agent(tool: str, path: str) -> None:
                 _say(f"{c.kind} {c.path}")
     elif tool == "watchfiles":
         from watchfiles._rust_notify import RustNotify
+
         rss, cpu = _rss_mib(), _cpu_s()
         t0 = time.perf_counter()
         notify = RustNotify([path], False, False, 50, True, False)
@@ -98,6 +103,7 @@ def agent(tool: str, path: str) -> None:
 
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
+
         lock = threading.Lock()
 
         class Printer(FileSystemEventHandler):
@@ -124,9 +130,11 @@ class Agent:
         if tool == "inotifywait":
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(
-                ["inotifywait", "-m", "-r", "-e", "create,close_write,moved_to,delete",
-                 "--format", "%e %w%f", path],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                ["inotifywait", "-m", "-r", "-e", "create,close_write,moved_to,delete", "--format", "%e %w%f", path],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            assert self.proc.stderr is not None  # stderr=PIPE
             err = b""
             while b"Watches established" not in err:
                 chunk = os.read(self.proc.stderr.fileno(), 4096)
@@ -137,11 +145,14 @@ class Agent:
         else:
             # The peers log warnings (watchdog: one per re-added watch); lab's errors stay visible.
             quiet = subprocess.DEVNULL if tool != "lab" else None
-            self.proc = subprocess.Popen([sys.executable, __file__, "--agent", tool, path],
-                                         stdout=subprocess.PIPE, stderr=quiet)
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, "--agent", tool, path], stdout=subprocess.PIPE, stderr=quiet
+            )
+        assert self.proc.stdout is not None  # stdout=PIPE
+        self._stdout: IO[bytes] = self.proc.stdout
         self._buf = b""
         self._sel = selectors.DefaultSelector()
-        self._sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self._sel.register(self._stdout, selectors.EVENT_READ)
         if tool != "inotifywait":
             ready = self.line(120)
             if ready is None or not ready.startswith("ready "):
@@ -155,7 +166,7 @@ class Agent:
             left = deadline - time.perf_counter()
             if left <= 0 or not self._sel.select(left):
                 return None
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            chunk = os.read(self._stdout.fileno(), 65536)
             if not chunk:
                 return None
             self._buf += chunk
@@ -190,12 +201,13 @@ class Agent:
                 self.proc.kill()
                 self.proc.wait()
         self._sel.close()
-        self.proc.stdout.close()
+        self._stdout.close()
         if self.proc.stderr:
             self.proc.stderr.close()
 
 
 # --- measurements ---------------------------------------------------------------------------------
+
 
 def make_tree(top: Path, dirs: int, files: int = 1) -> Path:
     """``dirs`` directories (100 under each of dirs/100), ``files`` .py files in each."""
@@ -220,11 +232,15 @@ def setup_costs(tools: list[str], trees: dict[int, Path], reps: int) -> dict:
                 a = Agent(tool, str(tree))
                 runs[tool, n].append((a.setup, a.rss, a.cpu))
                 a.close()
-    return {(t, n): {"setup_s": statistics.median(r[0] for r in rs),
-                     "rss_mib": statistics.median(r[1] for r in rs),
-                     "cpu_s": statistics.median(r[2] for r in rs),
-                     "runs_s": [round(r[0], 4) for r in rs]}
-            for (t, n), rs in runs.items()}
+    return {
+        (t, n): {
+            "setup_s": statistics.median(r[0] for r in rs),
+            "rss_mib": statistics.median(r[1] for r in rs),
+            "cpu_s": statistics.median(r[2] for r in rs),
+            "runs_s": [round(r[0], 4) for r in rs],
+        }
+        for (t, n), rs in runs.items()
+    }
 
 
 def latency(a: Agent, target: Path, atomic: bool, samples: int) -> dict:
@@ -249,9 +265,12 @@ def latency(a: Agent, target: Path, atomic: bool, samples: int) -> dict:
                 break
     a.drain(0.05)
     out.sort()
-    return {"median_ms": 1000 * statistics.median(out) if out else None,
-            "p95_ms": 1000 * out[int(0.95 * (len(out) - 1))] if out else None,
-            "seen": len(out), "samples": samples}
+    return {
+        "median_ms": 1000 * statistics.median(out) if out else None,
+        "p95_ms": 1000 * out[int(0.95 * (len(out) - 1))] if out else None,
+        "seen": len(out),
+        "samples": samples,
+    }
 
 
 def idle_cpu(a: Agent, seconds: float) -> float:
@@ -280,14 +299,13 @@ def burst(a: Agent, base: Path, trials: int, levels: int = 5, per_dir: int = 5) 
     worst = 1.0
     for t in range(trials):
         root = base / f"burst{t}"
-        subprocess.run([sys.executable, "-c", BURST_WRITER, str(root), str(levels),
-                        str(per_dir)], check=True)
+        subprocess.run([sys.executable, "-c", BURST_WRITER, str(root), str(levels), str(per_dir)], check=True)
         expected = set()
         d = root
         for i in range(levels + 1):
             expected |= {str(d / f"f{k}.py") for k in range(per_dir)}
             d = d / f"d{i}"
-        seen = set()
+        seen: set[str] = set()
         deadline = time.perf_counter() + 5
         while not expected <= seen and time.perf_counter() < deadline:
             line = a.line(max(0.0, deadline - time.perf_counter()))
@@ -325,10 +343,10 @@ def overflow(a: Agent, tree: Path) -> dict:
         if line is None:
             break
         lines.append(line)
-    return {"rescan_said": any(line.split(" ", 1)[0] in ("rescan",) or "Q_OVERFLOW" in line
-                               for line in lines),
-            "lost_change_found": any(line.endswith(str(keep)) and "junk" not in line
-                                     for line in lines)}
+    return {
+        "rescan_said": any(line.split(" ", 1)[0] in ("rescan",) or "Q_OVERFLOW" in line for line in lines),
+        "lost_change_found": any(line.endswith(str(keep)) and "junk" not in line for line in lines),
+    }
 
 
 def main() -> None:
@@ -336,27 +354,38 @@ def main() -> None:
     parser.add_argument("--agent", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tools", default=",".join(TOOLS))
-    parser.add_argument("--setup-only", action="store_true",
-                        help="measure set-up only; the other figures of watcher.json are kept")
-    parser.add_argument("--files-per-dir", type=int, default=1, metavar="N",
-                        help="with --setup-only: N files in each directory (recorded as "
-                             "setup_<dirs>x<N> when N > 1)")
+    parser.add_argument(
+        "--setup-only", action="store_true", help="measure set-up only; the other figures of watcher.json are kept"
+    )
+    parser.add_argument(
+        "--files-per-dir",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --setup-only: N files in each directory (recorded as setup_<dirs>x<N> when N > 1)",
+    )
     args = parser.parse_args()
     if args.agent:
         agent(*args.agent)
         return
     if args.setup_only:
-        setup_only([t for t in args.tools.split(",") if t and t != "inotifywait"],
-                   (2000,) if args.quick else (2000, 10000), 1 if args.quick else 5,
-                   args.files_per_dir)
+        setup_only(
+            [t for t in args.tools.split(",") if t and t != "inotifywait"],
+            (2000,) if args.quick else (2000, 10000),
+            1 if args.quick else 5,
+            args.files_per_dir,
+        )
         return
     tools = [t for t in args.tools.split(",") if t]
     if "inotifywait" in tools and shutil.which("inotifywait") is None:
         tools.remove("inotifywait")
     sizes = (2000,) if args.quick else (2000, 10000)
     samples, trials, reps = (10, 10, 1) if args.quick else (30, 30, 5)
-    results: dict = {"machine": {"python": platform.python_version(), "kernel": platform.release(),
-                                 "cpus": os.cpu_count()}, "settings": {"debounce": DEBOUNCE, "settle": DEFAULT_SETTLE}, "tools": {}}
+    results: dict = {
+        "machine": {"python": platform.python_version(), "kernel": platform.release(), "cpus": os.cpu_count()},
+        "settings": {"debounce": DEBOUNCE, "settle": DEFAULT_SETTLE},
+        "tools": {},
+    }
     work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
     try:
         trees = {n: make_tree(work / f"tree{n}", n) for n in sizes}
@@ -414,10 +443,16 @@ def setup_only(tools: list[str], sizes: tuple[int, ...], reps: int, files: int =
     for n in sizes:
         for key, what in (("setup_s", "wall"), ("cpu_s", "CPU")):
             row = {t: results["tools"][t][f"setup_{n}{suffix}"][key] * 1000 for t in tools}
-            ratio = (f"; lab / watchfiles {row['lab'] / row['watchfiles']:.2f}"
-                     if "lab" in row and "watchfiles" in row else "")
-            print(f"set-up {what}, {n:,} dirs, {files} file(s) each (ms, median of {reps}): "
-                  + ", ".join(f"{t} {ms:.0f}" for t, ms in row.items()) + ratio)
+            ratio = (
+                f"; lab / watchfiles {row['lab'] / row['watchfiles']:.2f}"
+                if "lab" in row and "watchfiles" in row
+                else ""
+            )
+            print(
+                f"set-up {what}, {n:,} dirs, {files} file(s) each (ms, median of {reps}): "
+                + ", ".join(f"{t} {ms:.0f}" for t, ms in row.items())
+                + ratio
+            )
     print(f"wrote {out.relative_to(ROOT)}")
 
 
@@ -439,26 +474,50 @@ def table(results: dict, sizes: tuple[int, ...]) -> str:
 
     rows = []
     for n in sizes:
-        rows.append((f"set-up, {n:,} dirs (ms, median of runs)",
-                     [cell(t, f"setup_{n}", "setup_s", scale=1000, fmt="{:.0f}") for t in tools]))
-        rows.append((f"CPU of set-up, {n:,} dirs (ms, median of runs)",
-                     [cell(t, f"setup_{n}", "cpu_s", scale=1000, fmt="{:.0f}") for t in tools]))
-        rows.append((f"RSS growth of set-up, {n:,} dirs (MiB)",
-                     [cell(t, f"setup_{n}", "rss_mib") for t in tools]))
+        rows.append(
+            (
+                f"set-up, {n:,} dirs (ms, median of runs)",
+                [cell(t, f"setup_{n}", "setup_s", scale=1000, fmt="{:.0f}") for t in tools],
+            )
+        )
+        rows.append(
+            (
+                f"CPU of set-up, {n:,} dirs (ms, median of runs)",
+                [cell(t, f"setup_{n}", "cpu_s", scale=1000, fmt="{:.0f}") for t in tools],
+            )
+        )
+        rows.append((f"RSS growth of set-up, {n:,} dirs (MiB)", [cell(t, f"setup_{n}", "rss_mib") for t in tools]))
     for kind in ("in_place", "atomic"):
-        rows.append((f"latency, {kind.replace('_', '-')} save: median / p95 (ms)",
-                     [f"{cell(t, f'latency_{kind}', 'median_ms')} / "
-                      f"{cell(t, f'latency_{kind}', 'p95_ms')}" for t in tools]))
-    rows.append(("idle CPU over 3 s (ms, all threads)",
-                 [cell(t, "idle_cpu_s", scale=1000, fmt="{:.2f}") for t in tools]))
-    rows.append(("burst of nested new dirs: files reported / written (worst trial)",
-                 [f"{results['tools'][t]['burst']['reported']} / "
-                  f"{results['tools'][t]['burst']['written']} "
-                  f"({results['tools'][t]['burst']['worst_trial']:.0%})" for t in tools]))
-    rows.append(("overflow: said so / lost change found",
-                 [f"{flag(results['tools'][t]['overflow']['rescan_said'])} / "
-                  f"{flag(results['tools'][t]['overflow']['lost_change_found'])}"
-                  for t in tools]))
+        rows.append(
+            (
+                f"latency, {kind.replace('_', '-')} save: median / p95 (ms)",
+                [f"{cell(t, f'latency_{kind}', 'median_ms')} / {cell(t, f'latency_{kind}', 'p95_ms')}" for t in tools],
+            )
+        )
+    rows.append(
+        ("idle CPU over 3 s (ms, all threads)", [cell(t, "idle_cpu_s", scale=1000, fmt="{:.2f}") for t in tools])
+    )
+    rows.append(
+        (
+            "burst of nested new dirs: files reported / written (worst trial)",
+            [
+                f"{results['tools'][t]['burst']['reported']} / "
+                f"{results['tools'][t]['burst']['written']} "
+                f"({results['tools'][t]['burst']['worst_trial']:.0%})"
+                for t in tools
+            ],
+        )
+    )
+    rows.append(
+        (
+            "overflow: said so / lost change found",
+            [
+                f"{flag(results['tools'][t]['overflow']['rescan_said'])} / "
+                f"{flag(results['tools'][t]['overflow']['lost_change_found'])}"
+                for t in tools
+            ],
+        )
+    )
     lines = ["| | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
     return "\n".join(lines)

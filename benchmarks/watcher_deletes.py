@@ -36,7 +36,7 @@ def run(n: int) -> float:
         with Watcher(tmp, types=None, clock=lambda: 0.0) as w:
             cpu, deleted = 0.0, 0
             for start in range(0, n, CHUNK):
-                for path in names[start:start + CHUNK]:
+                for path in names[start : start + CHUNK]:
                     os.unlink(path)
                 t0 = time.process_time()
                 w.poll(0.0)
@@ -58,8 +58,10 @@ def main() -> None:
     args = parser.parse_args()
     for n in args.counts:
         times = [run(n) for _ in range(args.repeat)]
-        print(f"{n:>7} deletions: {statistics.median(times):.3f} s CPU in poll "
-              f"(median of {args.repeat}: {', '.join(f'{t:.3f}' for t in times)})")
+        print(
+            f"{n:>7} deletions: {statistics.median(times):.3f} s CPU in poll "
+            f"(median of {args.repeat}: {', '.join(f'{t:.3f}' for t in times)})"
+        )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ import threading
 import time
 
 from lab.errors import LabError
-from lab.i18n import _
 from lab.events import EventSink, Kind
+from lab.i18n import _
+
 
 class Client:
     """A line-protocol client on one TCP connection (a context manager)."""
@@ -85,8 +86,7 @@ class Background:
     kind = "client"
     failed_kind: str = "client.failed"
 
-    def __init__(self, address: tuple[str, int], duration: float, notes: EventSink | None = None,
-                 threads: int = 1):
+    def __init__(self, address: tuple[str, int], duration: float, notes: EventSink | None = None, threads: int = 1):
         self.address = address
         self.duration = duration
         self.ok = 0
@@ -95,8 +95,9 @@ class Background:
         self._notes = notes
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._threads = [threading.Thread(target=self._main, daemon=True, name=f"{self.kind}-{i}")
-                         for i in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._main, daemon=True, name=f"{self.kind}-{i}") for i in range(threads)
+        ]
 
     def start(self) -> None:
         self._deadline = time.monotonic() + self.duration
@@ -162,8 +163,16 @@ class Load(Background):
     kind = "load"
     failed_kind = Kind.LOAD_FAILED
 
-    def __init__(self, address: tuple[str, int], threads: int, duration: float, pause: float,
-                 notes: EventSink | None = None, expect: str | None = None, timeout: float = 5.0):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        threads: int,
+        duration: float,
+        pause: float,
+        notes: EventSink | None = None,
+        expect: str | None = None,
+        timeout: float = 5.0,
+    ):
         super().__init__(address, duration, notes, threads)
         self.pause = pause
         self.expect = expect
@@ -217,8 +226,15 @@ class SlowReader(Background):
     kind = "slow_reader"
     failed_kind = Kind.SLOW_READER_FAILED
 
-    def __init__(self, address: tuple[str, int], requests: int, chunk: int, pause: float, duration: float,
-                 notes: EventSink | None = None):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        requests: int,
+        chunk: int,
+        pause: float,
+        duration: float,
+        notes: EventSink | None = None,
+    ):
         super().__init__(address, duration, notes)
         self.requests, self.chunk, self.pause = requests, chunk, pause
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from lab.debounce import DEFAULT_DEBOUNCE
 from lab.errors import LabError
-from lab.i18n import _
 from lab.heartbeat import STRATEGIES
+from lab.i18n import _
 
 WEEK = 7 * 24 * 3600.0
 
@@ -51,15 +51,17 @@ def parse_bind(bind: str) -> tuple[int, str, int]:
     elif ":" in host:
         raise LabError(_("bad bind {bind!r}: put an IPv6 address in brackets, e.g. [::1]:9000").format(bind=bind))
     if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
-        raise LabError(_("bad port in bind {bind!r}: use a number from 0 to 65535 (0 = any free port)")
-                       .format(bind=bind))
+        raise LabError(
+            _("bad port in bind {bind!r}: use a number from 0 to 65535 (0 = any free port)").format(bind=bind)
+        )
     if host == "localhost":
         host = "127.0.0.1"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise LabError(_("bad host in bind {bind!r}: use an IP address such as 127.0.0.1 or [::1]")
-                       .format(bind=bind)) from None
+        raise LabError(
+            _("bad host in bind {bind!r}: use an IP address such as 127.0.0.1 or [::1]").format(bind=bind)
+        ) from None
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     return family, str(address), int(port_text)
 
@@ -104,8 +106,11 @@ class Config:
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(options) - names)
         if unknown:
-            raise LabError(_("unknown option(s) {unknown}; known: {known}")
-                           .format(unknown=', '.join(unknown), known=', '.join(sorted(names))))
+            raise LabError(
+                _("unknown option(s) {unknown}; known: {known}").format(
+                    unknown=", ".join(unknown), known=", ".join(sorted(names))
+                )
+            )
         previous, derived = dataclasses.asdict(self), self._derived
         given = {"heartbeat_idle", "heartbeat_interval"} & set(options)
         if given and self._derived in given:
@@ -129,8 +134,11 @@ class Config:
 
     def _check(self) -> None:
         if self.target and not _TARGET.match(self.target):
-            raise LabError(_("bad target {target!r}: use module or module:attribute, e.g. hello or hello:app")
-                           .format(target=self.target))
+            raise LabError(
+                _("bad target {target!r}: use module or module:attribute, e.g. hello or hello:app").format(
+                    target=self.target
+                )
+            )
         parse_bind(self.bind)
         self._check_preload()
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or not 1 <= self.workers <= 256:
@@ -147,8 +155,11 @@ class Config:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise LabError(_("{name} must be a positive integer, not {value!r}").format(name=name, value=value))
         if self.max_output < self.max_buffer:
-            raise LabError(_("max_output ({max_output}) must be >= max_buffer ({max_buffer})")
-                           .format(max_output=self.max_output, max_buffer=self.max_buffer))
+            raise LabError(
+                _("max_output ({max_output}) must be >= max_buffer ({max_buffer})").format(
+                    max_output=self.max_output, max_buffer=self.max_buffer
+                )
+            )
         # Swoole's defaults when only one is given: idle = 2 x interval, interval = idle / 2.
         if self.heartbeat_idle is None and self.heartbeat_interval is not None:
             self.heartbeat_idle, self._derived = 2 * self.heartbeat_interval, "heartbeat_idle"
@@ -158,8 +169,11 @@ class Config:
             self._derived = None
         self._check_durations()  # a derived value too (2 x interval may pass the ceiling)
         if self.heartbeat_strategy is not None and self.heartbeat_strategy not in STRATEGIES:
-            raise LabError(_("unknown heartbeat strategy {heartbeat_strategy!r}; choose one of {choices}")
-                           .format(heartbeat_strategy=self.heartbeat_strategy, choices=', '.join(STRATEGIES)))
+            raise LabError(
+                _("unknown heartbeat strategy {heartbeat_strategy!r}; choose one of {choices}").format(
+                    heartbeat_strategy=self.heartbeat_strategy, choices=", ".join(STRATEGIES)
+                )
+            )
 
     def _check_preload(self) -> None:
         """``preload`` as a tuple of module names (a comma-separated string is split)."""
@@ -171,8 +185,10 @@ class Config:
                 raise LabError(f"bad preload module {name!r}: use module names, e.g. numpy,matplotlib.pyplot")
         app_module = self.target.partition(":")[0]
         if app_module and app_module in self.preload:
-            raise LabError(f"cannot preload the app {app_module!r} itself: the master never imports the app "
-                           "(it could never be reloaded); preload what the app imports")
+            raise LabError(
+                f"cannot preload the app {app_module!r} itself: the master never imports the app "
+                "(it could never be reloaded); preload what the app imports"
+            )
 
     def _check_durations(self) -> None:
         for name in DURATIONS:
@@ -187,5 +203,8 @@ def check_duration(name: str, value: Any) -> None:
     # ``not least <= value <= most`` is also true for nan.
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not least <= value <= most:
         off = _(" (leave it unset to turn it off)") if name in OPTIONAL_DURATIONS else ""
-        raise LabError(_("{name} must be a number of seconds from {least:g} to {most:g}{off}, not {value!r}")
-                       .format(name=name, least=least, most=most, off=off, value=value))
+        raise LabError(
+            _("{name} must be a number of seconds from {least:g} to {most:g}{off}, not {value!r}").format(
+                name=name, least=least, most=most, off=off, value=value
+            )
+        )

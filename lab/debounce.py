@@ -88,9 +88,13 @@ class _Entry:
 class Debouncer:
     """Holds the facts of one batch and says when it is due. Times are whatever clock you use."""
 
-    def __init__(self, quiet: float = DEFAULT_DEBOUNCE, max_wait: float = 0.5,
-                 on_drop: Callable[[str, tuple[str, ...]], None] | None = None,
-                 settle: float = DEFAULT_SETTLE):
+    def __init__(
+        self,
+        quiet: float = DEFAULT_DEBOUNCE,
+        max_wait: float = 0.5,
+        on_drop: Callable[[str, tuple[str, ...]], None] | None = None,
+        settle: float = DEFAULT_SETTLE,
+    ):
         if quiet < 0 or max_wait < 0 or settle < 0:
             raise ValueError("quiet, max_wait and settle must be >= 0")
         self.quiet = quiet
@@ -108,8 +112,9 @@ class Debouncer:
 
     # --- feeding facts ------------------------------------------------------------------------
 
-    def created(self, path: str, now: float, why: Iterable[str] = (),
-                writing: bool = False, settled: bool = False) -> None:
+    def created(
+        self, path: str, now: float, why: Iterable[str] = (), writing: bool = False, settled: bool = False
+    ) -> None:
         """``writing``: created by an open for writing that is not closed yet (IN_CREATE);
         ``settled``: its content is complete (renamed into place from outside)."""
         entry = self._entry(path, now, existed=False)
@@ -119,8 +124,9 @@ class Debouncer:
         self._set_state(entry, writing, settled and not writing)
         entry.note(why)
 
-    def modified(self, path: str, now: float, why: Iterable[str] = (),
-                 writing: bool = False, settled: bool = False) -> None:
+    def modified(
+        self, path: str, now: float, why: Iterable[str] = (), writing: bool = False, settled: bool = False
+    ) -> None:
         """``writing``: still open for writing (IN_MODIFY); False once closed (IN_CLOSE_WRITE).
         ``settled``: the record said the content is complete (IN_CLOSE_WRITE, or a rename onto
         the path)."""
@@ -136,8 +142,7 @@ class Debouncer:
         self._set_state(entry, False, False)
         entry.note(why)
 
-    def moved(self, src: str, dst: str, now: float, why: Iterable[str] = (),
-              replaced: bool = False) -> None:
+    def moved(self, src: str, dst: str, now: float, why: Iterable[str] = (), replaced: bool = False) -> None:
         """``src`` was renamed to ``dst``; ``replaced``: ``dst`` existed before this batch."""
         why = tuple(why)
         old = self._entry(src, now, existed=True)
@@ -153,7 +158,7 @@ class Debouncer:
         new.exists = True
         self._set_state(new, False, True)
         new.origin = origin if origin != dst else None
-        new.why.extend(history[:WHY_LIMIT - len(new.why)])
+        new.why.extend(history[: WHY_LIMIT - len(new.why)])
         new.lines += len(history)
         new.facts += old.facts - 1
         new.note(why)
@@ -207,9 +212,11 @@ class Debouncer:
         self._dirs = {}
         self._first = self._last = None
         self._writing = self._unsettled = 0
-        moved_away = {e.origin for e in entries.values()
-                      if e.exists and e.origin is not None
-                      and e.origin in entries and not entries[e.origin].exists}
+        moved_away = {
+            e.origin
+            for e in entries.values()
+            if e.exists and e.origin is not None and e.origin in entries and not entries[e.origin].exists
+        }
         changes = []
         for path, e in entries.items():
             rule = f"merged {e.facts} facts into one change" if e.facts > 1 else None
@@ -226,8 +233,7 @@ class Debouncer:
                 kind, src = "deleted", None
             else:
                 if self.on_drop is not None:
-                    self.on_drop(path, (*e.why, "created and deleted within one batch: nothing "
-                                                "to report"))
+                    self.on_drop(path, (*e.why, "created and deleted within one batch: nothing to report"))
                 continue
             why = (*e.why, rule) if rule else tuple(e.why)
             changes.append(Change(kind, path, src, why))

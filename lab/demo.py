@@ -62,8 +62,16 @@ class Say:
         self(f"== {text} ==", "title")
 
 
-def run(scenario: str = "all", *, workers: int = 2, edits: int = 3, port: int | None = None,
-        pace: float | None = None, out: TextIO = sys.stdout, lang: str | None = None) -> int:
+def run(
+    scenario: str = "all",
+    *,
+    workers: int = 2,
+    edits: int = 3,
+    port: int | None = None,
+    pace: float | None = None,
+    out: TextIO = sys.stdout,
+    lang: str | None = None,
+) -> int:
     """Play ``scenario`` (``reload``, ``heartbeat`` or ``all``); returns an exit code.
 
     ``pace``: seconds of pause between steps (default: 0.8 on a terminal, 0 otherwise); ``lang``:
@@ -72,11 +80,17 @@ def run(scenario: str = "all", *, workers: int = 2, edits: int = 3, port: int | 
     if lang is not None:
         set_language(lang)
     if scenario not in (*SCENARIOS, "all"):
-        raise LabError(_("no demo {scenario!r}: choose one of {names} or all").format(
-            scenario=scenario, names=", ".join(SCENARIOS)))
+        raise LabError(
+            _("no demo {scenario!r}: choose one of {names} or all").format(
+                scenario=scenario, names=", ".join(SCENARIOS)
+            )
+        )
     if not (1 <= workers <= 32 and 1 <= edits <= 50):
-        raise LabError(_("--workers {workers} --edits {edits}: give 1-32 workers and 1-50 edits for a demo")
-                       .format(workers=workers, edits=edits))
+        raise LabError(
+            _("--workers {workers} --edits {edits}: give 1-32 workers and 1-50 edits for a demo").format(
+                workers=workers, edits=edits
+            )
+        )
     if port is not None and not 0 <= port <= 65535:
         raise LabError(_("--port {port} is not a TCP port: give 1-65535 (or 0 for any free port)").format(port=port))
     if pace is not None and not 0 <= pace <= 10:
@@ -99,6 +113,7 @@ def run(scenario: str = "all", *, workers: int = 2, edits: int = 3, port: int | 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the ``with Lab`` blocks stop their servers either way."""
+
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -113,9 +128,11 @@ def _lab(say: Say, port: int | None, **options: Any) -> Lab:
     # The last --bind wins in the server's argparse: a fixed port replaces the playground's :0.
     extra = ("--bind", f"127.0.0.1:{port}") if port else ()
     lab = Lab(extra_args=extra, **options)
-    say(_("server pid {pid} serving {target}.py on 127.0.0.1:{port} with {workers} workers "
-          "(scratch dir {root})").format(pid=lab.pid, target=lab.target, port=lab.port,
-                                         workers=options.get("workers", 2), root=lab.root))
+    say(
+        _(
+            "server pid {pid} serving {target}.py on 127.0.0.1:{port} with {workers} workers (scratch dir {root})"
+        ).format(pid=lab.pid, target=lab.target, port=lab.port, workers=options.get("workers", 2), root=lab.root)
+    )
     return lab
 
 
@@ -128,8 +145,9 @@ def http_get(address: tuple[str, int]) -> str:
             data += chunk
     head, _sep, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
-        raise LabError(_("the server answered {status!r} to GET /").format(
-            status=head.splitlines()[0] if head else b"nothing"))
+        raise LabError(
+            _("the server answered {status!r} to GET /").format(status=head.splitlines()[0] if head else b"nothing")
+        )
     return body.decode(errors="replace").strip()
 
 
@@ -157,16 +175,20 @@ def set_greeting(lab: Lab, value: str) -> None:
     source = lab.read(name)
     line = GREETING_LINE.search(source)
     if line is None:
-        raise LabError(_("no 'text = ...' line in {name}, the copy of {app} the demo edits: "
-                         "put Greeting.text back (git checkout {app})").format(name=name, app=EXAMPLE_APP))
-    lab.edit(name, f"{source[:line.start()]}{line['indent']}text = {value}{source[line.end():]}")
+        raise LabError(
+            _(
+                "no 'text = ...' line in {name}, the copy of {app} the demo edits: "
+                "put Greeting.text back (git checkout {app})"
+            ).format(name=name, app=EXAMPLE_APP)
+        )
+    lab.edit(name, f"{source[: line.start()]}{line['indent']}text = {value}{source[line.end() :]}")
 
 
 def reload_story(say: Say, *, workers: int, edits: int, port: int | None) -> None:
     say.title(_("hot reload: edit the app while it serves"))
     with _lab(say, port, workers=workers, watch=True) as lab:
         say(f"$ curl http://127.0.0.1:{lab.port}/")
-        say(f"  {http_get(lab.address)}", "value")
+        say(f"  {http_get(('127.0.0.1', lab.port))}", "value")
         say(f"$ printf 'hi\\n' | nc 127.0.0.1 {lab.port}")
         say(f"  {lab.request('hi')}", "value")
         load = lab.load(threads=2, duration=120, pause=0.01)
@@ -178,28 +200,44 @@ def reload_story(say: Say, *, workers: int, edits: int, port: int | None) -> Non
             say(_("edit {k}: Greeting.text = {new!r} in {target}.py (saved)").format(k=k, new=new, target=lab.target))
             set_greeting(lab, f'"{new}"')
             done = lab.wait_for(Kind.RELOAD_DONE, timeout=15)
-            say("  " + _("generation {n} serving: {phases}").format(n=done["generation"],
-                                                                  phases=phase_line(done, _edit_time(lab))))
+            say(
+                "  "
+                + _("generation {n} serving: {phases}").format(
+                    n=done["generation"], phases=phase_line(done, _edit_time(lab))
+                )
+            )
             say("  " + _("answer: {text}").format(text=lab.request("hi")), "value")
         say.beat()
         say(_("edit: a syntax error (an unclosed string)"), "bad")
         set_greeting(lab, '"oops')
         failed = lab.wait_for(Kind.RELOAD_FAILED, timeout=15)
-        say("  " + _("generation {n} refused and removed: {error}").format(n=failed["generation"],
-                                                                         error=failed.get("error", "?")), "bad")
+        say(
+            "  "
+            + _("generation {n} refused and removed: {error}").format(
+                n=failed["generation"], error=failed.get("error", "?")
+            ),
+            "bad",
+        )
         say("  " + _("the old workers keep answering: {text}").format(text=lab.request("hi")), "value")
         say.beat()
         fixed = "hello, fixed"
         set_greeting(lab, f'"{fixed}"')
         done = lab.wait_for(Kind.RELOAD_DONE, timeout=15)
-        say(_("fixed: generation {n} serving: {phases}").format(n=done["generation"],
-                                                                phases=phase_line(done, _edit_time(lab))))
+        say(
+            _("fixed: generation {n} serving: {phases}").format(
+                n=done["generation"], phases=phase_line(done, _edit_time(lab))
+            )
+        )
         say("  " + _("answer: {text}").format(text=lab.request("hi")), "value")
         say.beat()
         load.stop()
         verdict = "ok" if load.failed == 0 else "bad"
-        say(_("background clients: {ok} answers, {failed} failed during {edits} edits").format(
-            ok=load.ok, failed=load.failed, edits=edits + 2), verdict)
+        say(
+            _("background clients: {ok} answers, {failed} failed during {edits} edits").format(
+                ok=load.ok, failed=load.failed, edits=edits + 2
+            ),
+            verdict,
+        )
         for error in load.errors[:3]:
             say(f"  {error}", "bad")
         lab.stop()
@@ -211,16 +249,27 @@ def _edit_time(lab: Lab) -> float:
     return lab.of(Kind.LAB_EDIT)[-1]["t"]
 
 
-def heartbeat_story(say: Say, *, workers: int, port: int | None, silent: int = 3, chatty: int = 2,
-                    idle: float = HEARTBEAT_IDLE, interval: float = HEARTBEAT_INTERVAL) -> None:
+def heartbeat_story(
+    say: Say,
+    *,
+    workers: int,
+    port: int | None,
+    silent: int = 3,
+    chatty: int = 2,
+    idle: float = HEARTBEAT_IDLE,
+    interval: float = HEARTBEAT_INTERVAL,
+) -> None:
     say.title(_("heartbeat: idle {idle:g} s, checked every {interval:g} s").format(idle=idle, interval=interval))
     with _lab(say, port, workers=workers, watch=False, heartbeat_idle=idle, heartbeat_interval=interval) as lab:
         start = time.monotonic()
         quiet = [lab.silent() for _ in range(silent)]
-        silent_peers = {"%s:%d" % c.sock.getsockname()[:2] for c in quiet}
+        silent_peers = {"{}:{}".format(*c.sock.getsockname()[:2]) for c in quiet}
         talkers = [lab.chatty(every=idle / 4, duration=60) for _ in range(chatty)]
-        say(_("opened {silent} silent clients (never send) and {chatty} chatty ones (a line every {every:g} s)")
-            .format(silent=silent, chatty=chatty, every=idle / 4))
+        say(
+            _("opened {silent} silent clients (never send) and {chatty} chatty ones (a line every {every:g} s)").format(
+                silent=silent, chatty=chatty, every=idle / 4
+            )
+        )
         wait_until(lambda: len(lab.of(Kind.CONN_OPEN)) >= silent + chatty, timeout=10, what="all connections open")
         first = len(lab.history)
         opened = {_key(e): e for e in lab.of(Kind.CONN_OPEN)}
@@ -237,22 +286,32 @@ def heartbeat_story(say: Say, *, workers: int, port: int | None, silent: int = 3
                 closed += is_silent
                 who = _("silent") if is_silent else _("chatty")
                 idle_for = _("idle {s:.2f} s").format(s=e["idle"]) if "idle" in e else _("no idle time")
-                say("  " + _("closed {who} client {peer} after {s:.2f} s: reason {reason}, {idle_for}").format(
-                    who=who, peer=peer, s=e["t"] - start, reason=e.get("reason"), idle_for=idle_for),
-                    "ok" if is_silent else "bad")
+                say(
+                    "  "
+                    + _("closed {who} client {peer} after {s:.2f} s: reason {reason}, {idle_for}").format(
+                        who=who, peer=peer, s=e["t"] - start, reason=e.get("reason"), idle_for=idle_for
+                    ),
+                    "ok" if is_silent else "bad",
+                )
             first = len(lab.history)
             time.sleep(0.02)
         if closed < silent:
-            raise LabError(_("only {closed} of {silent} silent clients were closed within {s:.1f} s: see {log}")
-                           .format(closed=closed, silent=silent, s=deadline - start, log=lab.log_path))
+            raise LabError(
+                _("only {closed} of {silent} silent clients were closed within {s:.1f} s: see {log}").format(
+                    closed=closed, silent=silent, s=deadline - start, log=lab.log_path
+                )
+            )
         for c in quiet:
             if not c.wait_closed(timeout=2):
                 raise LabError(_("a silent client's socket is still open after the server closed it"))
         alive = sum(not t.closed_by_server for t in talkers)
         answers = sum(t.ok for t in talkers)
-        say(_("after {s:.2f} s: {alive} of {chatty} chatty clients still open ({answers} answers so far)")
-            .format(s=time.monotonic() - start, alive=alive, chatty=chatty, answers=answers),
-            "ok" if alive == chatty else "bad")
+        say(
+            _("after {s:.2f} s: {alive} of {chatty} chatty clients still open ({answers} answers so far)").format(
+                s=time.monotonic() - start, alive=alive, chatty=chatty, answers=answers
+            ),
+            "ok" if alive == chatty else "bad",
+        )
         lab.stop()
         say(_("server stopped"))
 

@@ -25,8 +25,17 @@ from lab.errors import LabError
 from lab.vocabulary import PHASE_BY_KEY, RELOAD_PHASES, Kind, Phase
 
 LINE_MAX = select.PIPE_BUF  # 4096 on Linux
-__all__ = ["PHASE_BY_KEY", "RELOAD_PHASES", "Kind", "Phase", "EventSink", "EventTail", "matches", "record",
-           "read_events"]
+__all__ = [
+    "PHASE_BY_KEY",
+    "RELOAD_PHASES",
+    "Kind",
+    "Phase",
+    "EventSink",
+    "EventTail",
+    "matches",
+    "record",
+    "read_events",
+]
 
 
 def matches(event: dict[str, Any], kind: str, match: dict[str, Any]) -> bool:
@@ -55,7 +64,7 @@ def encode(event: dict[str, Any]) -> bytes:
         excess = len(data) - LINE_MAX + 32
         value = event[key]
         # Keep the end: the last lines of a traceback say what went wrong.
-        event[key] = "…" + value[max(excess, len(value) // 2):]
+        event[key] = "…" + value[max(excess, len(value) // 2) :]
         event["truncated"] = True
         data = (json.dumps(event, separators=(",", ":"), default=str) + "\n").encode()
     return data
@@ -94,8 +103,11 @@ class EventSink:
         except OSError as exc:
             if not self.failing:
                 self.failing = True
-                print(f"reactor-lab: cannot write events to {self.path}: {exc.strerror}; "
-                      "serving on without them", file=self.echo or sys.stderr, flush=True)
+                print(
+                    f"reactor-lab: cannot write events to {self.path}: {exc.strerror}; serving on without them",
+                    file=self.echo or sys.stderr,
+                    flush=True,
+                )
         else:
             self.failing = False
             # Short (the disk filled up): the line is torn; otherwise it ends the line.
@@ -104,8 +116,7 @@ class EventSink:
     def _print(self, event: dict[str, Any]) -> None:
         extra = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "kind", "pid"))
         try:
-            print(f"[{event['t']:.3f}] {event['pid']} {event['kind']} {extra}".rstrip(),
-                  file=self.echo, flush=True)
+            print(f"[{event['t']:.3f}] {event['pid']} {event['kind']} {extra}".rstrip(), file=self.echo, flush=True)
         except (OSError, ValueError):
             pass
 

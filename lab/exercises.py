@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lab.events import RELOAD_PHASES, Kind
@@ -38,8 +38,11 @@ DUE_CASES = [  # ((first, last, quiet, max_wait), due, why)
 ]
 
 STEPS = tuple(phase.step for phase in RELOAD_PHASES[1:])  # fork, import, switch, drain
-SYNTHETIC_RELOAD = {"kind": Kind.RELOAD_DONE, "duration": 0.1, "phases": dict(
-    zip([phase.key for phase in RELOAD_PHASES], (10.0, 10.004, 10.05, 10.0502, 10.1)))}
+SYNTHETIC_RELOAD = {
+    "kind": Kind.RELOAD_DONE,
+    "duration": 0.1,
+    "phases": dict(zip([phase.key for phase in RELOAD_PHASES], (10.0, 10.004, 10.05, 10.0502, 10.1))),
+}
 SYNTHETIC_WANT = dict(zip(STEPS, (4.0, 46.0, 0.2, 49.8)))
 
 
@@ -70,7 +73,7 @@ def check_due(due_at: Callable[[float, float, float, float], float]) -> tuple[li
     return failures, len(DUE_CASES)
 
 
-def check_phases(phase_durations: Callable[[dict], dict], reloads: list[dict] = ()) -> tuple[list[Failure], int]:
+def check_phases(phase_durations: Callable[[dict], dict], reloads: Sequence[dict] = ()) -> tuple[list[Failure], int]:
     """Against a made-up reload (exact values) and real ones (the steps add up to the total)."""
     cases = [("a made-up reload", SYNTHETIC_RELOAD, SYNTHETIC_WANT)]
     for e in reloads:
@@ -93,21 +96,29 @@ def _phases_wrong(phase_durations: Callable[[dict], dict], event: dict, want: di
     if abs(sum(got.values()) * 1000 - total) < 1e-6 * 1000:
         return f"gave {got}: in seconds? The steps are wanted in milliseconds"
     if "total" in want:
-        return None if abs(sum(got.values()) - total) <= 1e-6 else f"gave {got}: the steps add up to {sum(got.values()):.3f} ms, not {total:.3f}"
+        return (
+            None
+            if abs(sum(got.values()) - total) <= 1e-6
+            else f"gave {got}: the steps add up to {sum(got.values()):.3f} ms, not {total:.3f}"
+        )
     off = [k for k in STEPS if abs(got[k] - want[k]) > 1e-6]
     return f"gave {got}, want {want}: check {', '.join(off)}" if off else None
 
 
-def check_send_reload(send_reload: Callable[[str], int], server: Any,
-                      timeout: float = 15.0) -> tuple[list[Failure], int]:
+def check_send_reload(
+    send_reload: Callable[[str], int], server: Any, timeout: float = 15.0
+) -> tuple[list[Failure], int]:
     """``send_reload(pidfile)`` against a running ``lab.Lab``: it must signal that master, and
     raise (never signal anything) on a missing or malformed pid file."""
     failures = []
     seen = len(server.read_events())
     pid, error = _call(send_reload, str(server.pidfile))
     if error or pid != server.pid:
-        hint = " (the file holds 'PID STARTTIME': take the first field, as pidGet(...)[0] does)" \
-            if error and "ValueError" in error else ""
+        hint = (
+            " (the file holds 'PID STARTTIME': take the first field, as pidGet(...)[0] does)"
+            if error and "ValueError" in error
+            else ""
+        )
         failures.append(("reads the master's pid", f"{error or f'returned {pid!r}'}, want {server.pid}{hint}"))
         failures.append(("the master reloads", "not tried: read the pid first"))
     else:
@@ -119,12 +130,19 @@ def check_send_reload(send_reload: Callable[[str], int], server: Any,
         bad = os.path.join(tmp, "bad.pid")
         with open(bad, "w") as f:
             f.write("not a pid\n")
-        for case, path in (("a missing pid file raises", os.path.join(tmp, "missing.pid")),
-                           ("a pid file that holds no pid raises", bad)):
+        for case, path in (
+            ("a missing pid file raises", os.path.join(tmp, "missing.pid")),
+            ("a pid file that holds no pid raises", bad),
+        ):
             got, error = _call(send_reload, path)
             if error is None:
-                failures.append((case, f"returned {got!r}: raise (FileNotFoundError, ValueError): "
-                                       f"a reload of nothing must not look like success"))
+                failures.append(
+                    (
+                        case,
+                        f"returned {got!r}: raise (FileNotFoundError, ValueError): "
+                        f"a reload of nothing must not look like success",
+                    )
+                )
     return failures, 4
 
 
@@ -132,8 +150,11 @@ def report(failures: list[Failure], total: int, solution: str) -> None:
     """Print each failure, then the verdict: '✓ all N cases pass' or 'K of N cases fail'."""
     for case, why in failures:
         print(f"✗ {case}: {why}")
-    print(f"✓ all {total} cases pass" if not failures
-          else f"{len(failures)} of {total} cases fail: keep going (a solution is in {solution})")
+    print(
+        f"✓ all {total} cases pass"
+        if not failures
+        else f"{len(failures)} of {total} cases fail: keep going (a solution is in {solution})"
+    )
 
 
 # --- heartbeat trackers ----------------------------------------------------------------------
@@ -155,7 +176,7 @@ def _pairs(out: Any) -> list[tuple]:
 
 def _follow(hb: Any, now: float, until: float) -> list[tuple]:
     """Call expired at the times next_check asks, up to ``until``: (key, last, when) reported."""
-    out = []
+    out: list[tuple] = []
     for _ in range(MAX_CHECKS):
         nxt = hb.next_check(now)
         if nxt is None or nxt > until:
@@ -226,8 +247,10 @@ def _forget_and_reuse(make: Callable[[float, float], Any]) -> str | None:
     steps = [(1.0, [(8, 0.0)]), (1.4, []), (1.5, [(7, 0.5)])]
     for now, want in steps:
         if (got := _pairs(hb.expired(now))) != want:
-            return (f"expired({now}) gave {got}, want {want} (7 and 9 were touched at 0, then "
-                    f"forgotten; 7 was touched again at 0.5)")
+            return (
+                f"expired({now}) gave {got}, want {want} (7 and 9 were touched at 0, then "
+                f"forgotten; 7 was touched again at 0.5)"
+            )
     return None
 
 
@@ -260,12 +283,15 @@ def _steady_traffic(make: Callable[[float, float], Any]) -> str | None:
         check = hb.next_check(t)
     if check is not None and check <= 2.0:
         return f"next_check asked for {check:g}, but expired({check:g}) kept 'silent' (idle since 0, idle = 1)"
-    return (f"'silent' still open at 2 s: next_check(2.0) = {check}. A deadline of now + interval "
-            f"moves with every touch; ask for when the oldest key comes due")
+    return (
+        f"'silent' still open at 2 s: next_check(2.0) = {check}. A deadline of now + interval "
+        f"moves with every touch; ask for when the oldest key comes due"
+    )
 
 
 def _random_mix(make: Callable[[float, float], Any]) -> str | None:
-    rng, hb, model, now, checks = random.Random(1), make(1.0, 0.1), {}, 0.0, 0
+    model: dict[Any, float] = {}
+    rng, hb, now, checks = random.Random(1), make(1.0, 0.1), 0.0, 0
     for step in range(3000):
         target = now + rng.expovariate(20)
         while True:
@@ -281,7 +307,9 @@ def _random_mix(make: Callable[[float, float], Any]) -> str | None:
             now = max(now, nxt)
             for k, last in out:
                 if model.pop(k, None) != last or not last + 1.0 - EPS <= now <= last + 1.1 + EPS:
-                    return f"step {step}: expired({now:g}) reported ({k!r}, {last:g}), which the model does not agree with"
+                    return (
+                        f"step {step}: expired({now:g}) reported ({k!r}, {last:g}), which the model does not agree with"
+                    )
             if overdue := [k for k, last in model.items() if last + 1.1 < now - EPS]:
                 return f"step {step}: at {now:g}, {overdue[:3]} idle more than idle + interval are still open"
         now, key = target, rng.randrange(30)
@@ -316,8 +344,10 @@ def check_tracker(make: Callable[[float, float], Any]) -> tuple[list[Failure], i
         try:
             why = case(make)
         except Spin as exc:
-            why = (f"the server would spin: {exc}. Does expired(now) return every key with "
-                   f"last + idle <= now, and next_check ask for a time when one is due?")
+            why = (
+                f"the server would spin: {exc}. Does expired(now) return every key with "
+                f"last + idle <= now, and next_check ask for a time when one is due?"
+            )
         except Exception as exc:
             why = f"raised {type(exc).__name__}: {exc}"
         if why:

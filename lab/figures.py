@@ -38,8 +38,10 @@ DPI = 110
 OUT, QUICK_OUT = Path("pic"), Path("test-artifacts/figures")  # quick runs never replace the committed pic/
 # (key, label's parts, colour) of each step of a reload, the first from the save; the parts are
 # translated when drawn and joined with ": ".
-PHASES = ((RELOAD_PHASES[0].key, (RELOAD_PHASES[0].step, RELOAD_PHASES[0].what), "tab:gray"),
-          *((p.key, (p.what,), PHASE_COLOURS[p.key]) for p in RELOAD_PHASES[1:]))
+PHASES = (
+    (RELOAD_PHASES[0].key, (RELOAD_PHASES[0].step, RELOAD_PHASES[0].what), "tab:gray"),
+    *((p.key, (p.what,), PHASE_COLOURS[p.key]) for p in RELOAD_PHASES[1:]),
+)
 
 
 @dataclass
@@ -58,8 +60,13 @@ class Plan:
         return cls(edits=1, edit_gap=0.1, silent=2, chatty=1, idle=0.3, interval=0.1)
 
 
-def render(out: str | Path | None = None, *, quick: bool = False, results: str | Path = "benchmarks/results",
-           log: Callable[[str], None] = print) -> list[Path]:
+def render(
+    out: str | Path | None = None,
+    *,
+    quick: bool = False,
+    results: str | Path = "benchmarks/results",
+    log: Callable[[str], None] = print,
+) -> list[Path]:
     """Draw every figure into ``out`` (default: ``pic``, or ``test-artifacts/figures`` when
     ``quick``); returns the files written.
 
@@ -84,8 +91,9 @@ def render(out: str | Path | None = None, *, quick: bool = False, results: str |
             data = json.loads(source.read_text())
             figure = draw(data)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError, ZeroDivisionError) as exc:
-            raise LabError(f"{source} is not what benchmarks/{name}.py writes ({type(exc).__name__}: {exc}); "
-                           f"re-run the benchmark") from None
+            raise LabError(
+                f"{source} is not what benchmarks/{name}.py writes ({type(exc).__name__}: {exc}); re-run the benchmark"
+            ) from None
         written.append(_save(figure, out / f"bench_{name}.png"))
         log(f"wrote {written[-1]} (from {source})")
     events = record_reload_run(plan)
@@ -114,6 +122,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 # --- the architecture sketch ---------------------------------------------------------------------
 
+
 def architecture() -> Figure:
     """Boxes and arrows: notebook -> playground -> master -> workers of a generation."""
     fig = Figure(figsize=(11, 6.4))
@@ -121,38 +130,100 @@ def architecture() -> Figure:
     ax.set_xlim(0, 110)
     ax.set_ylim(0, 64)
     ax.axis("off")
-    fig.suptitle(_f("reactor-lab: who starts whom, who signals whom, where events flow"), fontsize=14,
-                 fontweight="bold")
+    fig.suptitle(
+        _f("reactor-lab: who starts whom, who signals whom, where events flow"), fontsize=14, fontweight="bold"
+    )
 
     def box(x: float, y: float, w: float, h: float, title: str, body: str, colour: str) -> None:
-        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.6", facecolor=colour,
-                                    edgecolor="black", linewidth=1.2))
+        ax.add_patch(
+            FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.6", facecolor=colour, edgecolor="black", linewidth=1.2)
+        )
         ax.text(x + w / 2, y + h - 1.8, _f(title), ha="center", va="top", fontsize=11, fontweight="bold")
         ax.text(x + w / 2, y + h - 5.2, _f(body), ha="center", va="top", fontsize=9, linespacing=1.35)
 
-    def arrow(a: tuple[float, float], b: tuple[float, float], label: str, colour: str = "black",
-              style: str = "-|>", rad: float = 0.0, where: tuple[float, float] | None = None) -> None:
-        ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, mutation_scale=16, color=colour, linewidth=1.6,
-                                     connectionstyle=f"arc3,rad={rad}"))
+    def arrow(
+        a: tuple[float, float],
+        b: tuple[float, float],
+        label: str,
+        colour: str = "black",
+        style: str = "-|>",
+        rad: float = 0.0,
+        where: tuple[float, float] | None = None,
+    ) -> None:
+        ax.add_patch(
+            FancyArrowPatch(
+                a,
+                b,
+                arrowstyle=style,
+                mutation_scale=16,
+                color=colour,
+                linewidth=1.6,
+                connectionstyle=f"arc3,rad={rad}",
+            )
+        )
         x, y = where or ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
-        ax.text(x, y, _f(label), fontsize=8.5, color=colour, ha="center", va="center",
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.2})
+        ax.text(
+            x,
+            y,
+            _f(label),
+            fontsize=8.5,
+            color=colour,
+            ha="center",
+            va="center",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.2},
+        )
 
     box(2, 47, 24, 13, "notebook kernel", "notebooks/*.ipynb\nor python -m lab demo\nnever forks", "#e8f0fe")
-    box(2, 25, 24, 14, "lab.playground.Lab", "edits the app files\nopens clients\nsends signals\n"
-        "reads the events", "#e8f0fe")
+    box(
+        2,
+        25,
+        24,
+        14,
+        "lab.playground.Lab",
+        "edits the app files\nopens clients\nsends signals\nreads the events",
+        "#e8f0fe",
+    )
     box(2, 4, 24, 12, "lab.live", "timeline, reload phases,\nconnections: drawn\nfrom the events", "#e8f0fe")
-    box(38, 25, 30, 35, "master  (python -m lab serve)", "pid file\nsignals: USR1/HUP reload,\n"
+    box(
+        38,
+        25,
+        30,
+        35,
+        "master  (python -m lab serve)",
+        "pid file\nsignals: USR1/HUP reload,\n"
         "TERM/INT stop, QUIT now\nwatcher: inotify on the app dir\nsupervisor: replace dead workers,\n"
-        "fork gen N+1, drain gen N", "#fff4e0")
+        "fork gen N+1, drain gen N",
+        "#fff4e0",
+    )
     box(41, 26.5, 24, 7, "listening socket", "127.0.0.1:PORT, bound before the fork", "#ffe2b8")
-    box(80, 44, 28, 16, "worker gen N #0", "reactor (selectors + timers)\nheartbeat: close idle conns\n"
-        "app: imported after fork", "#e6f4ea")
-    box(80, 24, 28, 16, "worker gen N #1", "reactor (selectors + timers)\nheartbeat: close idle conns\n"
-        "app: imported after fork", "#e6f4ea")
+    box(
+        80,
+        44,
+        28,
+        16,
+        "worker gen N #0",
+        "reactor (selectors + timers)\nheartbeat: close idle conns\napp: imported after fork",
+        "#e6f4ea",
+    )
+    box(
+        80,
+        24,
+        28,
+        16,
+        "worker gen N #1",
+        "reactor (selectors + timers)\nheartbeat: close idle conns\napp: imported after fork",
+        "#e6f4ea",
+    )
     box(80, 4, 28, 12, "clients", "curl, nc, lab.request(),\nsilent and chatty ones", "#f3e8fd")
-    box(38, 4, 30, 12, "events.jsonl", "one JSON line per event,\nt = CLOCK_MONOTONIC,\n"
-        "O_APPEND single writes", "#f1f3f4")
+    box(
+        38,
+        4,
+        30,
+        12,
+        "events.jsonl",
+        "one JSON line per event,\nt = CLOCK_MONOTONIC,\nO_APPEND single writes",
+        "#f1f3f4",
+    )
 
     arrow((14, 46.4), (14, 39.6), "drives")
     arrow((27, 33), (37.4, 33), "spawns\n(subprocess)", where=(32, 36))
@@ -171,9 +242,11 @@ def architecture() -> Figure:
 
 # --- the reload timeline from a real run ---------------------------------------------------------
 
+
 def record_reload_run(plan: Plan) -> list[Event]:
     """Serve the example app, edit it ``plan.edits`` times, break it once, fix it; all its events."""
     with Lab(workers=2, watch=True) as lab:
+
         def edit(value: str, outcome: str) -> None:
             time.sleep(plan.edit_gap)  # spacing for the picture only: each step waits on its event
             set_greeting(lab, value)
@@ -196,9 +269,15 @@ def reload_timeline(events: list[Event]) -> Figure:
     _reload_steps(bottom, events, edits)
     started = next((e for e in events if e["kind"] == Kind.SERVER_START), {})
     workers = started.get("workers", sum(e["generation"] == 1 for e in rows))
-    fig.suptitle(_nf("Hot reload on a real server ({n} worker, lab/examples/hello.py)",
-                     "Hot reload on a real server ({n} workers, lab/examples/hello.py)", workers).format(n=workers),
-                 fontsize=13, fontweight="bold")
+    fig.suptitle(
+        _nf(
+            "Hot reload on a real server ({n} worker, lab/examples/hello.py)",
+            "Hot reload on a real server ({n} workers, lab/examples/hello.py)",
+            workers,
+        ).format(n=workers),
+        fontsize=13,
+        fontweight="bold",
+    )
     fig.tight_layout()
     return fig
 
@@ -221,23 +300,27 @@ def _worker_lives(top: Any, events: list[Event], edits: list[float]) -> list[Eve
         if e["pid"] in ready and gen not in failed:
             top.plot([ready[e["pid"]] - t0], [y], marker="|", markersize=12, color="black")
         label = _f("gen {gen} #{index}").format(gen=gen, index=e.get("index", 0)) + (
-            _f(" (syntax error)") if gen in failed else "")
+            _f(" (syntax error)") if gen in failed else ""
+        )
         top.text(stop - t0 + 0.01, y, label, va="center", fontsize=8.5)
     outcomes = sorted((e["t"], e["kind"]) for e in events if e["kind"] in (Kind.RELOAD_DONE, Kind.RELOAD_FAILED))
     for i, t in enumerate(edits):
         answer = next((kind for when, kind in outcomes if when > t), None)
         label = _f("edit {k}").format(k=i + 1) + (_f(": syntax error") if answer == Kind.RELOAD_FAILED else "")
-        top.axvline(t - t0, color="tab:red" if answer == Kind.RELOAD_FAILED else "black", linestyle="--",
-                    linewidth=1)
+        top.axvline(t - t0, color="tab:red" if answer == Kind.RELOAD_FAILED else "black", linestyle="--", linewidth=1)
         top.text(t - t0, len(rows) - 0.3, label, rotation=90, va="top", ha="right", fontsize=8.5)
     top.set_yticks([])
     top.set_ylim(-0.7, len(rows) + 0.3)
     top.set_xlim(0, (end - t0) * 1.12)
     top.set_xlabel(_f("time since the first worker started (s)"))
     top.set_ylabel(_f("worker processes"))
-    top.set_title(_f("Each edit forks a new generation; the old one leaves only once the new one is ready\n"
-                     "(bar: a worker's life; tick: ready; red: refused, the old generation kept serving)"),
-                  fontsize=10.5)
+    top.set_title(
+        _f(
+            "Each edit forks a new generation; the old one leaves only once the new one is ready\n"
+            "(bar: a worker's life; tick: ready; red: refused, the old generation kept serving)"
+        ),
+        fontsize=10.5,
+    )
     top.grid(axis="x", alpha=0.3)
     return rows
 
@@ -245,9 +328,14 @@ def _worker_lives(top: Any, events: list[Event], edits: list[float]) -> list[Eve
 def _reload_steps(bottom: Any, events: list[Event], edits: list[float]) -> None:
     """A bar per reload that answered an edit, split into its steps (``PHASES``), in ms from the save."""
     # Not the first generation, nor one sent by a signal: those with the time the change was seen.
-    done = [e for e in events if e["kind"] == Kind.RELOAD_DONE and e.get("trigger", "watch") == "watch"
-            and isinstance((e.get("phases") or {}).get("seen"), (int, float))
-            and any(t <= e["phases"]["seen"] for t in edits)]
+    done = [
+        e
+        for e in events
+        if e["kind"] == Kind.RELOAD_DONE
+        and e.get("trigger", "watch") == "watch"
+        and isinstance((e.get("phases") or {}).get("seen"), (int, float))
+        and any(t <= e["phases"]["seen"] for t in edits)
+    ]
     failed = [e for e in events if e["kind"] == Kind.RELOAD_FAILED]
     right = 0.0
     for e in done:
@@ -256,20 +344,38 @@ def _reload_steps(bottom: Any, events: list[Event], edits: list[float]) -> None:
         previous = saved
         for key, label, colour in PHASES:
             if isinstance(phases.get(key), (int, float)):
-                bottom.barh(e["generation"], (phases[key] - previous) * 1000, left=(previous - saved) * 1000,
-                            height=0.6, color=colour, label=": ".join(_f(part) for part in label))
+                bottom.barh(
+                    e["generation"],
+                    (phases[key] - previous) * 1000,
+                    left=(previous - saved) * 1000,
+                    height=0.6,
+                    color=colour,
+                    label=": ".join(_f(part) for part in label),
+                )
                 previous = phases[key]
         total = (previous - saved) * 1000
         right = max(right, total)
         bottom.text(total + 0.5, e["generation"], _f("{ms:.0f} ms").format(ms=total), va="center", fontsize=8.5)
     for e in failed:
-        bottom.text(0.5, e["generation"], _f("gen {gen} refused: {error}").format(
-                    gen=e["generation"], error=e.get("error", "")[:60]),
-                    va="center", fontsize=8.5, color="tab:red")
+        bottom.text(
+            0.5,
+            e["generation"],
+            _f("gen {gen} refused: {error}").format(gen=e["generation"], error=e.get("error", "")[:60]),
+            va="center",
+            fontsize=8.5,
+            color="tab:red",
+        )
     handles, labels = bottom.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    bottom.legend(unique.values(), unique.keys(), fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.3),
-                  ncol=3, frameon=False)
+    bottom.legend(
+        unique.values(),
+        unique.keys(),
+        fontsize=8.5,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.3),
+        ncol=3,
+        frameon=False,
+    )
     gens = sorted({e["generation"] for e in done} | {e["generation"] for e in failed})
     bottom.set_yticks(gens, [_f("gen {gen}").format(gen=g) for g in gens])
     bottom.set_xlim(0, right * 1.15 + 1)
@@ -281,11 +387,12 @@ def _reload_steps(bottom: Any, events: list[Event], edits: list[float]) -> None:
 
 # --- heartbeat lifetimes from a real run ---------------------------------------------------------
 
+
 def record_heartbeat_run(plan: Plan) -> tuple[list[Event], set[str]]:
     """Silent and chatty clients under a short heartbeat; the events and the silent clients' peers."""
     with Lab(workers=2, watch=False, heartbeat_idle=plan.idle, heartbeat_interval=plan.interval) as lab:
         quiet = [lab.silent() for _ in range(plan.silent)]
-        peers = {"%s:%d" % c.sock.getsockname()[:2] for c in quiet}
+        peers = {"{}:{}".format(*c.sock.getsockname()[:2]) for c in quiet}
         talkers = [lab.chatty(every=plan.idle / 4, duration=60) for _ in range(plan.chatty)]
         for c in quiet:
             if not c.wait_closed(timeout=plan.idle + plan.interval + 5):
@@ -309,44 +416,66 @@ def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan)
     opens.sort(key=lambda e: (e["peer"] not in silent_peers, e["t"]))
     fig = Figure(figsize=(10, 2.4 + 0.5 * len(opens)))
     ax = fig.add_subplot()
-    ax.axvspan(plan.idle, plan.idle + plan.interval, color="tab:orange", alpha=0.15,
-               label=_f("closing window: idle + up to one check interval ({s:g} s)").format(s=plan.interval))
+    ax.axvspan(
+        plan.idle,
+        plan.idle + plan.interval,
+        color="tab:orange",
+        alpha=0.15,
+        label=_f("closing window: idle + up to one check interval ({s:g} s)").format(s=plan.interval),
+    )
     ax.axvline(plan.idle, color="tab:orange", linestyle="--", linewidth=1)
     for y, e in enumerate(opens):
         silent = e["peer"] in silent_peers
         close = closes.get((e["pid"], e["conn"]))
         # A chatty connection closed only by the final graceful stop was open until the figure's end.
-        closed_early = close is not None and close["t"] <= end
-        stop = close["t"] if closed_early else end
+        early = close if close is not None and close["t"] <= end else None
+        stop = early["t"] if early is not None else end
         colour = "tab:orange" if silent else "tab:blue"
-        ax.barh(y, stop - e["t"], left=e["t"] - t0, height=0.55, color=colour,
-                label=_f("silent client (never sends)") if silent
-                else _f("chatty client (a line every {s:g} s)").format(s=plan.idle / 4))
-        if closed_early and close.get("reason") == "idle" and "idle" in close:
-            note = _f("closed by the heartbeat after {s:.2f} s idle").format(s=close["idle"])
-        elif closed_early:
-            note = _f("closed: {reason}").format(reason=close.get("reason"))
+        ax.barh(
+            y,
+            stop - e["t"],
+            left=e["t"] - t0,
+            height=0.55,
+            color=colour,
+            label=_f("silent client (never sends)")
+            if silent
+            else _f("chatty client (a line every {s:g} s)").format(s=plan.idle / 4),
+        )
+        if early is not None and early.get("reason") == "idle" and "idle" in early:
+            note = _f("closed by the heartbeat after {s:.2f} s idle").format(s=early["idle"])
+        elif early is not None:
+            note = _f("closed: {reason}").format(reason=early.get("reason"))
         else:
             note = _f("still open")
         ax.text(stop - t0 + 0.02, y, note, va="center", fontsize=9)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8.5, loc="lower right")
-    ax.set_yticks(range(len(opens)), [(_f("silent :") if e["peer"] in silent_peers else _f("chatty :"))
-                                      + e["peer"].rsplit(":", 1)[-1] for e in opens])
+    ax.set_yticks(
+        range(len(opens)),
+        [
+            (_f("silent :") if e["peer"] in silent_peers else _f("chatty :")) + e["peer"].rsplit(":", 1)[-1]
+            for e in opens
+        ],
+    )
     ax.set_xlim(0, (end - t0) * 1.6)
     ax.set_ylim(-2.2, len(opens) - 0.4)  # room under the bars for the legend
     ax.set_xlabel(_f("time since the first connection opened (s)"))
     ax.set_ylabel(_f("client connection (local port)"))
-    ax.set_title(_f("Heartbeat on a real server: idle {idle:g} s, checked every {interval:g} s\n"
-                    "silent connections are closed, chatty ones stay").format(idle=plan.idle, interval=plan.interval),
-                 fontsize=11)
+    ax.set_title(
+        _f(
+            "Heartbeat on a real server: idle {idle:g} s, checked every {interval:g} s\n"
+            "silent connections are closed, chatty ones stay"
+        ).format(idle=plan.idle, interval=plan.interval),
+        fontsize=11,
+    )
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
 
 
 # --- benchmark results -----------------------------------------------------------------------------
+
 
 def bench_watcher(data: dict[str, Any]) -> Figure:
     """Latency, set-up time and burst completeness of the watcher vs watchfiles, watchdog, inotifywait."""
@@ -355,24 +484,34 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(12, 4.4))
     axes = fig.subplots(1, 3)
     # The numbers in the titles are the run's: its largest tree, its burst, its debounce.
-    dirs = max(int(k.split("_")[1]) for t in tools.values() for k in t
-               if k.startswith("setup_") and k.split("_")[1].isdigit())
+    dirs = max(
+        int(k.split("_")[1]) for t in tools.values() for k in t if k.startswith("setup_") and k.split("_")[1].isdigit()
+    )
     written = max(t["burst"]["written"] for t in tools.values() if "burst" in t)
     settings = data.get("settings", {})
     debounce = settings.get("debounce", DEFAULT_DEBOUNCE)
     settle = settings.get("settle", DEFAULT_SETTLE)
     panels = [
         (_f("change -> report, median (ms)"), lambda t: t.get("latency_in_place", {}).get("median_ms"), "{:.1f}"),
-        (_f("set-up for {dirs:,} directories (s)").format(dirs=dirs),
-         lambda t: t.get(f"setup_{dirs}", {}).get("setup_s"), "{:.3f}"),
-        (_f("burst of {written:,} changes: reported (%)").format(written=written),
-         lambda t: 100 * t["burst"]["reported"] / t["burst"]["written"] if "burst" in t else None, "{:.0f}"),
+        (
+            _f("set-up for {dirs:,} directories (s)").format(dirs=dirs),
+            lambda t: t.get(f"setup_{dirs}", {}).get("setup_s"),
+            "{:.3f}",
+        ),
+        (
+            _f("burst of {written:,} changes: reported (%)").format(written=written),
+            lambda t: 100 * t["burst"]["reported"] / t["burst"]["written"] if "burst" in t else None,
+            "{:.0f}",
+        ),
     ]
     for ax, (title, value, fmt) in zip(axes, panels):
         values = [value(tools[n]) for n in names]
         shown = [(n, v) for n, v in zip(names, values) if v is not None]
-        bars = ax.bar([n for n, _ in shown], [v for _, v in shown],
-                      color=["tab:green" if n == "lab" else "tab:gray" for n, _ in shown])
+        bars = ax.bar(
+            [n for n, _ in shown],
+            [v for _, v in shown],
+            color=["tab:green" if n == "lab" else "tab:gray" for n, _ in shown],
+        )
         ax.bar_label(bars, [fmt.format(v) for _, v in shown], fontsize=8.5)
         ax.set_title(title, fontsize=10.5)
         ax.set_ylabel(title.rsplit("(", 1)[-1].rstrip(")"))
@@ -381,9 +520,13 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     overflow = ", ".join(n for n in names if tools[n].get("overflow", {}).get("rescan_said"))
-    fig.suptitle(_f("Watcher vs peers (the lab's latency includes its {settle:g} ms settle after a closed save, "
-                    "{quiet:g} ms quiet otherwise; on IN_Q_OVERFLOW, reports it and rescans: {tools})").format(
-                        settle=settle * 1000, quiet=debounce * 1000, tools=overflow or _f("none")), fontsize=11.5)
+    fig.suptitle(
+        _f(
+            "Watcher vs peers (the lab's latency includes its {settle:g} ms settle after a closed save, "
+            "{quiet:g} ms quiet otherwise; on IN_Q_OVERFLOW, reports it and rescans: {tools})"
+        ).format(settle=settle * 1000, quiet=debounce * 1000, tools=overflow or _f("none")),
+        fontsize=11.5,
+    )
     fig.tight_layout()
     return fig
 
@@ -399,8 +542,15 @@ def bench_reload(data: dict[str, Any]) -> Figure:
         ax.scatter([i + (j - len(ms) / 2) * 0.02 for j in range(len(ms))], ms, color=colour, s=30, zorder=3)
         median = run["median_latency_s"] * 1000
         ax.hlines(median, i - 0.25, i + 0.25, color="black", linewidth=2)
-        ax.text(i + 0.28, median, _f("median {ms:.0f} ms\n{failed} failed of {requests:,} requests").format(
-                ms=median, failed=run["failed_requests"], requests=run["requests"]), va="center", fontsize=9)
+        ax.text(
+            i + 0.28,
+            median,
+            _f("median {ms:.0f} ms\n{failed} failed of {requests:,} requests").format(
+                ms=median, failed=run["failed_requests"], requests=run["requests"]
+            ),
+            va="center",
+            fontsize=9,
+        )
     ax.set_xticks(range(len(peers)), [n for n, _ in peers])
     ax.set_xlim(-0.5, len(peers) - 0.1)
     ax.set_yscale("log")
@@ -408,8 +558,12 @@ def bench_reload(data: dict[str, Any]) -> Figure:
     _plain_log(ax.yaxis)
     ax.set_xlabel(_f("server"))
     ax.set_ylabel(_f("file write -> new answer (ms, log scale)"))
-    ax.set_title(_f("Reload latency: {what}\nlab / uvicorn median = {ratio:.2f}").format(
-                 what=data.get("what", ""), ratio=data["ratio_median_latency"]), fontsize=10.5)
+    ax.set_title(
+        _f("Reload latency: {what}\nlab / uvicorn median = {ratio:.2f}").format(
+            what=data.get("what", ""), ratio=data["ratio_median_latency"]
+        ),
+        fontsize=10.5,
+    )
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -420,17 +574,31 @@ def bench_throughput(data: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(8, 4.6))
     ax = fig.add_subplot()
     names = list(data["median_rps"])
-    bars = ax.bar(names, [data["median_rps"][n] for n in names],
-                  color=["tab:green" if n == "lab" else "tab:gray" for n in names], alpha=0.8)
-    ax.bar_label(bars, [_f("median\n{rps:,.0f}").format(rps=data["median_rps"][n]) for n in names],
-                 label_type="center", fontsize=10, color="white", fontweight="bold")
+    bars = ax.bar(
+        names,
+        [data["median_rps"][n] for n in names],
+        color=["tab:green" if n == "lab" else "tab:gray" for n in names],
+        alpha=0.8,
+    )
+    ax.bar_label(
+        bars,
+        [_f("median\n{rps:,.0f}").format(rps=data["median_rps"][n]) for n in names],
+        label_type="center",
+        fontsize=10,
+        color="white",
+        fontweight="bold",
+    )
     for i, n in enumerate(names):
         rounds = [r["rps"] for r in data.get("runs", {}).get(n, [])]
         ax.scatter([i] * len(rounds), rounds, color="black", s=14, zorder=3, label=_f("one round") if i == 0 else None)
     ax.set_xlabel(_f("server (2 workers each)"))
     ax.set_ylabel(_f("requests per second"))
-    ax.set_title(_f("Throughput: {wrk} keep-alive GET / on loopback\nlab / uvicorn = {ratio:.2f}").format(
-                 wrk=data.get("wrk", "wrk"), ratio=data["ratio"]), fontsize=10.5)
+    ax.set_title(
+        _f("Throughput: {wrk} keep-alive GET / on loopback\nlab / uvicorn = {ratio:.2f}").format(
+            wrk=data.get("wrk", "wrk"), ratio=data["ratio"]
+        ),
+        fontsize=10.5,
+    )
     ax.legend(fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.margins(y=0.12)
@@ -445,12 +613,19 @@ def bench_heartbeat(data: dict[str, Any]) -> Figure:
     default = data.get("default_strategy")
     fig = Figure(figsize=(11, 4.4))
     axes = fig.subplots(1, 2)
-    for ax, key, label in ((axes[0], "cpu_percent", _f("CPU (% of one core)")),
-                           (axes[1], "touch_ns", _f("work per message (ns)"))):
+    for ax, key, label in (
+        (axes[0], "cpu_percent", _f("CPU (% of one core)")),
+        (axes[1], "touch_ns", _f("work per message (ns)")),
+    ):
         for s in strategies:
             mine = sorted((r["connections"], r[key]) for r in rows if r["strategy"] == s)
-            ax.plot([c for c, _ in mine], [v for _, v in mine], marker="o",
-                    label=s + (_f(" (default)") if s == default else ""), linewidth=2.5 if s == default else 1.2)
+            ax.plot(
+                [c for c, _ in mine],
+                [v for _, v in mine],
+                marker="o",
+                label=s + (_f(" (default)") if s == default else ""),
+                linewidth=2.5 if s == default else 1.2,
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
@@ -463,9 +638,15 @@ def bench_heartbeat(data: dict[str, Any]) -> Figure:
     axes[1].set_title(_f("Cost of noting one message"), fontsize=10.5)
     axes[0].legend(fontsize=9)
     settings = data.get("settings", {})
-    fig.suptitle(_f("Heartbeat strategies (simulated clock: idle {idle} s, check every {interval} s, a message "
-                    "every {period} s)").format(idle=settings.get("idle", "?"), interval=settings.get("interval", "?"),
-                                                period=settings.get("period", "?")), fontsize=11.5)
+    fig.suptitle(
+        _f(
+            "Heartbeat strategies (simulated clock: idle {idle} s, check every {interval} s, a message "
+            "every {period} s)"
+        ).format(
+            idle=settings.get("idle", "?"), interval=settings.get("interval", "?"), period=settings.get("period", "?")
+        ),
+        fontsize=11.5,
+    )
     fig.tight_layout()
     return fig
 
@@ -479,36 +660,54 @@ def bench_connections(data: dict[str, Any]) -> Figure:
     for run in runs:
         hist, name = run["expiry"]["histogram"], run["strategy"]
         default = name == settings.get("default_strategy")
-        ax.stairs(hist["counts"], hist["edges"], linewidth=2.2 if default else 1.3,
-                  label=f"{name}{' (default)' if default else ''}: {run['expiry']['within_bounds']:,} of "
-                        f"{run['expiry']['connections']:,} in bounds")
+        ax.stairs(
+            hist["counts"],
+            hist["edges"],
+            linewidth=2.2 if default else 1.3,
+            label=f"{name}{' (default)' if default else ''}: {run['expiry']['within_bounds']:,} of "
+            f"{run['expiry']['connections']:,} in bounds",
+        )
         h = run["holding"]
-        held.append(f"{name}: {h['cpu_percent_of_one_core']:.2f} % of one core, "
-                    f"{h['uss_per_connection_bytes']:,} B per connection")
+        held.append(
+            f"{name}: {h['cpu_percent_of_one_core']:.2f} % of one core, "
+            f"{h['uss_per_connection_bytes']:,} B per connection"
+        )
     idle = settings["expiry_idle"]
     for x, text in ((idle, f"idle ({idle:g} s)"), (4.95, "4.95 s"), (5.35, "5.35 s")):
         ax.axvline(x, color="grey", linestyle=":" if x == idle else "--")
         ax.text(x, 0.97, " " + text, transform=ax.get_xaxis_transform(), fontsize=9, va="top")
-    ax.set_xlabel("open to close, from the client kernel's TCP_INFO (SYN-ACK to FIN) [s]; "
-                  "later ones in the last bin")
+    ax.set_xlabel("open to close, from the client kernel's TCP_INFO (SYN-ACK to FIN) [s]; later ones in the last bin")
     ax.set_ylabel("connections per 10 ms")
     ax.set_yscale("log")  # the few late ones show
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     connections = runs[0]["holding"]["connections"] if runs else 0
-    ax.text(0.99, 0.80, f"{connections:,} held, idle {settings['hold_idle']:g} s, all "
-            f"{runs[0]['holding']['server_processes'] if runs else '?'} server processes:\n" + "\n".join(held),
-            transform=ax.transAxes, ha="right", va="top", fontsize=9,
-            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
+    ax.text(
+        0.99,
+        0.80,
+        f"{connections:,} held, idle {settings['hold_idle']:g} s, all "
+        f"{runs[0]['holding']['server_processes'] if runs else '?'} server processes:\n" + "\n".join(held),
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=9,
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
+    )
     ax.legend(loc="lower left", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"python -m lab serve, {settings['workers']} workers: {connections:,} idle loopback connections, "
-                 f"closed after {idle:g} s idle, checked every {settings['interval']:g} s", fontsize=10.5)
+    ax.set_title(
+        f"python -m lab serve, {settings['workers']} workers: {connections:,} idle loopback connections, "
+        f"closed after {idle:g} s idle, checked every {settings['interval']:g} s",
+        fontsize=10.5,
+    )
     fig.tight_layout()
     return fig
 
 
 BENCHMARKS: dict[str, Callable[[dict[str, Any]], Figure]] = {
-    "watcher": bench_watcher, "reload": bench_reload, "throughput": bench_throughput, "heartbeat": bench_heartbeat,
+    "watcher": bench_watcher,
+    "reload": bench_reload,
+    "throughput": bench_throughput,
+    "heartbeat": bench_heartbeat,
     "connections": bench_connections,
 }

@@ -72,12 +72,14 @@ class _Tracker:
 
     def __init__(self, idle: float, interval: float) -> None:
         for name, value in (("idle", idle), ("interval", interval)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value <= 0:
-                raise LabError(f"heartbeat {name} must be a positive number of seconds, "
-                               f"not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise LabError(f"heartbeat {name} must be a positive number of seconds, not {value!r}")
         self.idle = float(idle)
         self.interval = float(interval)
+
+    def __len__(self) -> int:
+        """How many keys are tracked (each strategy counts its own structure)."""
+        raise NotImplementedError
 
     def _tick_at_or_after(self, t: float) -> int:
         """The first tick ``k`` with ``k * interval >= t`` (exactly, despite float rounding)."""
@@ -388,6 +390,5 @@ def make_tracker(strategy: str | None, idle: float, interval: float) -> IdleTrac
     name = DEFAULT_STRATEGY if strategy is None else strategy
     cls = STRATEGIES.get(name)
     if cls is None:
-        raise LabError(f"unknown heartbeat strategy {name!r}: choose one of "
-                       f"{', '.join(sorted(STRATEGIES))}")
+        raise LabError(f"unknown heartbeat strategy {name!r}: choose one of {', '.join(sorted(STRATEGIES))}")
     return cls(idle, interval)

@@ -46,8 +46,7 @@ def detect(environ: Mapping[str, str] = os.environ) -> str:
 def set_language(lang: str | None = None) -> str:
     """Use ``lang`` (``en``, ``zh``, ``zh_CN.UTF-8``...; None: detect it); returns the one in use."""
     lang = detect() if lang is None else ("zh" if lang.lower().startswith("zh") else "en")
-    _state.update(lang=lang, catalog=gettext.translation(DOMAIN, localedir=LOCALEDIR, languages=[lang],
-                                                        fallback=True))
+    _state.update(lang=lang, catalog=gettext.translation(DOMAIN, localedir=LOCALEDIR, languages=[lang], fallback=True))
     if lang == "zh" and "matplotlib" in sys.modules:
         register_cjk_font()
     return lang
@@ -103,8 +102,10 @@ class _OneWeight(logging.Filter):
         self.font = font
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (str(record.msg).startswith("findfont: Failed to find font weight")
-                    and self.font in map(str, record.args or ()))
+        return not (
+            str(record.msg).startswith("findfont: Failed to find font weight")
+            and self.font in map(str, record.args or ())
+        )
 
 
 def figure_fonts() -> None:
@@ -141,7 +142,9 @@ def register_cjk_font() -> str | None:
             rcParams["font.family"] = [*(f for f in rcParams["font.family"] if f != found), found]
             logging.getLogger("matplotlib.font_manager").addFilter(_OneWeight(found))
         else:
-            warnings.warn("no CJK font installed (Debian: apt-get install fonts-wqy-zenhei): "
-                          "figures stay in English", stacklevel=2)
+            warnings.warn(
+                "no CJK font installed (Debian: apt-get install fonts-wqy-zenhei): figures stay in English",
+                stacklevel=2,
+            )
         _state["font"] = found
     return _state["font"] or None

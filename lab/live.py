@@ -39,11 +39,20 @@ Event = dict[str, Any]
 
 # One colour per family of events, so a timeline reads at a glance.
 FAMILY_COLOURS = {
-    "server": "tab:gray", "watch": "tab:blue", "inotify": "tab:cyan", "reload": "tab:green",
-    "worker": "tab:purple", "conn": "tab:orange", "client": "tab:brown", "heartbeat": "tab:olive",
+    "server": "tab:gray",
+    "watch": "tab:blue",
+    "inotify": "tab:cyan",
+    "reload": "tab:green",
+    "worker": "tab:purple",
+    "conn": "tab:orange",
+    "client": "tab:brown",
+    "heartbeat": "tab:olive",
 }
 REASON_COLOURS = {
-    "peer": "tab:blue", "idle": "tab:orange", "drain": "tab:green", "error": "tab:red",
+    "peer": "tab:blue",
+    "idle": "tab:orange",
+    "drain": "tab:green",
+    "error": "tab:red",
     "open": "tab:gray",
 }
 # A colour for each step of a reload (the step ends at the phase); the first phase starts them.
@@ -107,17 +116,21 @@ def _reader(source: Any) -> Callable[[], list[Event]]:
             out = pending[:]
             pending.clear()
             return out
+
         return once
-    raise LabError(_("cannot draw events from {type}: pass an events file path, a playground Lab, a Watcher, "
-                     "a Feed or a list of events").format(type=type(source).__name__))
+    raise LabError(
+        _(
+            "cannot draw events from {type}: pass an events file path, a playground Lab, a Watcher, "
+            "a Feed or a list of events"
+        ).format(type=type(source).__name__)
+    )
 
 
 def _watcher_events(watcher: Any) -> list[Event]:
     if watcher.closed:  # a view may outlive its watcher: it then just stops growing
         return []
     now = time.monotonic()
-    return [{"t": now, "kind": f"watch.{c.kind}", "path": c.path, "why": c.why}
-            for c in watcher.poll(now)]
+    return [{"t": now, "kind": f"watch.{c.kind}", "path": c.path, "why": c.why} for c in watcher.poll(now)]
 
 
 def as_feed(source: Any) -> Feed:
@@ -190,8 +203,14 @@ class LiveView(_Refreshing):
 
     title = N_("events")
 
-    def __init__(self, source: Any = None, *, refresh: float = 0.25, size: tuple[float, float] = (8.0, 3.2),
-                 autostart: bool = True):
+    def __init__(
+        self,
+        source: Any = None,
+        *,
+        refresh: float = 0.25,
+        size: tuple[float, float] = (8.0, 3.2),
+        autostart: bool = True,
+    ):
         self.feed = as_feed(source)
         self.refresh = refresh
         self.size = size
@@ -320,12 +339,24 @@ class ReloadPhases(LiveView):
             _empty(ax, _f("no reload yet: edit a file or send SIGUSR1"))
             return
         for e, offs in done:
-            for (_, begin), (name, end) in zip(offs, offs[1:]):
-                ax.barh(e.get("generation", 0), (end - begin) * 1000, left=begin * 1000, height=0.6,
-                        color=PHASE_COLOURS.get(name, "tab:gray"), label=_f(PHASE_BY_KEY[name].what))
+            for (_start, begin), (name, end) in zip(offs, offs[1:]):
+                ax.barh(
+                    e.get("generation", 0),
+                    (end - begin) * 1000,
+                    left=begin * 1000,
+                    height=0.6,
+                    color=PHASE_COLOURS.get(name, "tab:gray"),
+                    label=_f(PHASE_BY_KEY[name].what),
+                )
         for e in failed:
-            ax.scatter([(e.get("duration") or 0) * 1000], [e.get("generation", 0)], marker="x",
-                       color="tab:red", s=80, label=_f("reload failed (old workers kept)"))
+            ax.scatter(
+                [(e.get("duration") or 0) * 1000],
+                [e.get("generation", 0)],
+                marker="x",
+                color="tab:red",
+                s=80,
+                label=_f("reload failed (old workers kept)"),
+            )
         _dedup_legend(ax)
         gens = sorted({e.get("generation", 0) for e, _ in done} | {e.get("generation", 0) for e in failed})
         ax.set_yticks(gens)
@@ -341,7 +372,10 @@ class ReloadLatency(LiveView):
         ax.set_xlabel(_f("reload (generation)"))
         ax.set_ylabel(_f("latency (ms)"))
         reloads = feed.of(Kind.RELOAD_DONE, Kind.RELOAD_FAILED, Kind.WATCH_CHANGE)
-        xs, durations, saved_to_done, failures = [], [], [], []
+        xs: list[float] = []
+        durations: list[float] = []
+        saved_to_done: list[float | None] = []  # None: no change seen before this reload
+        failures: list[float] = []
         last_change: float | None = None
         for e in reloads:
             if e["kind"] == Kind.WATCH_CHANGE:
@@ -363,8 +397,9 @@ class ReloadLatency(LiveView):
         if pts:
             ax.plot(*zip(*pts), "o", color="tab:blue", label=_f("file saved → reload done"))
         if failures:
-            ax.scatter(failures, [0] * len(failures), marker="x", color="tab:red", s=80,
-                       label=_f("reload failed"), zorder=3)
+            ax.scatter(
+                failures, [0] * len(failures), marker="x", color="tab:red", s=80, label=_f("reload failed"), zorder=3
+            )
         ax.set_xticks(sorted(xs + failures))
         _dedup_legend(ax)
 
@@ -399,13 +434,21 @@ class Connections(LiveView):
             _empty(ax, _f("no connections yet"))
             return
         now = max(e["t"] for e in feed.events)
-        rows = list(spans.values())[-self.last:]
+        rows = list(spans.values())[-self.last :]
         for y, (opened, closed, reason) in enumerate(rows):
             end = now if closed is None else closed
             # the end marker keeps a connection of a millisecond visible
-            ax.plot([opened - t0, end - t0], [y, y], linewidth=3, solid_capstyle="butt", marker="|",
-                    markevery=[1], markersize=8, color=REASON_COLOURS.get(reason, "black"),
-                    label=_f("closed: {reason}").format(reason=reason) if closed else _f("still open"))
+            ax.plot(
+                [opened - t0, end - t0],
+                [y, y],
+                linewidth=3,
+                solid_capstyle="butt",
+                marker="|",
+                markevery=[1],
+                markersize=8,
+                color=REASON_COLOURS.get(reason, "black"),
+                label=_f("closed: {reason}").format(reason=reason) if closed else _f("still open"),
+            )
         _dedup_legend(ax)
 
 
@@ -414,31 +457,44 @@ def _dedup_legend(ax) -> None:
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     if unique:
-        ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize="small", borderaxespad=0)
+        ax.legend(
+            unique.values(),
+            unique.keys(),
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize="small",
+            borderaxespad=0,
+        )
 
 
-VIEWS = {"timeline": Timeline, "phases": ReloadPhases, "latency": ReloadLatency,
-         "connections": Connections}
+VIEWS = {"timeline": Timeline, "phases": ReloadPhases, "latency": ReloadLatency, "connections": Connections}
 
 
 class Dashboard(_Refreshing):
     """Several views of one feed, refreshed by one task: ``live.Dashboard(lab)``."""
 
-    def __init__(self, source: Any = None, views: Iterable[str] = ("timeline", "phases", "latency", "connections"),
-                 *, refresh: float = 0.5, autostart: bool = True):
+    def __init__(
+        self,
+        source: Any = None,
+        views: Iterable[str] = ("timeline", "phases", "latency", "connections"),
+        *,
+        refresh: float = 0.5,
+        autostart: bool = True,
+    ):
         self.feed = as_feed(source)
         names = list(views)
         unknown = [n for n in names if n not in VIEWS]
         if unknown:
-            raise LabError(_("unknown view {name!r}: choose from {views}")
-                           .format(name=unknown[0], views=", ".join(VIEWS)))
+            raise LabError(
+                _("unknown view {name!r}: choose from {views}").format(name=unknown[0], views=", ".join(VIEWS))
+            )
         self.views = {n: VIEWS[n](self.feed, size=(6.4, 2.8), autostart=False) for n in names}
         for view in self.views.values():
             view.driver = self
         self.refresh = refresh
-        self.widget = widgets.GridBox([v.widget for v in self.views.values()],
-                                      layout=widgets.Layout(grid_template_columns="repeat(2, 50%)"))
+        self.widget = widgets.GridBox(
+            [v.widget for v in self.views.values()], layout=widgets.Layout(grid_template_columns="repeat(2, 50%)")
+        )
         if autostart:
             self.start()
 

@@ -55,7 +55,7 @@ def _stat_fields(pid: int) -> list[bytes] | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name, in parentheses, may itself hold ") ".
-    return data[data.rfind(b")") + 2:].split()
+    return data[data.rfind(b")") + 2 :].split()
 
 
 def start_time(pid: int) -> int | None:
@@ -81,8 +81,9 @@ def is_lab_server(pid: int) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    return b"serve" in argv and any(a == b"lab" or a.endswith(b"reactor-lab") or a.endswith(b"lab/__main__.py")
-                                    for a in argv)
+    return b"serve" in argv and any(
+        a == b"lab" or a.endswith(b"reactor-lab") or a.endswith(b"lab/__main__.py") for a in argv
+    )
 
 
 def inspect(path: str) -> PidRecord:
@@ -91,8 +92,9 @@ def inspect(path: str) -> PidRecord:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise LabError(_("no pid file at {path}: is the server running (serve --pidfile {path})?")
-                       .format(path=path)) from None
+        raise LabError(
+            _("no pid file at {path}: is the server running (serve --pidfile {path})?").format(path=path)
+        ) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotAPidFile(_("pid file {path} is a symlink").format(path=path)) from None
@@ -100,8 +102,13 @@ def inspect(path: str) -> PidRecord:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            what = _("a directory") if stat.S_ISDIR(st.st_mode) else _("a FIFO") if stat.S_ISFIFO(st.st_mode) \
+            what = (
+                _("a directory")
+                if stat.S_ISDIR(st.st_mode)
+                else _("a FIFO")
+                if stat.S_ISFIFO(st.st_mode)
                 else _("not a regular file")
+            )
             raise NotAPidFile(_("pid file {path} is {what}").format(path=path, what=what))
         data = os.read(fd, MAX_SIZE + 1)
     finally:
@@ -110,10 +117,12 @@ def inspect(path: str) -> PidRecord:
         raise NotAPidFile(_("pid file {path} is empty (a server may be starting)").format(path=path))
     found = _CONTENT.match(data)
     if found is None or int(found[1]) == 0:
-        raise NotAPidFile(_("{path} is not a pid file of the lab (it holds {size}{more} bytes that are not a pid)")
-                          .format(path=path, size=len(data), more='+' if len(data) > MAX_SIZE else ''))
-    return PidRecord(int(found[1]), None if found[2] is None else int(found[2]), st.st_mtime,
-                     (st.st_dev, st.st_ino))
+        raise NotAPidFile(
+            _("{path} is not a pid file of the lab (it holds {size}{more} bytes that are not a pid)").format(
+                path=path, size=len(data), more="+" if len(data) > MAX_SIZE else ""
+            )
+        )
+    return PidRecord(int(found[1]), None if found[2] is None else int(found[2]), st.st_mtime, (st.st_dev, st.st_ino))
 
 
 def read_record(path: str) -> PidRecord:
@@ -164,24 +173,26 @@ class PidFile:
         pid = os.getpid() if pid is None else pid
         start = start_time(pid)
         if start is None:
-            raise LabError(_("cannot write pid file {path}: process {pid} does not run")
-                           .format(path=self.path, pid=pid))
+            raise LabError(
+                _("cannot write pid file {path}: process {pid} does not run").format(path=self.path, pid=pid)
+            )
         for _attempt in range(2):
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             0o644)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             except FileExistsError:
                 self._clear_stale()
                 continue
             except OSError as exc:
-                raise LabError(_("cannot create pid file {path}: {reason}")
-                               .format(path=self.path, reason=exc.strerror)) from None
+                raise LabError(
+                    _("cannot create pid file {path}: {reason}").format(path=self.path, reason=exc.strerror)
+                ) from None
             with os.fdopen(fd, "w") as f:
                 f.write(f"{pid} {start}\n")
             self.pid, self.start = pid, start
             return
-        raise LabError(_("pid file {path} keeps coming back: another server is starting; try again")
-                       .format(path=self.path))
+        raise LabError(
+            _("pid file {path} keeps coming back: another server is starting; try again").format(path=self.path)
+        )
 
     def _clear_stale(self) -> None:
         try:
@@ -193,8 +204,12 @@ class PidFile:
                 return  # removed meanwhile (its server stopped): try again
             raise
         if record.pid != os.getpid() and runs(record):
-            raise LabError(_("a server is already running with pid {pid} (pid file {path}); stop it with: python -m "
-                             "lab stop --pidfile {path}").format(pid=record.pid, path=self.path))
+            raise LabError(
+                _(
+                    "a server is already running with pid {pid} (pid file {path}); stop it with: python -m "
+                    "lab stop --pidfile {path}"
+                ).format(pid=record.pid, path=self.path)
+            )
         _unlink_if_same(self.path, record.inode)
 
     def take_over(self, predecessor: int) -> None:
@@ -212,8 +227,7 @@ class PidFile:
                 raise
         else:
             if record.pid != predecessor:
-                raise LabError(f"pid file {self.path} names {record.pid}, not the old master {predecessor}: "
-                               "left alone")
+                raise LabError(f"pid file {self.path} names {record.pid}, not the old master {predecessor}: left alone")
         directory, name = os.path.split(self.path)
         temporary = os.path.join(directory, f".{name}.{pid}.tmp")
         try:
@@ -252,8 +266,9 @@ def _open_server(path: str) -> tuple[int, int]:
     if pidfd < 0 or not runs(record):
         if pidfd >= 0:
             os.close(pidfd)
-        raise LabError(_("pid {pid} in {path} is not a running lab server (stale pid file?)")
-                       .format(pid=record.pid, path=path))
+        raise LabError(
+            _("pid {pid} in {path} is not a running lab server (stale pid file?)").format(pid=record.pid, path=path)
+        )
     return record.pid, pidfd
 
 
@@ -290,8 +305,10 @@ def upgrade_server(path: str, timeout: float, interval: float = 0.02) -> tuple[i
                 time.sleep(interval)
     finally:
         os.close(pidfd)
-    raise LabError(f"no new master after {timeout:g} s: server {old} keeps serving "
-                   "(a new master that failed is an upgrade.failed event)")
+    raise LabError(
+        f"no new master after {timeout:g} s: server {old} keeps serving "
+        "(a new master that failed is an upgrade.failed event)"
+    )
 
 
 def stop_server(path: str, timeout: float) -> int:
@@ -302,8 +319,12 @@ def stop_server(path: str, timeout: float) -> int:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)  # readable once the process has exited
         if not poller.poll(min(timeout, 2e6) * 1000):
-            raise LabError(_("server {pid} still runs {timeout:g} s after SIGTERM; send SIGQUIT for an immediate "
-                             "stop: kill -QUIT {pid}").format(pid=pid, timeout=timeout))
+            raise LabError(
+                _(
+                    "server {pid} still runs {timeout:g} s after SIGTERM; send SIGQUIT for an immediate "
+                    "stop: kill -QUIT {pid}"
+                ).format(pid=pid, timeout=timeout)
+            )
     finally:
         os.close(pidfd)
     return pid

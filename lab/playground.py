@@ -37,14 +37,24 @@ from lab.clients import Background, Chatty, Client, Load, SlowReader
 from lab.config import Config
 from lab.debounce import DEFAULT_DEBOUNCE
 from lab.errors import LabError
-from lab.i18n import _
 from lab.events import EventSink, Kind
+from lab.i18n import _
 from lab.pidfile import PidFile, inspect, runs
 from lab.process import ServerProcess, serve_argv, terminate, wait_until
 
 # Clients and process helpers are imported from here by notebooks and tests.
-__all__ = ["Lab", "Client", "Background", "Chatty", "Load", "SlowReader", "sweep_scratch", "terminate",
-           "wait_until", "EXAMPLE_APP"]
+__all__ = [
+    "Lab",
+    "Client",
+    "Background",
+    "Chatty",
+    "Load",
+    "SlowReader",
+    "sweep_scratch",
+    "terminate",
+    "wait_until",
+    "EXAMPLE_APP",
+]
 
 Event = dict[str, Any]
 
@@ -62,17 +72,33 @@ class Lab:
     only prepares the scratch directory; call ``start()``.
     """
 
-    def __init__(self, app: str | os.PathLike[str] = EXAMPLE_APP, *, workers: int = 2, watch: bool = True,
-                 heartbeat_idle: float | None = None, heartbeat_interval: float | None = None,
-                 heartbeat_strategy: str | None = None, graceful_timeout: float = 5.0,
-                 debounce: float = DEFAULT_DEBOUNCE, extra_args: tuple[str, ...] = (), start: bool = True,
-                 ready_timeout: float = 20.0):
+    def __init__(
+        self,
+        app: str | os.PathLike[str] = EXAMPLE_APP,
+        *,
+        workers: int = 2,
+        watch: bool = True,
+        heartbeat_idle: float | None = None,
+        heartbeat_interval: float | None = None,
+        heartbeat_strategy: str | None = None,
+        graceful_timeout: float = 5.0,
+        debounce: float = DEFAULT_DEBOUNCE,
+        extra_args: tuple[str, ...] = (),
+        start: bool = True,
+        ready_timeout: float = 20.0,
+    ):
         source = Path(app)
         if not source.exists() or not (source.is_dir() or source.suffix == ".py"):
             raise LabError(_("no app at {source}: give a .py file or a package directory").format(source=source))
         # The server's own checks, here: a bad value is one line now, not a server that exits.
-        Config(workers=workers, heartbeat_idle=heartbeat_idle, heartbeat_interval=heartbeat_interval,
-               heartbeat_strategy=heartbeat_strategy, graceful_timeout=graceful_timeout, debounce=debounce)
+        Config(
+            workers=workers,
+            heartbeat_idle=heartbeat_idle,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_strategy=heartbeat_strategy,
+            graceful_timeout=graceful_timeout,
+            debounce=debounce,
+        )
         sweep_scratch()
         self.root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
         PidFile(str(self.root / OWNER_FILE)).create()
@@ -86,12 +112,29 @@ class Lab:
         self.events_path = self.root / "events.jsonl"
         self.pidfile = self.root / SERVER_PIDFILE
         self.log_path = self.root / "server.log"
-        argv = serve_argv(self.target, self.events_path, app_dir=self.app_dir, bind="127.0.0.1:0",
-                          pidfile=self.pidfile, watch=self.app_dir if watch else None, workers=workers,
-                          graceful_timeout=graceful_timeout, debounce=debounce, heartbeat_idle=heartbeat_idle,
-                          heartbeat_interval=heartbeat_interval, heartbeat_strategy=heartbeat_strategy)
-        self._server = ServerProcess([*argv, *extra_args], self.events_path, cwd=self.root, output=self.log_path,
-                                     merge_stdout=True, own_session=True, die_with_parent=True)
+        argv = serve_argv(
+            self.target,
+            self.events_path,
+            app_dir=self.app_dir,
+            bind="127.0.0.1:0",
+            pidfile=self.pidfile,
+            watch=self.app_dir if watch else None,
+            workers=workers,
+            graceful_timeout=graceful_timeout,
+            debounce=debounce,
+            heartbeat_idle=heartbeat_idle,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_strategy=heartbeat_strategy,
+        )
+        self._server = ServerProcess(
+            [*argv, *extra_args],
+            self.events_path,
+            cwd=self.root,
+            output=self.log_path,
+            merge_stdout=True,
+            own_session=True,
+            die_with_parent=True,
+        )
         self.args = self._server.argv[3:]  # after ``python -m lab``
         self.ready_timeout = ready_timeout
         self.history: list[Event] = self._server.events  # one list, grown as events are read
@@ -181,7 +224,8 @@ class Lab:
             failed = self._server.find(Kind.RELOAD_FAILED, self._mark)
             if failed:
                 return _("the reload failed (the old workers keep serving): {error}").format(
-                    error=failed[0].get("error", ""))
+                    error=failed[0].get("error", "")
+                )
         return None
 
     def wait_for(self, kind: str, timeout: float = 10.0, after: int | None = None, **match: Any) -> Event:
@@ -203,8 +247,11 @@ class Lab:
         deadline = time.monotonic() + timeout
         while (found := self._server.check(kind, after, 1, match, lambda: self._give_up(kind))) is None:
             if time.monotonic() > deadline:
-                raise LabError(_("no {kind} event within {timeout:g} s; see lab.log() and lab.history")
-                               .format(kind=kind, timeout=timeout))
+                raise LabError(
+                    _("no {kind} event within {timeout:g} s; see lab.log() and lab.history").format(
+                        kind=kind, timeout=timeout
+                    )
+                )
             await asyncio.sleep(0.02)
         return found
 
@@ -221,17 +268,20 @@ class Lab:
     def path(self, relpath: str) -> Path:
         path = (self.app_dir / relpath).resolve()
         if not path.is_relative_to(self.app_dir.resolve()):
-            raise LabError(_("{relpath!r} is outside the app directory {app_dir}")
-                           .format(relpath=relpath, app_dir=self.app_dir))
+            raise LabError(
+                _("{relpath!r} is outside the app directory {app_dir}").format(relpath=relpath, app_dir=self.app_dir)
+            )
         return path
 
     def read(self, relpath: str) -> str:
         try:
             return self.path(relpath).read_text()
         except FileNotFoundError:
-            raise LabError(_("no file {relpath!r} in {app_dir}: it holds {files}")
-                           .format(relpath=relpath, app_dir=self.app_dir,
-                                   files=sorted(p.name for p in self.app_dir.iterdir()))) from None
+            raise LabError(
+                _("no file {relpath!r} in {app_dir}: it holds {files}").format(
+                    relpath=relpath, app_dir=self.app_dir, files=sorted(p.name for p in self.app_dir.iterdir())
+                )
+            ) from None
 
     def edit(self, relpath: str, text: str) -> None:
         """Save ``text`` as the app file ``relpath``, atomically, as many editors do.
@@ -257,18 +307,20 @@ class Lab:
         """Replace the first ``old`` with ``new`` in an app file; LabError when ``old`` is not there."""
         text = self.read(relpath)
         if old not in text:
-            raise LabError(_("{old!r} is not in {relpath}: lab.read({relpath!r}) shows what is")
-                           .format(old=old, relpath=relpath))
+            raise LabError(
+                _("{old!r} is not in {relpath}: lab.read({relpath!r}) shows what is").format(old=old, relpath=relpath)
+            )
         self.edit(relpath, text.replace(old, new, 1))
 
     # --- signals -----------------------------------------------------------------------------
 
     def send_signal(self, signum: int) -> None:
         """Send ``signum`` to the master (SIGUSR1/SIGHUP: reload; SIGTERM: stop; SIGQUIT: now)."""
-        if not self.running:
+        pid = self.pid
+        if not self.running or pid is None:
             raise LabError(_("the server is not running: lab.start() it first"))
         self._act(Kind.LAB_SIGNAL, signal=signal.Signals(signum).name)
-        os.kill(self.pid, signum)
+        os.kill(pid, signum)
 
     def reload(self) -> None:
         """Ask for a reload, as ``python -m lab reload`` does (SIGUSR1)."""
@@ -308,8 +360,9 @@ class Lab:
         """One connection sending a line every ``every`` s, for at most ``duration`` s."""
         return self._background(Chatty(self._server_address(), every, duration, self._notes))
 
-    def slow_reader(self, requests: int = 2000, chunk: int = 256, pause: float = 0.005,
-                    duration: float = 30.0) -> SlowReader:
+    def slow_reader(
+        self, requests: int = 2000, chunk: int = 256, pause: float = 0.005, duration: float = 30.0
+    ) -> SlowReader:
         """Sends ``requests`` lines at once, then reads the answers ``chunk`` bytes at a time."""
         return self._background(SlowReader(self._server_address(), requests, chunk, pause, duration, self._notes))
 

@@ -74,8 +74,12 @@ def _import_traceback(exc: BaseException) -> str:
     """The traceback of a failed import without importlib's frames or this module's."""
     report = traceback.TracebackException.from_exception(exc)
     report.stack = traceback.StackSummary.from_list(
-        [f for f in report.stack if f.filename not in (__file__, importlib.__file__)
-         and not f.filename.startswith("<frozen importlib")])
+        [
+            f
+            for f in report.stack
+            if f.filename not in (__file__, importlib.__file__) and not f.filename.startswith("<frozen importlib")
+        ]
+    )
     return "".join(report.format())
 
 
@@ -84,19 +88,27 @@ def _check_preloaded(config: Config, report: Preloaded, tasks: int, fds: dict[in
     names = ", ".join(config.preload)
     python_threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if python_threads:
-        raise LabError(f"preloading {names} started Python thread(s) {', '.join(python_threads)}: a forked "
-                       "worker would have none of them (and any lock they hold stays locked); "
-                       "start threads in the app (on_start), not at import")
+        raise LabError(
+            f"preloading {names} started Python thread(s) {', '.join(python_threads)}: a forked "
+            "worker would have none of them (and any lock they hold stays locked); "
+            "start threads in the app (on_start), not at import"
+        )
     app_module = config.target.partition(":")[0]
     if app_module in sys.modules:
-        raise LabError(f"preloading {names} imported the app {app_module!r} itself: the master never imports "
-                       "the app (it could never be reloaded); preload only what the app imports")
+        raise LabError(
+            f"preloading {names} imported the app {app_module!r} itself: the master never imports "
+            "the app (it could never be reloaded); preload only what the app imports"
+        )
     native = len(os.listdir("/proc/self/task")) - tasks
     if native > 0:
-        report.warnings.append(f"{native} native thread(s) started at import (e.g. a BLAS pool that "
-                               "restarts itself after fork): the workers do not inherit them")
+        report.warnings.append(
+            f"{native} native thread(s) started at import (e.g. a BLAS pool that "
+            "restarts itself after fork): the workers do not inherit them"
+        )
     opened = {fd: target for fd, target in _fd_targets().items() if fds.get(fd) != target}
     if opened:
         shown = ", ".join(f"{fd} -> {target}" for fd, target in sorted(opened.items())[:5])
-        report.warnings.append(f"{len(opened)} fd(s) left open at import ({shown}): every worker shares "
-                               "them (one file offset, one socket); open them in the app instead")
+        report.warnings.append(
+            f"{len(opened)} fd(s) left open at import ({shown}): every worker shares "
+            "them (one file offset, one socket); open them in the app instead"
+        )

@@ -21,11 +21,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from lab.errors import LabError
-from lab.i18n import _
 from lab.events import EventTail, Kind, matches
+from lab.i18n import _
 
 Event = dict[str, Any]
 
@@ -83,9 +83,17 @@ class ServerProcess:
     when the *thread* that started it ends: start from the main thread).
     """
 
-    def __init__(self, argv: Sequence[str], events_path: str | os.PathLike[str], *, cwd: str | os.PathLike[str],
-                 output: str | os.PathLike[str] | None = None, merge_stdout: bool = False,
-                 own_session: bool = False, die_with_parent: bool = False):
+    def __init__(
+        self,
+        argv: Sequence[str],
+        events_path: str | os.PathLike[str],
+        *,
+        cwd: str | os.PathLike[str],
+        output: str | os.PathLike[str] | None = None,
+        merge_stdout: bool = False,
+        own_session: bool = False,
+        die_with_parent: bool = False,
+    ):
         self.argv = list(argv)
         self.events_path = Path(events_path)
         self.cwd = cwd
@@ -100,7 +108,7 @@ class ServerProcess:
 
     # --- the process -----------------------------------------------------------------------------
 
-    def start(self, wait: bool = True, timeout: float = 30.0, **popen: Any) -> ServerProcess:
+    def start(self, wait: bool = True, timeout: float = 30.0, **popen: Any) -> Self:
         """Start the server (``popen``: more ``subprocess.Popen`` arguments, e.g. ``user``, ``env``);
         with ``wait``, until its first generation serves (LabError if it cannot, the server stopped)."""
         after = len(self.read())
@@ -119,11 +127,17 @@ class ServerProcess:
             argv = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
         out = open(self.output_path, "ab") if self.output_path is not None else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen(argv, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                         stdout=out if self.merge_stdout else subprocess.DEVNULL,
-                                         stderr=out, start_new_session=self.own_session, **popen)
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out if self.merge_stdout else subprocess.DEVNULL,
+                stderr=out,
+                start_new_session=self.own_session,
+                **popen,
+            )
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):  # subprocess.DEVNULL is an int
                 out.close()
         return self.proc
 
@@ -150,6 +164,8 @@ class ServerProcess:
         return self.address[1]
 
     def send_signal(self, signum: int) -> None:
+        if self.proc is None:
+            raise LabError(_("the server is not started"))
         os.kill(self.proc.pid, signum)
 
     def stop(self, timeout: float = 10.0) -> int | None:
@@ -194,8 +210,14 @@ class ServerProcess:
         """The events of ``kind`` with fields equal to ``match``, after index ``after`` of ``events``."""
         return [e for e in self.read()[after:] if matches(e, kind, match)]
 
-    def check(self, kind: str, after: int = 0, count: int = 1, match: dict[str, Any] | None = None,
-              give_up: Callable[[], str | None] | None = None) -> Event | None:
+    def check(
+        self,
+        kind: str,
+        after: int = 0,
+        count: int = 1,
+        match: dict[str, Any] | None = None,
+        give_up: Callable[[], str | None] | None = None,
+    ) -> Event | None:
         """The ``count``-th matching event if it came; None if it may still come; LabError if it
         cannot: the server exited, or ``give_up`` says why (e.g. the reload failed)."""
         hits = self.find(kind, after, **(match or {}))
@@ -206,27 +228,39 @@ class ServerProcess:
             hits = self.find(kind, after, **(match or {}))  # written just before it exited?
             if len(hits) >= count:
                 return hits[count - 1]
-            why = _("the server exited with code {code}:\n{output}").format(code=self.proc.returncode,
-                                                                             output=self.output(5))
+            why = _("the server exited with code {code}:\n{output}").format(
+                code=self.proc.returncode, output=self.output(5)
+            )
         if why is not None:
             raise LabError(_("waiting for {kind}: {why}").format(kind=kind, why=why))
         return None
 
-    def wait_for(self, kind: str, timeout: float = 10.0, after: int = 0, count: int = 1,
-                 give_up: Callable[[], str | None] | None = None, **match: Any) -> Event:
+    def wait_for(
+        self,
+        kind: str,
+        timeout: float = 10.0,
+        after: int = 0,
+        count: int = 1,
+        give_up: Callable[[], str | None] | None = None,
+        **match: Any,
+    ) -> Event:
         """Block until the ``count``-th event of ``kind`` with fields equal to ``match`` (after index
         ``after``) arrives, and return it; LabError at ``timeout``, or as soon as it cannot come."""
         deadline = time.monotonic() + timeout
         while (found := self.check(kind, after, count, match, give_up)) is None:
             if time.monotonic() > deadline:
                 with_match = _(" with {match}").format(match=match) if match else ""
-                raise LabError(_("no {kind} event{with_match} within {timeout:g} s; last events: {last}").format(
-                    kind=kind, with_match=with_match, timeout=timeout, last=[e["kind"] for e in self.events[-10:]]))
+                raise LabError(
+                    _("no {kind} event{with_match} within {timeout:g} s; last events: {last}").format(
+                        kind=kind, with_match=with_match, timeout=timeout, last=[e["kind"] for e in self.events[-10:]]
+                    )
+                )
             time.sleep(0.01)
         return found
 
-    def wait_events(self, predicate: Callable[[list[Event]], Any], timeout: float = 10.0,
-                    what: str = "the condition") -> Any:
+    def wait_events(
+        self, predicate: Callable[[list[Event]], Any], timeout: float = 10.0, what: str = "the condition"
+    ) -> Any:
         """Block until ``predicate(events)`` is true, and return its value; LabError at ``timeout``,
         or when the server exits first."""
         deadline = time.monotonic() + timeout
@@ -234,19 +268,28 @@ class ServerProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 if value := predicate(self.read()):  # written just before it exited?
                     return value
-                raise LabError(_("waiting for {what}: the server exited with code {code}:\n{output}").format(
-                    what=what, code=self.proc.returncode, output=self.output(5)))
+                raise LabError(
+                    _("waiting for {what}: the server exited with code {code}:\n{output}").format(
+                        what=what, code=self.proc.returncode, output=self.output(5)
+                    )
+                )
             if time.monotonic() > deadline:
-                raise LabError(_("{what} did not happen within {timeout:g} s; last events: {last}").format(
-                    what=what, timeout=timeout, last=[e["kind"] for e in self.events[-10:]]))
+                raise LabError(
+                    _("{what} did not happen within {timeout:g} s; last events: {last}").format(
+                        what=what, timeout=timeout, last=[e["kind"] for e in self.events[-10:]]
+                    )
+                )
             time.sleep(0.01)
         return value
 
     def worker_pids(self, generation: int | None = None) -> list[int]:
         """Workers started (of ``generation``, or of any) that have not exited."""
         exited = {e["pid"] for e in self.find(Kind.WORKER_EXIT)}
-        return [e["pid"] for e in self.find(Kind.WORKER_START)
-                if (generation is None or e.get("generation") == generation) and e["pid"] not in exited]
+        return [
+            e["pid"]
+            for e in self.find(Kind.WORKER_START)
+            if (generation is None or e.get("generation") == generation) and e["pid"] not in exited
+        ]
 
     def serving_pids(self) -> list[int]:
         """Pids of the ready workers of the serving generation (the last one done) that have not exited."""
@@ -254,5 +297,6 @@ class ServerProcess:
         if not done:
             return []
         exited = {e["pid"] for e in self.find(Kind.WORKER_EXIT)}
-        return [e["pid"] for e in self.find(Kind.WORKER_READY, generation=done[-1]["generation"])
-                if e["pid"] not in exited]
+        return [
+            e["pid"] for e in self.find(Kind.WORKER_READY, generation=done[-1]["generation"]) if e["pid"] not in exited
+        ]

@@ -56,8 +56,11 @@ class Reactor:
     removed earlier in the same round is skipped instead of calling a stale function.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 on_error: Callable[[Callable[..., Any], Exception], Any] | None = None):
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[Callable[..., Any], Exception], Any] | None = None,
+    ):
         self.clock = clock
         self.on_error = on_error
         self._selector = selectors.DefaultSelector()
@@ -91,7 +94,7 @@ class Reactor:
         try:
             key = self._selector.get_key(fd)
         except KeyError:
-            data = [None, None]
+            data: list[Callable[[], Any] | None] = [None, None]
             data[slot] = callback
             self._selector.register(fd, _READ if slot == 0 else _WRITE, data)
             return
@@ -239,7 +242,8 @@ class Reactor:
             return
         steps = [partial(self.remove_signal_handler, s) for s in list(self._signal_callbacks)]
         errors: list[Exception] = []
-        for step in (*steps, self._release_wakeup_fd):
+        all_steps: list[Callable[[], None]] = [*steps, self._release_wakeup_fd]
+        for step in all_steps:
             try:
                 step()
             except Exception as exc:

@@ -18,8 +18,7 @@ class TimerHandle:
 
     __slots__ = ("when", "callback", "args", "cancelled", "_seq", "_heap")
 
-    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple,
-                 heap: TimerHeap):
+    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple, heap: TimerHeap):
         self.when = when
         self.callback = callback
         self.args = args

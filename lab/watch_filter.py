@@ -17,10 +17,28 @@ __all__ = ["DEFAULT_IGNORE", "NameFilter"]
 
 DEFAULT_IGNORE: tuple[str, ...] = (
     # version control, caches, environments: big, busy, never code we reload
-    ".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules", ".tox", ".nox",
-    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints",
+    ".git",
+    ".hg",
+    ".svn",
+    "__pycache__",
+    ".venv",
+    "node_modules",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".ipynb_checkpoints",
     # editor swap, backup, lock and probe files (vim writes "4913" to test a directory)
-    "*.swp", "*.swo", "*.swx", "*.swpx", "*~", ".#*", "#*#", "4913", "*.tmp",
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    "*.swpx",
+    "*~",
+    ".#*",
+    "#*#",
+    "4913",
+    "*.tmp",
 )
 
 
@@ -28,8 +46,12 @@ class NameFilter:
     """``types``: suffixes such as ``(".py",)``, or None for every file; ``ignore``: name patterns.
     ``explicit``: paths of files given one by one (wanted whatever their name)."""
 
-    def __init__(self, types: Iterable[str] | None = (".py",),
-                 ignore: Iterable[str] = DEFAULT_IGNORE, explicit: Iterable[str] = ()):
+    def __init__(
+        self,
+        types: Iterable[str] | None = (".py",),
+        ignore: Iterable[str] = DEFAULT_IGNORE,
+        explicit: Iterable[str] = (),
+    ):
         self.types = _check_types(types)
         self.ignore = _check_ignore(ignore)
         self.ignored: Callable[[str], bool] = _name_matcher(self.ignore)
@@ -72,11 +94,9 @@ def _check_types(types: Iterable[str] | None) -> tuple[str, ...] | None:
     checked = tuple(types)
     for t in checked:
         if not (isinstance(t, str) and len(t) > 1 and t.startswith(".") and "/" not in t):
-            raise LabError(f"bad file type {t!r}: give suffixes such as '.py' (or types=None "
-                           "for every file)")
+            raise LabError(f"bad file type {t!r}: give suffixes such as '.py' (or types=None for every file)")
     if not checked:
-        raise LabError("no file types given: give suffixes such as '.py', or types=None for "
-                       "every file")
+        raise LabError("no file types given: give suffixes such as '.py', or types=None for every file")
     return checked
 
 
@@ -86,6 +106,8 @@ def _check_ignore(ignore: Iterable[str]) -> tuple[str, ...]:
     checked = tuple(ignore)
     for p in checked:
         if not isinstance(p, str) or not p or "/" in p:
-            raise LabError(f"bad ignore pattern {p!r}: patterns match file and directory names "
-                           "(such as '.git' or '*.swp'), not paths")
+            raise LabError(
+                f"bad ignore pattern {p!r}: patterns match file and directory names "
+                "(such as '.git' or '*.swp'), not paths"
+            )
     return checked

@@ -97,10 +97,10 @@ class WatchIndex:
         self.subdirs.get(dirname(old), set()).discard(old)
         self.subdirs.setdefault(dirname(new), set()).add(new)
         for directory in subtree:
-            moved = new + directory[len(old):]
+            moved = new + directory[len(old) :]
             kids = self.subdirs.pop(directory, None)
             if kids:
-                self.subdirs[moved] = {new + k[len(old):] for k in kids}
+                self.subdirs[moved] = {new + k[len(old) :] for k in kids}
             wd = self.path_wd.pop(directory, None)
             if wd is not None:
                 self.path_wd[moved] = wd

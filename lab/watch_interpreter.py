@@ -34,6 +34,7 @@ Record = tuple[int, int, int, str]  # (wd, mask, cookie, name), as inotify_simpl
 
 class Mask(enum.IntEnum):
     """The inotify mask bits (``<sys/inotify.h>``, without ``IN_``)."""
+
     ACCESS = 0x00000001
     MODIFY = 0x00000002
     ATTRIB = 0x00000004
@@ -71,6 +72,7 @@ def mask_name(mask: int) -> str:
 @dataclass(frozen=True)
 class Scan:
     """Watch the directory ``path`` and all below it; report its files as appeared."""
+
     path: str
     why: tuple[str, ...]
 
@@ -78,6 +80,7 @@ class Scan:
 @dataclass(frozen=True)
 class Unwatch:
     """Remove these watches (the kernel may have removed some already)."""
+
     wds: tuple[int, ...]
 
 
@@ -98,9 +101,16 @@ class Interpreter:
     the kernel's inotify limits (for messages). ``log`` says why records were dropped;
     ``problems`` holds ``(kind, text)`` a user must hear of (also in ``log``)."""
 
-    def __init__(self, names: NameFilter, roots: list[str], file_roots: Iterable[str] = (),
-                 quiet: float = DEFAULT_DEBOUNCE, max_wait: float = 0.5,
-                 limits: dict[str, int] | None = None, log_size: int = 1000):
+    def __init__(
+        self,
+        names: NameFilter,
+        roots: list[str],
+        file_roots: Iterable[str] = (),
+        quiet: float = DEFAULT_DEBOUNCE,
+        max_wait: float = 0.5,
+        limits: dict[str, int] | None = None,
+        log_size: int = 1000,
+    ):
         self.names = names
         self.roots = roots
         self.file_roots = list(file_roots)
@@ -170,8 +180,7 @@ class Interpreter:
             return Unwatch(tuple(self.index.forget_tree(directory)))
         return None
 
-    def _file_record(self, mask: int, cookie: int, path: str, name: str, why: str,
-                     now: float) -> None:
+    def _file_record(self, mask: int, cookie: int, path: str, name: str, why: str, now: float) -> None:
         wanted = self.names.wanted(path, name)
         if mask & Mask.MOVED_FROM:
             self._moves[cookie] = (path, False, wanted, why)
@@ -188,34 +197,28 @@ class Interpreter:
         elif mask & Mask.DELETE:
             self.debouncer.deleted(path, now, (why,))
 
-    def _file_moved_to(self, cookie: int, path: str, name: str, wanted: bool, why: str,
-                       now: float) -> None:
+    def _file_moved_to(self, cookie: int, path: str, name: str, wanted: bool, why: str, now: float) -> None:
         pair = self._moves.pop(cookie, None)
         if pair is None:
             if wanted:
-                self.appeared(path, now, (why, "moved in from outside the watched tree"),
-                              settled=True)
+                self.appeared(path, now, (why, "moved in from outside the watched tree"), settled=True)
             else:
                 self._drop(name, why)
             return
         src, _, src_wanted, src_why = pair
         rule = f"paired IN_MOVED_FROM/IN_MOVED_TO cookie={cookie}"
         if src_wanted and wanted:
-            self.debouncer.moved(src, path, now, (src_why, why, rule),
-                                 replaced=path in self.index.files)
+            self.debouncer.moved(src, path, now, (src_why, why, rule), replaced=path in self.index.files)
         elif src_wanted:
-            self.debouncer.deleted(src, now, (src_why, why, f"{rule}: renamed to {name!r}, "
-                                                            "which is not watched"))
+            self.debouncer.deleted(src, now, (src_why, why, f"{rule}: renamed to {name!r}, which is not watched"))
         elif wanted:
             # write-temp-then-rename: the temp file was never reported; the target has new
             # content (a modification if it existed)
-            self.appeared(path, now, (src_why, why, f"{rule}: a save by rename onto {name!r}"),
-                          settled=True)
+            self.appeared(path, now, (src_why, why, f"{rule}: a save by rename onto {name!r}"), settled=True)
         else:
             self._drop(name, f"{src_why}; {why}")
 
-    def _dir_record(self, mask: int, cookie: int, path: str, name: str, why: str,
-                    now: float) -> Action | None:
+    def _dir_record(self, mask: int, cookie: int, path: str, name: str, why: str, now: float) -> Action | None:
         ignored = self.names.ignored(name)
         if mask & Mask.MOVED_FROM:
             self._moves[cookie] = (path, True, not ignored, why)
@@ -230,25 +233,22 @@ class Interpreter:
             self._drop_tree(path, now, (why, "directory deleted"))
         return None
 
-    def _dir_moved_to(self, cookie: int, path: str, name: str, ignored: bool, why: str,
-                      now: float) -> Action | None:
+    def _dir_moved_to(self, cookie: int, path: str, name: str, ignored: bool, why: str, now: float) -> Action | None:
         pair = self._moves.pop(cookie, None)
         if pair is not None and pair[2]:
             src, src_why = pair[0], pair[3]
             if not ignored:
-                self._rename_tree(src, path, now, (src_why, why, "paired IN_MOVED_FROM/"
-                                                   f"IN_MOVED_TO cookie={cookie}"))
+                self._rename_tree(src, path, now, (src_why, why, f"paired IN_MOVED_FROM/IN_MOVED_TO cookie={cookie}"))
                 return None
-            return Unwatch(self._drop_tree(src, now, (src_why, why, f"renamed to the ignored "
-                                                      f"name {name!r}: no longer watched")))
+            return Unwatch(
+                self._drop_tree(src, now, (src_why, why, f"renamed to the ignored name {name!r}: no longer watched"))
+            )
         if ignored:
             self.log.append(f"dropped {why}: {_IGNORED_DIR}")
             return None
-        return Scan(path, (why, f"synthesized by scanning directory {path}, moved into the "
-                                "watched tree"))
+        return Scan(path, (why, f"synthesized by scanning directory {path}, moved into the watched tree"))
 
-    def _moved_out(self, path: str, is_dir: bool, wanted: bool, why: str,
-                   now: float) -> Unwatch | None:
+    def _moved_out(self, path: str, is_dir: bool, wanted: bool, why: str, now: float) -> Unwatch | None:
         if is_dir and wanted:
             return Unwatch(self._drop_tree(path, now, (why, _MOVED_OUT)))
         if wanted:
@@ -259,8 +259,7 @@ class Interpreter:
 
     # --- facts ------------------------------------------------------------------------------------
 
-    def appeared(self, path: str, now: float, why: tuple[str, ...],
-                 settled: bool = False) -> None:
+    def appeared(self, path: str, now: float, why: tuple[str, ...], settled: bool = False) -> None:
         """New content at ``path``: a modification if the file existed before this batch.
         ``settled``: it was renamed into place, so it is complete (a scan finds files that may
         still be written)."""
@@ -284,7 +283,7 @@ class Interpreter:
         self.index.rename(old, new, subtree)
         inside = f"inside renamed directory {old} -> {new}"
         for path in files:
-            dst = new + path[len(old):]
+            dst = new + path[len(old) :]
             self.debouncer.moved(path, dst, now, (*why, inside), replaced=dst in self.index.files)
 
     def _drop_tree(self, old: str, now: float, why: tuple[str, ...]) -> tuple[int, ...]:
@@ -303,8 +302,7 @@ class Interpreter:
         self._moves.clear()
         return self.index.forget_watches(), len(self._lost)
 
-    def rescanned(self, current: dict[str, Signature], dirs: int, took_ms: float, held: int,
-                  now: float) -> None:
+    def rescanned(self, current: dict[str, Signature], dirs: int, took_ms: float, held: int, now: float) -> None:
         """The rescan listed ``current`` (path -> signature) in ``dirs`` directories: each
         difference from the snapshot is a fact, and every root gets a ``rescan`` change.
 
@@ -319,14 +317,17 @@ class Interpreter:
             if before is None:
                 debouncer.created(path, now, (f"{rule}: new since the last batch",))
             elif before == UNSIGNED:
-                debouncer.modified(path, now, (f"{rule}: no signature to compare with (taken "
-                                               "after the records were lost, or not yet)",))
+                debouncer.modified(
+                    path,
+                    now,
+                    (f"{rule}: no signature to compare with (taken after the records were lost, or not yet)",),
+                )
             elif before != sig:
-                debouncer.modified(path, now, (f"{rule}: inode, size or mtime changed since "
-                                               "the last batch",))
+                debouncer.modified(path, now, (f"{rule}: inode, size or mtime changed since the last batch",))
             elif path in lost:
-                debouncer.modified(path, now, (f"{rule}: changed since the last batch by its "
-                                               "records read before the overflow",))
+                debouncer.modified(
+                    path, now, (f"{rule}: changed since the last batch by its records read before the overflow",)
+                )
             else:
                 continue
             differences += 1
@@ -334,11 +335,13 @@ class Interpreter:
             debouncer.deleted(path, now, (f"{rule}: gone since the last batch",))
             differences += 1
         limit = self.limits.get("max_queued_events", "?")
-        why = (f"IN_Q_OVERFLOW: more than max_queued_events={limit} records were queued "
-               "unread; the kernel dropped the rest",
-               f"{rule} {dirs} directories and {len(current)} files in {took_ms:.1f} ms; "
-               f"{differences} differ from the snapshot taken after the last batch",
-               f"{held} changes held before the overflow were replaced by the rescan")
+        why = (
+            f"IN_Q_OVERFLOW: more than max_queued_events={limit} records were queued "
+            "unread; the kernel dropped the rest",
+            f"{rule} {dirs} directories and {len(current)} files in {took_ms:.1f} ms; "
+            f"{differences} differ from the snapshot taken after the last batch",
+            f"{held} changes held before the overflow were replaced by the rescan",
+        )
         for root in self.roots + self.file_roots:
             self._rescans.append(Change("rescan", root, None, why))
 

@@ -55,9 +55,19 @@ __all__ = ["DEFAULT_IGNORE", "RECORDS_PER_POLL", "Change", "Watcher", "inotify_l
 # What a directory watch listens to. IN_MODIFY as well as IN_CLOSE_WRITE: a writer that keeps a
 # file open only makes IN_MODIFY, and each IN_MODIFY restarts the quiet time, so a file being
 # written is reported once it is quiet. IN_EXCL_UNLINK: nothing about unlinked temp files.
-DIR_MASK = (Mask.CREATE | Mask.DELETE | Mask.MODIFY | Mask.CLOSE_WRITE | Mask.MOVED_FROM
-            | Mask.MOVED_TO | Mask.DELETE_SELF | Mask.MOVE_SELF | Mask.ONLYDIR
-            | Mask.DONT_FOLLOW | Mask.EXCL_UNLINK)
+DIR_MASK = (
+    Mask.CREATE
+    | Mask.DELETE
+    | Mask.MODIFY
+    | Mask.CLOSE_WRITE
+    | Mask.MOVED_FROM
+    | Mask.MOVED_TO
+    | Mask.DELETE_SELF
+    | Mask.MOVE_SELF
+    | Mask.ONLYDIR
+    | Mask.DONT_FOLLOW
+    | Mask.EXCL_UNLINK
+)
 
 READ_SIZE = 1 << 16
 # At most this many raw records are interpreted per poll() (a few ms of work): a flood, such as
@@ -87,9 +97,11 @@ def inotify_limits() -> dict[str, int]:
     Inside a user namespace ``/proc/sys/user/max_inotify_*`` may be lower; the smaller counts.
     """
     limits = {}
-    for key, user_key in (("max_user_watches", "max_inotify_watches"),
-                          ("max_user_instances", "max_inotify_instances"),
-                          ("max_queued_events", None)):
+    for key, user_key in (
+        ("max_user_watches", "max_inotify_watches"),
+        ("max_user_instances", "max_inotify_instances"),
+        ("max_queued_events", None),
+    ):
         values = [_read_int(f"/proc/sys/fs/inotify/{key}")]
         if user_key:
             values.append(_read_int(f"/proc/sys/user/{user_key}"))
@@ -112,22 +124,31 @@ class Watcher:
     the longest a batch waits while events keep coming. ``clock``: the time source of ``poll``.
     """
 
-    def __init__(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                 types: Iterable[str] | None = (".py",), ignore: Iterable[str] = DEFAULT_IGNORE,
-                 debounce: float = DEFAULT_DEBOUNCE, max_wait: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic, log_size: int = 1000):
+    def __init__(
+        self,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        types: Iterable[str] | None = (".py",),
+        ignore: Iterable[str] = DEFAULT_IGNORE,
+        debounce: float = DEFAULT_DEBOUNCE,
+        max_wait: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        log_size: int = 1000,
+    ):
         names = NameFilter(types, ignore)
         self.types, self.ignore = names.types, names.ignore
-        if not (isinstance(debounce, (int, float)) and isinstance(max_wait, (int, float))
-                and debounce >= 0 and max_wait >= 0):
+        if not (
+            isinstance(debounce, (int, float))
+            and isinstance(max_wait, (int, float))
+            and debounce >= 0
+            and max_wait >= 0
+        ):
             raise LabError(f"debounce={debounce!r}, max_wait={max_wait!r}: give seconds >= 0")
         self._clock = clock
         self.limits = inotify_limits()
         self._dir_roots, self._file_roots = _check_paths(paths)
         names.explicit.update(self._file_roots)
         self._names = names
-        self._interp = Interpreter(names, self._dir_roots, self._file_roots, debounce, max_wait,
-                                   self.limits, log_size)
+        self._interp = Interpreter(names, self._dir_roots, self._file_roots, debounce, max_wait, self.limits, log_size)
         self._index = self._interp.index
         # Dropped raw records with the reason, newest last: a notebook can show why a save of a
         # swap file did not count.
@@ -241,8 +262,11 @@ class Watcher:
         try:
             self._setup_walk()
         except _WatchLimit:
-            raise LabError(_watch_limit_text(self._dir_roots, self._file_roots, self.watched_dirs,
-                                             self._names.ignored, self.limits)) from None
+            raise LabError(
+                _watch_limit_text(
+                    self._dir_roots, self._file_roots, self.watched_dirs, self._names.ignored, self.limits
+                )
+            ) from None
         finally:
             if paused:
                 gc.enable()
@@ -264,8 +288,9 @@ class Watcher:
             try:
                 self._watch_file(path)
             except PermissionError:
-                raise LabError(f"{path}: permission denied: cannot watch its directory "
-                               f"{os.path.dirname(path)}") from None
+                raise LabError(
+                    f"{path}: permission denied: cannot watch its directory {os.path.dirname(path)}"
+                ) from None
             except OSError as exc:
                 raise LabError(f"{path}: cannot watch it: {exc.strerror}") from None
             try:
@@ -280,8 +305,7 @@ class Watcher:
             return  # inside a watched tree already
         self._index.add_only(self._add_watch(directory), name)
 
-    def _walk(self, top: str, found: Callable[[str, os.DirEntry], None],
-              strict: bool = False) -> int:
+    def _walk(self, top: str, found: Callable[[str, os.DirEntry], None], strict: bool = False) -> int:
         """Watches ``top`` and every directory below it that is not ignored, and calls
         ``found(directory, entry)`` for each wanted file. Watch first, then list: whatever is
         created in a directory after its listing is reported by its watch. Returns how many
@@ -318,8 +342,13 @@ class Watcher:
                         continue
                     if is_dir:
                         stack.append((entry.path, directory))
-                    elif (types is None or name.endswith(types) and name not in types  # is_type
-                          or explicit and entry.path in explicit):
+                    elif (
+                        types is None
+                        or name.endswith(types)
+                        and name not in types  # is_type
+                        or explicit
+                        and entry.path in explicit
+                    ):
                         found(directory, entry)
         return count
 
@@ -377,9 +406,12 @@ class Watcher:
             self._walk(scan.path, found)
         except _WatchLimit:
             limit = self.limits.get("max_user_watches", "?")
-            self._interp.problem("watch-limit", f"NOT WATCHED {scan.path}: inotify watch limit "
-                                 f"reached (fs.inotify.max_user_watches={limit}); raise it and "
-                                 "restart")
+            self._interp.problem(
+                "watch-limit",
+                f"NOT WATCHED {scan.path}: inotify watch limit "
+                f"reached (fs.inotify.max_user_watches={limit}); raise it and "
+                "restart",
+            )
 
     def _unwatch(self, wds: Iterable[int]) -> None:
         for wd in wds:
@@ -455,21 +487,25 @@ def _open_inotify(limits: dict[str, int]) -> INotify:
                 f"cannot create an inotify instance: this user's limit "
                 f"(fs.inotify.max_user_instances={limits.get('max_user_instances', '?')}) is "
                 f"reached, or this process is out of file descriptors; close unused watchers or "
-                f"raise it: sudo sysctl fs.inotify.max_user_instances=<more>") from None
+                f"raise it: sudo sysctl fs.inotify.max_user_instances=<more>"
+            ) from None
         raise LabError(f"cannot create an inotify instance: {exc.strerror}") from None
 
 
-def _watch_limit_text(dir_roots: list[str], file_roots: list[str], added: int,
-                      ignored: Callable[[str], bool], limits: dict[str, int]) -> str:
+def _watch_limit_text(
+    dir_roots: list[str], file_roots: list[str], added: int, ignored: Callable[[str], bool], limits: dict[str, int]
+) -> str:
     """Set-up ran out of watches after ``added``: how many it needs, and what to do."""
     needed = sum(_count_dirs(root, ignored) for root in dir_roots)
     needed += len({os.path.dirname(p) for p in file_roots})
     limit = limits.get("max_user_watches", "?")
-    return (f"inotify watch limit reached: watching needs {needed} watches (one per "
-            f"directory), only {added} could be added "
-            f"(fs.inotify.max_user_watches={limit}, shared by all of this user's processes); "
-            f"raise it (sudo sysctl fs.inotify.max_user_watches={max(2 * needed, 8192)}) or "
-            f"ignore big directories")
+    return (
+        f"inotify watch limit reached: watching needs {needed} watches (one per "
+        f"directory), only {added} could be added "
+        f"(fs.inotify.max_user_watches={limit}, shared by all of this user's processes); "
+        f"raise it (sudo sysctl fs.inotify.max_user_watches={max(2 * needed, 8192)}) or "
+        f"ignore big directories"
+    )
 
 
 def _count_dirs(top: str, ignored: Callable[[str], bool]) -> int:
@@ -479,8 +515,7 @@ def _count_dirs(top: str, ignored: Callable[[str], bool]) -> int:
         try:
             with os.scandir(stack.pop()) as entries:
                 count += 1
-                stack.extend(e.path for e in entries
-                             if not ignored(e.name) and e.is_dir(follow_symlinks=False))
+                stack.extend(e.path for e in entries if not ignored(e.name) and e.is_dir(follow_symlinks=False))
         except OSError:
             continue
     return count
@@ -526,8 +561,7 @@ def _unwatchable(root: str, exc: OSError) -> str:
     """Why the tree at ``root`` cannot be watched, naming the directory that failed."""
     where = root if exc.filename in (None, root) else f"{root}: {exc.filename} below it"
     if isinstance(exc, PermissionError):
-        return (f"{where}: permission denied: cannot read this directory; watch one you may "
-                "read, or fix its permissions")
+        return f"{where}: permission denied: cannot read this directory; watch one you may read, or fix its permissions"
     return f"{where}: cannot watch it: {exc.strerror}"
 
 
@@ -542,26 +576,32 @@ def _check_paths(paths) -> tuple[list[str], list[str]]:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            raise LabError(f"{path}: no such file or directory; give a directory (watched "
-                           "recursively) or a file") from None
+            raise LabError(
+                f"{path}: no such file or directory; give a directory (watched recursively) or a file"
+            ) from None
         except PermissionError:
             raise LabError(f"{path}: permission denied: cannot reach it") from None
         except OSError as exc:
             raise LabError(f"{path}: {exc.strerror}") from None
         if stat.S_ISDIR(st.st_mode) and os.path.islink(path):
             # Watches never follow a link (it could be re-pointed while watched).
-            raise LabError(f"{path} is a symlink to the directory {os.path.realpath(path)}: links "
-                           "are not followed; give the directory itself")
+            raise LabError(
+                f"{path} is a symlink to the directory {os.path.realpath(path)}: links "
+                "are not followed; give the directory itself"
+            )
         if stat.S_ISDIR(st.st_mode) and st.st_dev in _pseudo_devices():
-            raise LabError(f"{path} is in {_pseudo_devices()[st.st_dev]}, a kernel file system: its "
-                           "files change without inotify events, so nothing there can be watched")
+            raise LabError(
+                f"{path} is in {_pseudo_devices()[st.st_dev]}, a kernel file system: its "
+                "files change without inotify events, so nothing there can be watched"
+            )
         if stat.S_ISDIR(st.st_mode):
             dirs.append(path)
         elif stat.S_ISREG(st.st_mode):
             files.append(path)
         else:
-            raise LabError(f"{path} is neither a directory nor a regular file; give a directory "
-                           "(watched recursively) or a file")
+            raise LabError(
+                f"{path} is neither a directory nor a regular file; give a directory (watched recursively) or a file"
+            )
     if not dirs and not files:
         raise LabError("no path to watch: give at least one directory or file")
     # One watch per directory: a root inside another root is already covered.

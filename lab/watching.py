@@ -13,6 +13,7 @@ from lab.config import Config
 from lab.errors import LabError
 from lab.events import EventSink, Kind
 from lab.reactor import Reactor
+from lab.timers import TimerHandle
 
 WATCH_EVENT_PATHS = 20
 REWATCH_EVERY = 0.5  # a deleted watched root: look for it again this often
@@ -21,8 +22,16 @@ REWATCH_EVERY = 0.5  # a deleted watched root: look for it again this often
 class Watching:
     """One watcher fed by the master's loop; ``reload(seen)`` or ``upgrade()`` on a change."""
 
-    def __init__(self, config: Config, reactor: Reactor, events: EventSink, ignored: set[str],
-                 preloaded: set[str], reload: Callable[[float], None], upgrade: Callable[[], None]):
+    def __init__(
+        self,
+        config: Config,
+        reactor: Reactor,
+        events: EventSink,
+        ignored: set[str],
+        preloaded: set[str],
+        reload: Callable[[float], None],
+        upgrade: Callable[[], None],
+    ):
         from lab.watcher import Watcher  # only a watching master needs inotify
 
         self.config = config
@@ -32,8 +41,8 @@ class Watching:
         self.preloaded = preloaded  # the source files of the preloaded modules
         self.reload = reload
         self.upgrade = upgrade
-        self._timer = None
-        self._rewatch_timer = None
+        self._timer: TimerHandle | None = None
+        self._rewatch_timer: TimerHandle | None = None
         self._limited = False
         self.watcher = Watcher(config.watch, types=config.types, debounce=config.debounce)
         reactor.add_reader(self.watcher.fileno(), self._poll)
@@ -86,8 +95,9 @@ class Watching:
         self._report_problems()
         if changes:
             shown = changes[:WATCH_EVENT_PATHS]  # one event line must fit in PIPE_BUF
-            self.events.emit(Kind.WATCH_CHANGE, paths=[c.path for c in shown], kinds=[c.kind for c in shown],
-                             count=len(changes))
+            self.events.emit(
+                Kind.WATCH_CHANGE, paths=[c.path for c in shown], kinds=[c.kind for c in shown], count=len(changes)
+            )
             if any(os.path.realpath(c.path) in self.preloaded for c in changes):
                 # Every forked worker inherits the master's copy of a preloaded module: only a
                 # new master loads the changed file (and the app's changes with it).

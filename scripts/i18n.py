@@ -27,8 +27,10 @@ DOMAIN = "reactor-lab"
 # and ``arrow(a, b, label, ...)`` draw lab.figures' architecture sketch, translating their texts.
 SINGULAR = {"_": (1,), "_f": (1,), "N_": (1,), "Phase": (2, 3), "box": (5, 6), "arrow": (3,)}
 PLURAL = {"ngettext": (1, 2), "_nf": (1, 2)}
-COMMON = ("Project-Id-Version: reactor-lab\nMIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\n"
-          "Content-Transfer-Encoding: 8bit\n")
+COMMON = (
+    "Project-Id-Version: reactor-lab\nMIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\n"
+    "Content-Transfer-Encoding: 8bit\n"
+)
 HEADER = {"zh": COMMON + "Language: zh\nPlural-Forms: nplurals=1; plural=0;\n"}  # a .po per language
 
 Key = tuple[str, str | None]  # (msgid, msgid_plural)
@@ -36,11 +38,14 @@ Key = tuple[str, str | None]  # (msgid, msgid_plural)
 
 def _messages(call: ast.Call) -> list[Key]:
     """The messages ``call`` marks: none unless it is a keyword's, with string literals there."""
+    if not isinstance(call.func, ast.Name):
+        return []
     name = call.func.id
     strings = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None for a in call.args]
     texts = [strings[i - 1] if i <= len(strings) else None for i in PLURAL.get(name, SINGULAR.get(name, ()))]
     if name in PLURAL:
-        return [(texts[0], texts[1])] if None not in texts else []
+        singular, plural = texts
+        return [(singular, plural)] if singular is not None and plural is not None else []
     return [(text, None) for text in texts if text is not None]
 
 
@@ -103,8 +108,12 @@ def read_po(path: Path) -> dict[Key, list[str]]:
 
 def write_po(path: Path, messages: dict[Key, list[str]], old: dict[Key, list[str]], header: str) -> None:
     """``messages`` with the translations ``old`` had (empty for new ones), sorted by first use."""
-    out = ["# reactor-lab's learner-facing messages. Edit msgstr; `make i18n` keeps this in step with lab/.",
-           *_field("msgid", ""), *_field("msgstr", header), ""]
+    out = [
+        "# reactor-lab's learner-facing messages. Edit msgstr; `make i18n` keeps this in step with lab/.",
+        *_field("msgid", ""),
+        *_field("msgstr", header),
+        "",
+    ]
     for (msgid, plural), where in messages.items():
         forms = old.get((msgid, plural)) or [""]
         out += [f"#: {' '.join(where[:3])}"]
@@ -122,8 +131,11 @@ def write_po(path: Path, messages: dict[Key, list[str]], old: dict[Key, list[str
 
 def compile_mo(entries: dict[Key, list[str]]) -> bytes:
     """The GNU .mo of ``entries`` (untranslated ones left out, so ``gettext`` falls back to English)."""
-    pairs = sorted((msgid if plural is None else f"{msgid}\0{plural}", "\0".join(forms))
-                   for (msgid, plural), forms in entries.items() if all(forms))
+    pairs = sorted(
+        (msgid if plural is None else f"{msgid}\0{plural}", "\0".join(forms))
+        for (msgid, plural), forms in entries.items()
+        if all(forms)
+    )
     ids = [k.encode() for k, _ in pairs]
     strs = [v.encode() for _, v in pairs]
     n = len(pairs)

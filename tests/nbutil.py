@@ -26,8 +26,9 @@ def load_strip():
     return module.strip
 
 
-def execute(path: Path, replace: dict[str, str] | None = None,
-            cell_timeout: int = 120) -> tuple[nbformat.NotebookNode, float]:
+def execute(
+    path: Path, replace: dict[str, str] | None = None, cell_timeout: int = 120
+) -> tuple[nbformat.NotebookNode, float]:
     """Run a notebook top to bottom in the venv's ``python3`` kernel; returns it and the seconds.
 
     ``replace`` maps a cell tag to new source (to run an exercise with its solution). A cell error
@@ -38,8 +39,9 @@ def execute(path: Path, replace: dict[str, str] | None = None,
         for tag in cell.metadata.get("tags", []):
             if replace and tag in replace:
                 cell.source = replace[tag]
-    client = NotebookClient(nb, kernel_name="python3", timeout=cell_timeout,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, kernel_name="python3", timeout=cell_timeout, resources={"metadata": {"path": str(path.parent)}}
+    )
     start = time.monotonic()
     client.execute()
     return nb, time.monotonic() - start
@@ -47,9 +49,12 @@ def execute(path: Path, replace: dict[str, str] | None = None,
 
 def outputs(nb: nbformat.NotebookNode, tag: str | None = None) -> list[dict]:
     """All outputs of the code cells (only those tagged ``tag`` if given)."""
-    return [out for cell in nb.cells if cell.cell_type == "code"
-            and (tag is None or tag in cell.metadata.get("tags", []))
-            for out in cell.outputs]
+    return [
+        out
+        for cell in nb.cells
+        if cell.cell_type == "code" and (tag is None or tag in cell.metadata.get("tags", []))
+        for out in cell.outputs
+    ]
 
 
 def text(outs: list[dict]) -> str:

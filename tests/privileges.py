@@ -40,8 +40,7 @@ def user_namespace_refusal() -> str | None:
     seccomp profile, user namespaces switched off), or None when it allows it."""
     if shutil.which("unshare") is None:
         return "unshare(1) is not installed"
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True, text=True,
-                           timeout=30)
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         return f"user namespaces are refused here: {probe.stderr.strip() or f'exit {probe.returncode}'}"
     return None

@@ -18,7 +18,7 @@ from lab.events import Kind
 from lab.pidfile import is_alive
 
 # An app whose answers carry a version text, so a test sees which code answered.
-VERSIONED_APP = '''\
+VERSIONED_APP = """\
 import os
 
 TEXT = {text!r}
@@ -37,7 +37,7 @@ def on_receive(server, conn, data):
             server.reactor.call_later(delay, server.send, conn, (TEXT + " slow\\n").encode())
         else:
             server.send(conn, (TEXT + "\\n").encode())
-'''
+"""
 
 
 def write_app(app_dir: Path, text: str, name: str = "app.py", source: str = VERSIONED_APP) -> Path:
@@ -74,17 +74,27 @@ def read_line(s: socket.socket) -> str:
 class ServerProcess(process.ServerProcess):
     """``python -m lab serve`` on a free loopback port in ``tmp``, its stderr in a file of its own."""
 
-    def __init__(self, tmp: Path, target: str = "app", app_dir: Path | None = None, workers: int = 2,
-                 args: tuple[str, ...] = (), pidfile: Path | None = None, bind: str = "127.0.0.1:0"):
+    def __init__(
+        self,
+        tmp: Path,
+        target: str = "app",
+        app_dir: Path | None = None,
+        workers: int = 2,
+        args: tuple[str, ...] = (),
+        pidfile: Path | None = None,
+        bind: str = "127.0.0.1:0",
+    ):
         self.tmp = tmp
         self.pidfile = pidfile or tmp / "server.pid"
         events = tmp / "events.jsonl"
-        argv = process.serve_argv(target, events, app_dir=app_dir or tmp, bind=bind, workers=workers,
-                                  pidfile=self.pidfile, graceful_timeout=5)
+        argv = process.serve_argv(
+            target, events, app_dir=app_dir or tmp, bind=bind, workers=workers, pidfile=self.pidfile, graceful_timeout=5
+        )
         super().__init__([*argv, *args], events, cwd=tmp, output=tmp / f"stderr-{time.monotonic_ns()}.txt")
 
     @property
     def stderr_path(self) -> Path:
+        assert self.output_path is not None  # always given by __init__
         return self.output_path
 
     @stderr_path.setter
@@ -130,8 +140,9 @@ class ServerProcess(process.ServerProcess):
 
 
 def run_cli(*args: str, timeout: float = 30, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def serving(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:

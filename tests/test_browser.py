@@ -20,10 +20,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import nbutil
 import psutil
 import pytest
-
-from tests import nbutil
 
 pytestmark = pytest.mark.browser
 
@@ -65,8 +64,7 @@ def _free_port() -> int:
 
 
 def _api(base: str, token: str, path: str, method: str = "GET"):
-    request = urllib.request.Request(f"{base}{path}", method=method,
-                                     headers={"Authorization": f"token {token}"})
+    request = urllib.request.Request(f"{base}{path}", method=method, headers={"Authorization": f"token {token}"})
     with urllib.request.urlopen(request, timeout=5) as response:
         body = response.read()
     return json.loads(body) if body else None
@@ -83,23 +81,41 @@ def jupyterlab(tmp_path):
     # notebook's kernel without asking (a "Select Kernel" dialog appears when the kernel specs
     # load late).
     (settings / "tracker.jupyterlab-settings").write_text(
-        json.dumps({"windowingMode": "none", "autoStartDefaultKernel": True}))
+        json.dumps({"windowingMode": "none", "autoStartDefaultKernel": True})
+    )
     # No "get notified about Jupyter news?" toast over the screenshots (and no network).
     apputils = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
     apputils.mkdir(parents=True)
     (apputils / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
     log = open(tmp_path / "jupyter.log", "wb")
     proc = subprocess.Popen(
-        [str(JUPYTER), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         "--LabApp.extension_manager=readonly", *(["--allow-root"] if os.geteuid() == 0 else [])],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(JUPYTER),
+            "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -109,7 +125,9 @@ def jupyterlab(tmp_path):
                 break
             except (urllib.error.URLError, ConnectionError):
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not start:\n{(tmp_path / 'jupyter.log').read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"JupyterLab did not start:\n{(tmp_path / 'jupyter.log').read_text()[-3000:]}"
+                    ) from None
                 time.sleep(0.2)
         yield base, token
     finally:
@@ -139,9 +157,18 @@ def page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             yield context.new_page()
@@ -198,8 +225,9 @@ def test_notebook_runs_in_jupyterlab_with_live_views(jupyterlab, page, name):
     assert "Traceback" not in texts and "Error displaying widget" not in texts, texts[-2000:]
 
     # widgets rendered, with a real picture; static figures rendered too
-    widget_sizes = page.evaluate("() => Array.from(document.querySelectorAll('img.widget-image'))"
-                                 ".map(i => i.naturalWidth)")
+    widget_sizes = page.evaluate(
+        "() => Array.from(document.querySelectorAll('img.widget-image')).map(i => i.naturalWidth)"
+    )
     assert widget_sizes and all(w > 100 for w in widget_sizes), widget_sizes
     assert page.locator(".jp-RenderedImage img").count() >= 1
     # a live view redrew itself while the notebook ran (a view backs off to 4x its render time,

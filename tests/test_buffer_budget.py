@@ -72,7 +72,7 @@ def test_greedy_clients_are_held_back_then_served_in_full(server):
     def send_some() -> None:
         for s, rest in list(unsent.items()):
             try:
-                unsent[s] = rest[s.send(rest):]
+                unsent[s] = rest[s.send(rest) :]
             except BlockingIOError:
                 pass
             if not unsent[s]:
@@ -122,7 +122,7 @@ def test_a_drain_reads_held_back_clients_to_see_them_leave(server):
     def send_some() -> None:
         for s, rest in list(unsent.items()):
             try:
-                unsent[s] = rest[s.send(rest):]
+                unsent[s] = rest[s.send(rest) :]
             except BlockingIOError:
                 pass
 

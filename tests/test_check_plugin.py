@@ -12,11 +12,11 @@ from test_check_servers import APP, MARKER, SERVER, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
-LEARNER_TEST = '''\
+LEARNER_TEST = """\
 def test_my_server(lab_check):
     report = lab_check(cmd={cmd!r}, connect={connect!r}, app={app!r}, marker={marker!r}, edits=2, scenarios="reload,stop")
     assert report.ok, str(report)
-'''
+"""  # noqa: E501 (the learner's file as they would write it, one call a line)
 
 
 def test_the_plugin_is_an_entry_point_so_pip_install_enables_it():
@@ -33,9 +33,14 @@ def run_learner_test(tmp_path: Path, defect: str) -> subprocess.CompletedProcess
     test.write_text(LEARNER_TEST.format(cmd=cmd, connect=f"127.0.0.1:{port}", app=str(app), marker=MARKER))
     # Autoload off and the plugin by name: the same whether or not this checkout is pip-installed.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "lab.check.pytest_plugin", "-q",
-                           "-p", "no:cacheprovider", str(test)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "lab.check.pytest_plugin", "-q", "-p", "no:cacheprovider", str(test)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
 
 
 def test_a_good_server_passes(tmp_path):

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from server_helpers import wait_until
@@ -25,10 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = Path(__file__).resolve().parent / "check_servers" / "server.py"
 MARKER = "hello check"
 APP = f'TEXT = "{MARKER}"\n'
-SHORT = dict(edits=3, broken_s=1.0)
+SHORT: dict[str, Any] = dict(edits=3, broken_s=1.0)
 # Heartbeat claims: the late bound is idle + interval + 250 ms, so a wide interval keeps a stall of
 # the loaded machine from turning a correct close into a late one (the defects are seconds apart).
-SERVER_BEAT = dict(idle=1.0, interval=1.0)
+SERVER_BEAT: dict[str, Any] = dict(idle=1.0, interval=1.0)
 LAB_BEAT = dict(idle=1.0, interval=0.5)
 QUICK_MISS = 2.0  # the test server reloads within a poll (10 ms): a missed edit need not wait 10 s
 
@@ -45,23 +46,36 @@ def check_server(tmp_path: Path, defect: str, scenarios: tuple[str, ...] = SCENA
     app.write_text(APP)
     port = free_port()
     cmd = f"{sys.executable} {SERVER} --port {port} --app {app} --idle 1 --interval 1 --defect {defect}"
-    report = run(Options(connect=f"127.0.0.1:{port}", app=str(app), marker=MARKER, cmd=cmd,
-                         scenarios=scenarios, seen_timeout=QUICK_MISS, **SHORT, **SERVER_BEAT))
+    report = run(
+        Options(
+            connect=f"127.0.0.1:{port}",
+            app=str(app),
+            marker=MARKER,
+            cmd=cmd,
+            scenarios=scenarios,
+            seen_timeout=QUICK_MISS,
+            **SHORT,
+            **SERVER_BEAT,
+        )
+    )
     assert app.read_text() == APP
     return report
 
 
-@pytest.mark.parametrize("defect, failed", [
-    ("none", []),
-    ("kill-early", ["reload.failed_requests"]),
-    ("never-reload", ["reload.missed_edits", "broken.recovered"]),
-    ("side-by-side", ["reload.stale_answers"]),
-    ("never-close", ["heartbeat.never_closed"]),
-    ("close-early", ["heartbeat.closed_early"]),
-    ("close-late", ["heartbeat.closed_late"]),
-    ("close-busy", ["heartbeat.chatty_closed"]),
-    ("leave-behind", ["stop.left_behind"]),
-])
+@pytest.mark.parametrize(
+    "defect, failed",
+    [
+        ("none", []),
+        ("kill-early", ["reload.failed_requests"]),
+        ("never-reload", ["reload.missed_edits", "broken.recovered"]),
+        ("side-by-side", ["reload.stale_answers"]),
+        ("never-close", ["heartbeat.never_closed"]),
+        ("close-early", ["heartbeat.closed_early"]),
+        ("close-late", ["heartbeat.closed_late"]),
+        ("close-busy", ["heartbeat.chatty_closed"]),
+        ("leave-behind", ["stop.left_behind"]),
+    ],
+)
 def test_a_defect_fails_exactly_its_check(tmp_path, defect, failed):
     report = check_server(tmp_path, defect)
     assert len(report.checks) == 12, str(report)
@@ -79,8 +93,10 @@ def test_workers_left_behind_are_named_and_then_killed(tmp_path):
     report = check_server(tmp_path, "leave-behind", ("stop",))
     left = report.stop["left_behind"]
     assert len(left) == 1 and report.stop["graceful"], str(report)
-    wait_until(lambda: all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in left),
-               message="the left-behind worker to be killed")
+    wait_until(
+        lambda: all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in left),
+        message="the left-behind worker to be killed",
+    )
 
 
 def _zombie(pid: int) -> bool:
@@ -95,11 +111,22 @@ def test_the_labs_own_server_passes_every_check(tmp_path):
     shutil.copy(ROOT / "lab" / "examples" / "hello.py", app)
     original = app.read_text()
     port = free_port()
-    cmd = (f"{sys.executable} -m lab serve hello --app-dir {tmp_path} --watch {tmp_path} --workers 2 "
-           f"--bind 127.0.0.1:{port} --heartbeat-idle 1 --heartbeat-interval 0.5 --quiet")
+    cmd = (
+        f"{sys.executable} -m lab serve hello --app-dir {tmp_path} --watch {tmp_path} --workers 2 "
+        f"--bind 127.0.0.1:{port} --heartbeat-idle 1 --heartbeat-interval 0.5 --quiet"
+    )
     for protocol in ("line", "http"):
-        report = run(Options(connect=f"127.0.0.1:{port}", app=str(app), marker="hello world client",
-                             cmd=cmd, protocol=protocol, **SHORT, **LAB_BEAT))
+        report = run(
+            Options(
+                connect=f"127.0.0.1:{port}",
+                app=str(app),
+                marker="hello world client",
+                cmd=cmd,
+                protocol=protocol,
+                **SHORT,
+                **LAB_BEAT,
+            )
+        )
         assert report.ok, str(report)
         assert report.reload["ok_requests"] > 0 and report.heartbeat["silent"] == 4
     assert app.read_text() == original
@@ -112,8 +139,16 @@ def test_an_already_running_server_is_checked_and_left_running(tmp_path):
     proc = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port), "--app", str(app)])
     try:
         wait_until(lambda: _answers(port), timeout=30, message="the test server")
-        report = run(Options(connect=f"127.0.0.1:{port}", app=str(app), marker=MARKER,
-                             scenarios=("reload", "stop"), edits=2, seen_timeout=3.0))
+        report = run(
+            Options(
+                connect=f"127.0.0.1:{port}",
+                app=str(app),
+                marker=MARKER,
+                scenarios=("reload", "stop"),
+                edits=2,
+                seen_timeout=3.0,
+            )
+        )
         assert report.ok and report.stop is None, str(report)
         assert any("stop: skipped" in note for note in report.notes)
         assert proc.poll() is None and app.read_text() == APP
@@ -132,8 +167,14 @@ def _answers(port: int) -> bool:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lab", "check", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "lab", "check", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_cli_json_to_stdout_is_quiet_and_complete(tmp_path):
@@ -141,18 +182,49 @@ def test_cli_json_to_stdout_is_quiet_and_complete(tmp_path):
     app.write_text(APP)
     port = free_port()
     cmd = f"{sys.executable} {SERVER} --port {port} --app {app} --idle 1"
-    done = cli("--connect", f"127.0.0.1:{port}", "--app", str(app), "--marker", MARKER, "--cmd", cmd,
-               "--edits", "2", "--idle", "1", "--json", "-", "--plots", str(tmp_path / "plots"), cwd=tmp_path)
+    done = cli(
+        "--connect",
+        f"127.0.0.1:{port}",
+        "--app",
+        str(app),
+        "--marker",
+        MARKER,
+        "--cmd",
+        cmd,
+        "--edits",
+        "2",
+        "--idle",
+        "1",
+        "--json",
+        "-",
+        "--plots",
+        str(tmp_path / "plots"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     data = json.loads(done.stdout)
     assert data["ok"] is True and {c["name"] for c in data["checks"]} >= {"reload.stale_answers", "stop.graceful"}
     assert set(data["checks"][0]) == {"name", "ok", "value", "bound", "detail"}
-    assert set(data["reload"]) >= {"edits", "missed", "failed_requests", "ok_requests", "stale_answers",
-                                   "latency_ms", "p50_ms"}
+    assert set(data["reload"]) >= {
+        "edits",
+        "missed",
+        "failed_requests",
+        "ok_requests",
+        "stale_answers",
+        "latency_ms",
+        "p50_ms",
+    }
     assert set(data["broken"]) >= {"kept_serving", "failed_requests", "recovered"}
-    assert set(data["heartbeat"]) >= {"silent", "closed_early", "closed_late", "never_closed", "chatty",
-                                      "chatty_closed", "lateness_ms"}
+    assert set(data["heartbeat"]) >= {
+        "silent",
+        "closed_early",
+        "closed_late",
+        "never_closed",
+        "chatty",
+        "chatty_closed",
+        "lateness_ms",
+    }
     assert set(data["stop"]) >= {"graceful", "exit_s", "left_behind"}
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["heartbeat.png", "reload.png"]
     assert app.read_text() == APP
@@ -163,20 +235,36 @@ def test_cli_a_failing_check_exits_1_with_a_table(tmp_path):
     app.write_text(APP)
     port = free_port()
     cmd = f"{sys.executable} {SERVER} --port {port} --app {app} --defect side-by-side"
-    done = cli("--connect", f"127.0.0.1:{port}", "--app", str(app), "--marker", MARKER, "--cmd", cmd,
-               "--edits", "2", "--scenarios", "reload", cwd=tmp_path)
+    done = cli(
+        "--connect",
+        f"127.0.0.1:{port}",
+        "--app",
+        str(app),
+        "--marker",
+        MARKER,
+        "--cmd",
+        cmd,
+        "--edits",
+        "2",
+        "--scenarios",
+        "reload",
+        cwd=tmp_path,
+    )
     assert done.returncode == 1, done.stderr
     assert "reload.stale_answers" in done.stdout and "FAIL" in done.stdout and "02_hot_reload" in done.stdout
     assert "reload: edit 2/2" in done.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--connect", "192.0.2.1:80"], "only loopback addresses"),
-    (["--connect", "nonsense"], "expected HOST:PORT"),
-    (["--marker", "not in the file"], "is not in this file"),
-    (["--scenarios", "reload,dance"], "unknown dance"),
-    (["--cmd", "/nonexistent/server"], "No such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--connect", "192.0.2.1:80"], "only loopback addresses"),
+        (["--connect", "nonsense"], "expected HOST:PORT"),
+        (["--marker", "not in the file"], "is not in this file"),
+        (["--scenarios", "reload,dance"], "unknown dance"),
+        (["--cmd", "/nonexistent/server"], "No such file"),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_touches_nothing(tmp_path, args, message):
     app = tmp_path / "app.py"
     app.write_text(APP)
@@ -193,8 +281,17 @@ def test_cli_bad_input_is_one_line_and_touches_nothing(tmp_path, args, message):
 def test_cli_a_server_that_exits_at_once_is_one_line(tmp_path):
     app = tmp_path / "app.py"
     app.write_text(APP)
-    done = cli("--connect", "127.0.0.1:9", "--app", str(app), "--marker", MARKER,
-               "--cmd", f"{sys.executable} -c 'print(\"bad config\"); raise SystemExit(3)'", cwd=tmp_path)
+    done = cli(
+        "--connect",
+        "127.0.0.1:9",
+        "--app",
+        str(app),
+        "--marker",
+        MARKER,
+        "--cmd",
+        f"{sys.executable} -c 'print(\"bad config\"); raise SystemExit(3)'",
+        cwd=tmp_path,
+    )
     assert done.returncode == 2
     assert "exited with status 3" in done.stderr and "bad config" in done.stderr, done.stderr
     assert app.read_text() == APP
@@ -205,10 +302,29 @@ def test_ctrl_c_restores_the_app_and_stops_the_server(tmp_path):
     app.write_text(APP)
     port = free_port()
     cmd = f"{sys.executable} {SERVER} --port {port} --app {app}"
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "check", "--connect", f"127.0.0.1:{port}", "--app",
-                             str(app), "--marker", MARKER, "--cmd", cmd, "--edits", "1000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lab",
+            "check",
+            "--connect",
+            f"127.0.0.1:{port}",
+            "--app",
+            str(app),
+            "--marker",
+            MARKER,
+            "--cmd",
+            cmd,
+            "--edits",
+            "1000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         wait_until(lambda: MARKER not in app.read_text(), timeout=60, message="an edit in progress")
         proc.send_signal(signal.SIGINT)

@@ -6,8 +6,17 @@ import pytest
 
 from lab.check.report import Report
 from lab.check.verdicts import (
-    Answer, Edit, Lifetime, broken_summary, checks, classify, first_received, heartbeat_summary,
-    latencies, reload_summary, stale,
+    Answer,
+    Edit,
+    Lifetime,
+    broken_summary,
+    checks,
+    classify,
+    first_received,
+    heartbeat_summary,
+    latencies,
+    reload_summary,
+    stale,
 )
 
 IDLE, INTERVAL = 1.0, 0.5  # early before 0.95 s, late after 1.75 s, never if open at 3.5 s
@@ -20,16 +29,15 @@ def test_first_received_is_the_earliest_over_all_clients():
 
 def test_an_old_answer_is_stale_only_if_sent_strictly_after_a_newer_one_was_received():
     new = Answer(1.0, 2.0, 1)  # token 1 first received at 2.0
-    before = Answer(1.5, 2.5, 0)      # sent before 2.0: an in-flight request, not stale
-    at = Answer(2.0, 2.1, 0)          # sent exactly then: not after
-    after = Answer(2.01, 2.2, 0)      # sent after: stale
-    failed = Answer(2.5, 2.6, None)   # a failure is counted elsewhere
+    before = Answer(1.5, 2.5, 0)  # sent before 2.0: an in-flight request, not stale
+    at = Answer(2.0, 2.1, 0)  # sent exactly then: not after
+    after = Answer(2.01, 2.2, 0)  # sent after: stale
+    failed = Answer(2.5, 2.6, None)  # a failure is counted elsewhere
     assert stale([new, before, at, after, failed]) == [after]
 
 
 def test_stale_compares_with_the_newest_token_received_before_the_send():
-    answers = [Answer(0, 1.0, 1), Answer(0, 2.0, 2), Answer(1.5, 1.6, 1), Answer(2.5, 2.6, 1),
-               Answer(2.5, 2.7, 2)]
+    answers = [Answer(0, 1.0, 1), Answer(0, 2.0, 2), Answer(1.5, 1.6, 1), Answer(2.5, 2.6, 1), Answer(2.5, 2.7, 2)]
     assert stale(answers) == [Answer(2.5, 2.6, 1)]
 
 
@@ -43,29 +51,54 @@ def test_latency_is_write_to_first_answer_and_missed_past_the_timeout():
 
 def test_reload_summary_counts_everything_once():
     edits = [Edit(1, 1.0), Edit(2, 2.0)]
-    answers = [Answer(0.9, 1.0, 0), Answer(1.0, 1.1, 1), Answer(1.2, 1.3, 0), Answer(1.3, 1.4, None, "reset"),
-               Answer(1.5, 1.6, 1)]
+    answers = [
+        Answer(0.9, 1.0, 0),
+        Answer(1.0, 1.1, 1),
+        Answer(1.2, 1.3, 0),
+        Answer(1.3, 1.4, None, "reset"),
+        Answer(1.5, 1.6, 1),
+    ]
     summary = reload_summary(edits, answers, 10.0)
-    assert summary == {"edits": 2, "missed": 1, "failed_requests": 1, "ok_requests": 4, "stale_answers": 1,
-                       "latency_ms": [100.0, None], "p50_ms": 100.0}
+    assert summary == {
+        "edits": 2,
+        "missed": 1,
+        "failed_requests": 1,
+        "ok_requests": 4,
+        "stale_answers": 1,
+        "latency_ms": [100.0, None],
+        "p50_ms": 100.0,
+    }
 
 
 def test_broken_kept_serving_needs_the_good_token_to_the_last_request():
     good = [Answer(0.1, 0.2, 3), Answer(0.3, 0.4, 3)]
-    assert broken_summary(good, 3, True) == {"kept_serving": True, "failed_requests": 0, "ok_requests": 2,
-                                             "recovered": True}
+    assert broken_summary(good, 3, True) == {
+        "kept_serving": True,
+        "failed_requests": 0,
+        "ok_requests": 2,
+        "recovered": True,
+    }
     died = good + [Answer(0.5, 0.5, None, "ConnectionRefusedError")]
     assert broken_summary(died, 3, False)["kept_serving"] is False
     assert broken_summary(died, 3, False)["failed_requests"] == 1
     assert broken_summary(good + [Answer(0.5, 0.6, 2)], 3, True)["kept_serving"] is False  # an older one
-    assert broken_summary([], 3, True)["kept_serving"] is False      # never answered at all
+    assert broken_summary([], 3, True)["kept_serving"] is False  # never answered at all
     assert broken_summary(good, None, True)["kept_serving"] is False  # never settled on one token
 
 
-@pytest.mark.parametrize("closed, verdict", [
-    (0.0, "early"), (0.9499, "early"), (0.95, "ok"), (1.0, "ok"), (1.75, "ok"), (1.7501, "late"),
-    (3.4, "late"), (None, "never"),
-])
+@pytest.mark.parametrize(
+    "closed, verdict",
+    [
+        (0.0, "early"),
+        (0.9499, "early"),
+        (0.95, "ok"),
+        (1.0, "ok"),
+        (1.75, "ok"),
+        (1.7501, "late"),
+        (3.4, "late"),
+        (None, "never"),
+    ],
+)
 def test_silent_connection_boundaries(closed, verdict):
     assert classify(Lifetime(100.0, None if closed is None else 100.0 + closed), IDLE, INTERVAL) == verdict
 
@@ -74,8 +107,16 @@ def test_heartbeat_summary():
     silent = [Lifetime(0, 1.1), Lifetime(0, 0.5), Lifetime(0, 2.0), Lifetime(0, None)]
     chatty = [Lifetime(0, None), Lifetime(0, 1.2)]
     assert heartbeat_summary(silent, chatty, IDLE, INTERVAL) == {
-        "idle_s": IDLE, "interval_s": INTERVAL, "silent": 4, "closed_early": 1, "closed_late": 1,
-        "never_closed": 1, "chatty": 2, "chatty_closed": 1, "lateness_ms": [100.0, -500.0, 1000.0]}
+        "idle_s": IDLE,
+        "interval_s": INTERVAL,
+        "silent": 4,
+        "closed_early": 1,
+        "closed_late": 1,
+        "never_closed": 1,
+        "chatty": 2,
+        "chatty_closed": 1,
+        "lateness_ms": [100.0, -500.0, 1000.0],
+    }
 
 
 def sections(**changes):
@@ -91,8 +132,15 @@ def sections(**changes):
 def test_checks_are_named_per_scenario_and_only_for_scenarios_that_ran():
     found = checks(sections(heartbeat=None))
     assert [c.name for c in found] == [
-        "reload.failed_requests", "reload.missed_edits", "reload.stale_answers", "broken.kept_serving",
-        "broken.failed_requests", "broken.recovered", "stop.graceful", "stop.left_behind"]
+        "reload.failed_requests",
+        "reload.missed_edits",
+        "reload.stale_answers",
+        "broken.kept_serving",
+        "broken.failed_requests",
+        "broken.recovered",
+        "stop.graceful",
+        "stop.left_behind",
+    ]
     assert all(c.ok and c.detail == "" for c in found)
 
 
@@ -104,8 +152,9 @@ def test_a_failed_check_says_what_it_means_and_where_to_read():
 
 
 def test_report_ok_table_and_json():
-    report = Report.build(sections(stop={"graceful": False, "exit_s": 5.0, "exit_code": None,
-                                         "left_behind": []}), {}, ["a note"])
+    report = Report.build(
+        sections(stop={"graceful": False, "exit_s": 5.0, "exit_code": None, "left_behind": []}), {}, ["a note"]
+    )
     assert not report.ok and report.failed == ["stop.graceful"]
     table = str(report)
     assert "stop.graceful" in table and "FAIL" in table and "-> SIGTERM did not stop" in table

@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import nbformat
+import nbutil
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell
-
-from tests import nbutil
 
 ROOT = nbutil.ROOT
 TAUGHT = ["00_start_here", "01_inotify", "02_hot_reload", "03_heartbeat"]
@@ -36,8 +35,12 @@ def test_a_section_is_a_slide_and_an_optional_cell_is_skipped():
 def test_slides_are_made_without_touching_the_notebook(tmp_path):
     source = nbutil.NOTEBOOKS / "01_inotify.ipynb"
     before = source.read_bytes()
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "slides.py"), "--no-execute", "--out", str(tmp_path),
-                    str(source)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "slides.py"), "--no-execute", "--out", str(tmp_path), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     html = (tmp_path / "01_inotify.slides.html").read_text()
     assert "reveal" in html.lower() and "A watcher for a whole tree" in html
     assert source.read_bytes() == before and not (tmp_path / "01_inotify.ipynb").exists()
@@ -45,7 +48,7 @@ def test_slides_are_made_without_touching_the_notebook(tmp_path):
 
 def test_make_lab_roots_at_the_repository_without_the_news_popup():
     makefile = (ROOT / "Makefile").read_text()
-    recipe = makefile[makefile.index("\nlab:"):]
+    recipe = makefile[makefile.index("\nlab:") :]
     assert "--ServerApp.root_dir=. " in recipe and "/lab/tree/notebooks/00_start_here.ipynb" in recipe
     settings = re.search(r"printf '%s\\n' '(.*)' > \$@", makefile).group(1)
     assert json.loads(settings)["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"

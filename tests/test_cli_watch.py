@@ -18,8 +18,9 @@ class WatchProcess:
     """``python -m lab watch ...`` with line reads that have deadlines."""
 
     def __init__(self, *args: str):
-        self.proc = subprocess.Popen([sys.executable, "-m", "lab", "watch", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lab", "watch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         self._buffers = {self.proc.stdout: b"", self.proc.stderr: b""}
 
     def line(self, stream, timeout: float = 10.0) -> str:
@@ -29,8 +30,7 @@ class WatchProcess:
             while b"\n" not in self._buffers[stream]:
                 left = deadline - time.monotonic()
                 if left <= 0 or not sel.select(left):
-                    raise AssertionError(f"no line within {timeout}s; "
-                                         f"so far: {self._buffers[stream]!r}")
+                    raise AssertionError(f"no line within {timeout}s; so far: {self._buffers[stream]!r}")
                 chunk = os.read(stream.fileno(), 65536)
                 if not chunk:
                     raise AssertionError(f"stream closed; so far: {self._buffers[stream]!r}")
@@ -62,8 +62,7 @@ def test_json_lines_as_changes_happen_and_a_clean_stop(tmp_path: Path, watch, si
     w = watch(str(tmp_path), "--json")
     assert w.line(w.proc.stderr).startswith("watching 1 directories, 0 files")
     (tmp_path / "app.py").write_text("x = 1\n")
-    assert json.loads(w.line(w.proc.stdout)) == {"kind": "created",
-                                                 "path": str(tmp_path / "app.py")}
+    assert json.loads(w.line(w.proc.stdout)) == {"kind": "created", "path": str(tmp_path / "app.py")}
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "m.py").write_text("")
     assert json.loads(w.line(w.proc.stdout))["path"] == str(tmp_path / "a" / "b" / "m.py")
@@ -90,8 +89,11 @@ def test_all_types_and_json_explain(tmp_path: Path, watch):
 
 
 def test_bad_path_is_one_line_and_exit_2(tmp_path: Path):
-    out = subprocess.run([sys.executable, "-m", "lab", "watch", str(tmp_path / "nope")],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "lab", "watch", str(tmp_path / "nope")], capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 2
-    assert out.stderr == (f"python -m lab watch: {tmp_path / 'nope'}: no such file or directory; "
-                          "give a directory (watched recursively) or a file\n")
+    assert out.stderr == (
+        f"python -m lab watch: {tmp_path / 'nope'}: no such file or directory; "
+        "give a directory (watched recursively) or a file\n"
+    )

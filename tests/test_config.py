@@ -17,11 +17,20 @@ from lab.watcher import Watcher
 
 # Each of these passed Config once, then crashed, spun or kill-looped a server.
 BROKEN = [
-    ("graceful_timeout", math.inf), ("graceful_timeout", 3e6), ("heartbeat_idle", 5e6),
-    ("heartbeat_idle", 1e308), ("heartbeat_idle", 1e-300), ("heartbeat_idle", math.inf),
-    ("heartbeat_interval", 1e-300), ("worker_timeout", math.inf), ("worker_timeout", 0.001),
-    ("worker_timeout", 1e-300), ("debounce", math.inf), ("debounce", math.nan),
-    ("heartbeat_idle", math.nan), ("worker_timeout", math.nan),
+    ("graceful_timeout", math.inf),
+    ("graceful_timeout", 3e6),
+    ("heartbeat_idle", 5e6),
+    ("heartbeat_idle", 1e308),
+    ("heartbeat_idle", 1e-300),
+    ("heartbeat_idle", math.inf),
+    ("heartbeat_interval", 1e-300),
+    ("worker_timeout", math.inf),
+    ("worker_timeout", 0.001),
+    ("worker_timeout", 1e-300),
+    ("debounce", math.inf),
+    ("debounce", math.nan),
+    ("heartbeat_idle", math.nan),
+    ("worker_timeout", math.nan),
 ]
 
 
@@ -40,12 +49,20 @@ def test_a_derived_heartbeat_value_is_checked_too():
         Config(heartbeat_interval=DURATIONS["heartbeat_interval"][1])
 
 
-@pytest.mark.parametrize("option, value", [("--graceful-timeout", "inf"), ("--heartbeat-idle", "1e-300"),
-                                           ("--worker-timeout", "0.001"), ("--heartbeat-idle", "nan")])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--graceful-timeout", "inf"),
+        ("--heartbeat-idle", "1e-300"),
+        ("--worker-timeout", "0.001"),
+        ("--heartbeat-idle", "nan"),
+    ],
+)
 def test_the_command_line_says_it_in_one_line_at_start(tmp_path, option, value):
     write_app(tmp_path, "v1")
-    result = run_cli("serve", "app", "--app-dir", str(tmp_path), "--bind", "127.0.0.1:0", "--workers", "1",
-                     option, value, timeout=60)
+    result = run_cli(
+        "serve", "app", "--app-dir", str(tmp_path), "--bind", "127.0.0.1:0", "--workers", "1", option, value, timeout=60
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "must be a number of seconds" in lines[0], result.stderr
 

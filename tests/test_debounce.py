@@ -31,16 +31,19 @@ def test_max_wait_yields_a_batch_from_a_stream_that_never_pauses():
     assert len(d.take()) == 10
 
 
-@pytest.mark.parametrize("facts, expected", [
-    (["created", "modified"], "created"),
-    (["created", "deleted"], None),
-    (["modified", "deleted"], "deleted"),
-    (["deleted", "created"], "modified"),
-    (["deleted", "created", "modified"], "modified"),
-    (["modified", "modified"], "modified"),
-    (["created", "deleted", "created"], "created"),
-    (["deleted"], "deleted"),
-])
+@pytest.mark.parametrize(
+    "facts, expected",
+    [
+        (["created", "modified"], "created"),
+        (["created", "deleted"], None),
+        (["modified", "deleted"], "deleted"),
+        (["deleted", "created"], "modified"),
+        (["deleted", "created", "modified"], "modified"),
+        (["modified", "modified"], "modified"),
+        (["created", "deleted", "created"], "created"),
+        (["deleted"], "deleted"),
+    ],
+)
 def test_coalescing_rules_per_path(facts, expected):
     d = Debouncer(quiet=0.01)
     for i, fact in enumerate(facts):
@@ -48,7 +51,7 @@ def test_coalescing_rules_per_path(facts, expected):
     changes = d.take()
     assert [c.kind for c in changes] == ([expected] if expected else [])
     if expected and len(facts) > 1:
-        assert changes[0].why[:len(facts)] == tuple(f"record {i}" for i in range(len(facts)))
+        assert changes[0].why[: len(facts)] == tuple(f"record {i}" for i in range(len(facts)))
         assert changes[0].why[-1] == f"merged {len(facts)} facts into one change"
 
 

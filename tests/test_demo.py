@@ -49,16 +49,18 @@ def _pgid(pid: int) -> int | None:
 
 
 def test_demo_all_tells_the_reload_and_heartbeat_story():
-    run = subprocess.run([*DEMO, "all", "--edits", "2", "--workers", "2"], capture_output=True, text=True,
-                         timeout=60)
+    run = subprocess.run([*DEMO, "all", "--edits", "2", "--workers", "2"], capture_output=True, text=True, timeout=60)
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
     assert "\033[" not in out  # no colour when stdout is not a terminal
     # The tutorial's curl, then each edit answered by a new generation with its phases.
     assert re.search(r"\$ curl http://127\.0\.0\.1:\d+/\n.*hello world client", out)
     for k, generation in ((1, 2), (2, 3)):
-        assert re.search(rf"generation {generation} serving: save->seen \d+ \| fork \d+ \| import \d+ "
-                         rf"\| switch \d+ \| drain \d+ \| total \d+ ms\n.*answer: hello, edit {k}\n", out), out
+        assert re.search(
+            rf"generation {generation} serving: save->seen \d+ \| fork \d+ \| import \d+ "
+            rf"\| switch \d+ \| drain \d+ \| total \d+ ms\n.*answer: hello, edit {k}\n",
+            out,
+        ), out
     # The syntax error is refused while the old code answers; the fix is served.
     assert re.search(r"generation 4 refused and removed: SyntaxError.*\n.*keep answering: hello, edit 2", out), out
     assert re.search(r"fixed: generation 5 serving: .*\n.*answer: hello, fixed", out), out
@@ -75,8 +77,14 @@ def test_demo_all_tells_the_reload_and_heartbeat_story():
 def test_the_demo_edits_whatever_the_greeting_says(tmp_path):
     """A reader has edited Greeting.text in lab/examples/hello.py (a copy of the package here)."""
     copy_lab(tmp_path, greeting="bonjour")
-    run = subprocess.run([*DEMO, "reload", "--edits", "1"], capture_output=True, text=True, timeout=60,
-                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    run = subprocess.run(
+        [*DEMO, "reload", "--edits", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
     assert re.search(r"\$ curl http://127\.0\.0\.1:\d+/\n.*bonjour\n", out), out
@@ -100,8 +108,9 @@ def test_an_app_without_a_greeting_line_is_one_clear_error(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_demo_stops_its_server(signum):
-    proc = subprocess.Popen([*DEMO, "reload", "--edits", "5", "--pace", "0.5"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*DEMO, "reload", "--edits", "5", "--pace", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         lines = []
         deadline = time.monotonic() + 20
@@ -124,12 +133,15 @@ def test_an_interrupted_demo_stops_its_server(signum):
     _assert_all_gone(_servers(out))
 
 
-@pytest.mark.parametrize("args, says", [
-    (["reload", "--edits", "0"], "give 1-32 workers and 1-50 edits"),
-    (["reload", "--workers", "500"], "give 1-32 workers and 1-50 edits"),
-    (["heartbeat", "--port", "70000"], "--port 70000 is not a TCP port"),
-    (["all", "--pace", "-1"], "--pace -1 is out of range"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["reload", "--edits", "0"], "give 1-32 workers and 1-50 edits"),
+        (["reload", "--workers", "500"], "give 1-32 workers and 1-50 edits"),
+        (["heartbeat", "--port", "70000"], "--port 70000 is not a TCP port"),
+        (["all", "--pace", "-1"], "--pace -1 is out of range"),
+    ],
+)
 def test_bad_options_get_one_clear_line(args, says):
     run = subprocess.run([*DEMO, *args], capture_output=True, text=True, timeout=30)
     assert run.returncode == 2

@@ -4,12 +4,12 @@ solution (passes) and plausible wrong answers (fail, each with a message that na
 from __future__ import annotations
 
 import nbformat
+import nbutil
 import pytest
 
 from lab import exercises as ex
 from lab.events import RELOAD_PHASES
 from lab.heartbeat import STRATEGIES, make_tracker
-from tests import nbutil
 
 
 def starter(notebook: str, tag: str, name: str):
@@ -36,6 +36,7 @@ def failing(result) -> dict[str, str]:
 
 # --- 01: wanted ---------------------------------------------------------------------------------
 
+
 def test_wanted_starter_fails_solution_passes():
     wrong = failing(ex.check_wanted(starter("01_inotify", "exercise-wanted", "wanted")))
     assert "LAST dot" in wrong["wanted('app.test.py')"]
@@ -44,8 +45,12 @@ def test_wanted_starter_fails_solution_passes():
 
 @pytest.mark.parametrize("case", [name for name, *_ in ex.WANTED_CASES])
 def test_every_wanted_case_catches_a_plausible_wrong_answer(case):
-    answers = [lambda n: n.endswith(".py"), lambda n: n.split(".")[-1] == "py" and not n.startswith(".#"),
-               lambda n: not n.endswith(".py"), lambda n: 1 / 0]
+    answers = [
+        lambda n: n.endswith(".py"),
+        lambda n: n.split(".")[-1] == "py" and not n.startswith(".#"),
+        lambda n: not n.endswith(".py"),
+        lambda n: 1 / 0,
+    ]
     messages = [failing(ex.check_wanted(a)).get(f"wanted({case!r})") for a in answers]
     assert any(messages), case
     assert all(": " in m for m in messages if m)  # each says why the case expects what it does
@@ -58,6 +63,7 @@ def test_a_raising_answer_is_reported():
 
 # --- 01: due_at ---------------------------------------------------------------------------------
 
+
 def test_due_starter_fails_solution_passes():
     assert failing(ex.check_due(starter("01_inotify", "exercise-due", "due_at")))
     assert failing(ex.check_due(solved("01_inotify", "exercise-due", "due_at"))) == {}
@@ -65,8 +71,12 @@ def test_due_starter_fails_solution_passes():
 
 @pytest.mark.parametrize("args, due, why", ex.DUE_CASES)
 def test_every_due_case_catches_a_plausible_wrong_answer(args, due, why):
-    answers = [lambda f, l, q, m: l + q, lambda f, l, q, m: f + m, lambda f, l, q, m: min(l, f + m) + q,
-               lambda f, l, q, m: min(l - f + q, m)]
+    answers = [
+        lambda first, last, quiet, max_wait: last + quiet,
+        lambda first, last, quiet, max_wait: first + max_wait,
+        lambda first, last, quiet, max_wait: min(last, first + max_wait) + quiet,
+        lambda first, last, quiet, max_wait: min(last - first + quiet, max_wait),
+    ]
     messages = [failing(ex.check_due(a)).get(f"due_at{args}") for a in answers]
     assert any(m and why in m for m in messages)
 
@@ -77,8 +87,13 @@ def test_due_says_when_the_answer_is_not_a_number():
 
 # --- 02: phase_durations ------------------------------------------------------------------------
 
-REAL = [{"generation": 2, "duration": 0.02, "phases": {"seen": 1.0, "forked": 1.002, "ready": 1.012,
-                                                        "serving": 1.013, "old_gone": 1.02}}]
+REAL = [
+    {
+        "generation": 2,
+        "duration": 0.02,
+        "phases": {"seen": 1.0, "forked": 1.002, "ready": 1.012, "serving": 1.013, "old_gone": 1.02},
+    }
+]
 
 
 def test_phases_starter_fails_solution_passes():
@@ -90,12 +105,21 @@ def test_phases_starter_fails_solution_passes():
 ORDER = tuple(phase.key for phase in RELOAD_PHASES)  # seen, forked, ready, serving, old_gone
 
 
-@pytest.mark.parametrize("answer, hint", [
-    (lambda d: {s: d["phases"][b] - d["phases"][a] for s, a, b in zip(ex.STEPS, ORDER, ORDER[1:])}, "in seconds?"),
-    (lambda d: {s: (d["phases"][a] - d["phases"][b]) * 1000 for s, a, b in zip(ex.STEPS, ORDER, ORDER[1:])}, "negative step"),
-    (lambda d: {s: (d["phases"][b] - d["phases"]["seen"]) * 1000 for s, b in zip(ex.STEPS, ORDER[1:])}, "check import"),
-    (lambda d: {"fork": 1.0}, "exactly the keys"),
-])
+@pytest.mark.parametrize(
+    "answer, hint",
+    [
+        (lambda d: {s: d["phases"][b] - d["phases"][a] for s, a, b in zip(ex.STEPS, ORDER, ORDER[1:])}, "in seconds?"),
+        (
+            lambda d: {s: (d["phases"][a] - d["phases"][b]) * 1000 for s, a, b in zip(ex.STEPS, ORDER, ORDER[1:])},
+            "negative step",
+        ),
+        (
+            lambda d: {s: (d["phases"][b] - d["phases"]["seen"]) * 1000 for s, b in zip(ex.STEPS, ORDER[1:])},
+            "check import",
+        ),
+        (lambda d: {"fork": 1.0}, "exactly the keys"),
+    ],
+)
 def test_phases_wrong_answers_get_their_hint(answer, hint):
     wrong = failing(ex.check_phases(answer, REAL))
     assert hint in wrong["a made-up reload"]
@@ -108,6 +132,7 @@ def test_real_reloads_must_add_up():
         if d.get("generation"):
             out["drain"] += 1
         return out
+
     assert "add up to" in failing(ex.check_phases(off_by_one, REAL))["generation 2"]
 
 
@@ -131,28 +156,45 @@ def correct_expired(self, now):
 
 
 WRONG = {  # a plausible wrong answer -> a piece of the message it must get
-    "strict > with oldest + idle": (variant(
-        expired=lambda self, now: [(k, self.last.pop(k)) for k, t in list(self.last.items()) if t + self.idle < now]),
-        "idle exactly 1 s"),
-    "the starter's old now + interval": (variant(
-        correct_expired, next_check=lambda self, now: now + self.interval if self.last else None),
-        "moves with every touch"),
-    "reports but keeps tracking": (variant(
-        expired=lambda self, now: [(k, t) for k, t in self.last.items() if t + self.idle <= now]),
-        "stop tracking"),
-    "keys, not pairs": (variant(expired=lambda self, now: [k for k, _ in correct_expired(self, now)]),
-                        "list of (key, last) pairs"),
+    "strict > with oldest + idle": (
+        variant(
+            expired=lambda self, now: [(k, self.last.pop(k)) for k, t in list(self.last.items()) if t + self.idle < now]
+        ),
+        "idle exactly 1 s",
+    ),
+    "the starter's old now + interval": (
+        variant(correct_expired, next_check=lambda self, now: now + self.interval if self.last else None),
+        "moves with every touch",
+    ),
+    "reports but keeps tracking": (
+        variant(expired=lambda self, now: [(k, t) for k, t in self.last.items() if t + self.idle <= now]),
+        "stop tracking",
+    ),
+    "keys, not pairs": (
+        variant(expired=lambda self, now: [k for k, _ in correct_expired(self, now)]),
+        "list of (key, last) pairs",
+    ),
     "forget does nothing": (variant(correct_expired, forget=lambda self, key: None), "forgotten"),
-    "a check always asked for": (variant(correct_expired, next_check=lambda self, now: (
-        min(self.last.values()) + self.idle if self.last else now + self.interval)), "None when nothing"),
-    "a check one interval too late": (variant(correct_expired, next_check=lambda self, now: (
-        min(self.last.values()) + self.idle + 2 * self.interval if self.last else None)), "more than one interval"),
+    "a check always asked for": (
+        variant(
+            correct_expired,
+            next_check=lambda self, now: min(self.last.values()) + self.idle if self.last else now + self.interval,
+        ),
+        "None when nothing",
+    ),
+    "a check one interval too late": (
+        variant(
+            correct_expired,
+            next_check=lambda self, now: min(self.last.values()) + self.idle + 2 * self.interval if self.last else None,
+        ),
+        "more than one interval",
+    ),
 }
 
 
 def test_the_labs_strategies_and_the_solution_pass_every_case():
     for name in STRATEGIES:
-        assert failing(ex.check_tracker(lambda i, n: make_tracker(name, i, n))) == {}, name
+        assert failing(ex.check_tracker(lambda i, n, name=name: make_tracker(name, i, n))) == {}, name
     assert failing(ex.check_tracker(solved("03_heartbeat", "exercise-tracker", "MyTracker"))) == {}
     assert failing(ex.check_tracker(variant(correct_expired))) == {}  # the starter's other parts are correct
 
@@ -189,9 +231,11 @@ def test_report_prints_each_failure_and_the_verdict(capsys):
 
 # --- 02: send_reload, against a real server -----------------------------------------------------
 
+
 @pytest.fixture
 def lab_server():  # one per test: a reload forks new workers, which belong to that test
     from lab.playground import Lab
+
     with Lab(workers=1, watch=False) as server:
         yield server
 
@@ -199,6 +243,7 @@ def lab_server():  # one per test: a reload forks new workers, which belong to t
 def naive_int(pidfile):
     import os
     import signal
+
     pid = int(open(pidfile).read())  # the file holds "PID STARTTIME"
     os.kill(pid, signal.SIGUSR1)
     return pid
@@ -206,6 +251,7 @@ def naive_int(pidfile):
 
 def probe_only(pidfile):
     import os
+
     pid = int(open(pidfile).read().split()[0])
     os.kill(pid, 0)  # checks the process exists, sends nothing
     return pid
@@ -224,11 +270,14 @@ def test_send_reload_starter_fails_and_solution_passes(lab_server):
     assert failing(ex.check_send_reload(solved("02_hot_reload", "exercise-signal", "send_reload"), lab_server)) == {}
 
 
-@pytest.mark.parametrize("answer, case, hint", [
-    (naive_int, "reads the master's pid", "take the first field"),
-    (probe_only, "the master reloads", "send SIGUSR1"),
-    (swallow, "a missing pid file raises", "must not look like success"),
-    (swallow, "a pid file that holds no pid raises", "must not look like success"),
-])
+@pytest.mark.parametrize(
+    "answer, case, hint",
+    [
+        (naive_int, "reads the master's pid", "take the first field"),
+        (probe_only, "the master reloads", "send SIGUSR1"),
+        (swallow, "a missing pid file raises", "must not look like success"),
+        (swallow, "a pid file that holds no pid raises", "must not look like success"),
+    ],
+)
 def test_send_reload_wrong_answers_get_their_hint(lab_server, answer, case, hint):
     assert hint in failing(ex.check_send_reload(answer, lab_server, 3))[case]

@@ -39,8 +39,13 @@ def test_quick_figures_from_real_runs_and_results(tmp_path):
     for name in present:
         shutil.copy(RESULTS / f"{name}.json", results)
     out = tmp_path / "pic"
-    run = subprocess.run([sys.executable, "-m", "lab", "figures", "--quick", "--out", str(out),
-                          "--results", str(results)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "lab", "figures", "--quick", "--out", str(out), "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     expected = [*REAL_RUNS, *(f"bench_{name}" for name in present)]
     assert sorted(p.stem for p in out.iterdir()) == sorted(expected)
@@ -56,9 +61,14 @@ def test_quick_figures_leave_pic_alone_and_any_greeting_will_do(tmp_path):
     Greeting.text in lab/examples/hello.py (in a copy of the package here) changes nothing."""
     copy_lab(tmp_path / "lib", greeting="bonjour")
     (tmp_path / "results").mkdir()
-    run = subprocess.run([sys.executable, "-m", "lab", "figures", "--quick", "--results", "results"],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")})
+    run = subprocess.run(
+        [sys.executable, "-m", "lab", "figures", "--quick", "--results", "results"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")},
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     out = tmp_path / "test-artifacts" / "figures"
     assert sorted(p.stem for p in out.iterdir()) == sorted(REAL_RUNS)
@@ -78,8 +88,12 @@ def test_a_malformed_result_file_is_one_clear_error_before_any_real_run(tmp_path
 
 def test_an_out_path_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "pic").write_text("not a directory")
-    run = subprocess.run([sys.executable, "-m", "lab", "figures", "--quick", "--out", str(tmp_path / "pic")],
-                         capture_output=True, text=True, timeout=30)
+    run = subprocess.run(
+        [sys.executable, "-m", "lab", "figures", "--quick", "--out", str(tmp_path / "pic")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert run.returncode == 2 and "give --out a writable directory" in run.stderr, run.stderr
 
 
@@ -125,14 +139,26 @@ def test_reload_timeline_marks_the_refused_generation():
 
 def test_bench_connections_shows_the_bounds_and_the_cost_of_holding():
     def run(strategy: str, cpu: float) -> dict:
-        return {"strategy": strategy,
-                "holding": {"connections": 100, "cpu_percent_of_one_core": cpu, "server_processes": 8,
-                            "uss_per_connection_bytes": 1200},
-                "expiry": {"connections": 100, "closed": 100, "within_bounds": 99,
-                           "histogram": {"edges": [4.9, 5.0, 5.1, 5.2], "counts": [0, 90, 10]}}}
-    data = {"settings": {"workers": 7, "default_strategy": "wheel", "interval": 0.1, "hold_idle": 60.0,
-                         "expiry_idle": 5.0},
-            "runs": [run("wheel", 0.25), run("queue", 0.0)]}
+        return {
+            "strategy": strategy,
+            "holding": {
+                "connections": 100,
+                "cpu_percent_of_one_core": cpu,
+                "server_processes": 8,
+                "uss_per_connection_bytes": 1200,
+            },
+            "expiry": {
+                "connections": 100,
+                "closed": 100,
+                "within_bounds": 99,
+                "histogram": {"edges": [4.9, 5.0, 5.1, 5.2], "counts": [0, 90, 10]},
+            },
+        }
+
+    data = {
+        "settings": {"workers": 7, "default_strategy": "wheel", "interval": 0.1, "hold_idle": 60.0, "expiry_idle": 5.0},
+        "runs": [run("wheel", 0.25), run("queue", 0.0)],
+    }
     fig = bench_connections(data)
     texts = _texts(fig)
     assert " 4.95 s" in texts and " 5.35 s" in texts

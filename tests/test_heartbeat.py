@@ -76,8 +76,10 @@ def test_no_growth_after_a_million_touches_on_a_few_keys(strategy):
             assert hb.expired(now) == []
             check = hb.next_check(now)
     assert len(hb) == 5
-    limit = {"timer": 200,  # the timer heap compacts past 64 cancelled timers
-             "wheel": len(keys) + 12}.get(strategy, len(keys))  # + at most idle/interval+2 ticks
+    limit = {
+        "timer": 200,  # the timer heap compacts past 64 cancelled timers
+        "wheel": len(keys) + 12,
+    }.get(strategy, len(keys))  # + at most idle/interval+2 ticks
     assert hb.entries <= limit
 
 
@@ -169,9 +171,11 @@ def test_default_strategy_and_make_tracker():
     assert (hb.idle, hb.interval) == (2.0, 1.0)
 
 
-@pytest.mark.parametrize("idle, interval", [(0, 1), (-1, 1), (1, 0), (math.nan, 1), (1, math.inf),
-                                            ("1", 1), (True, 1)],
-                         ids=["zero", "negative", "zero interval", "nan", "inf", "text", "bool"])
+@pytest.mark.parametrize(
+    "idle, interval",
+    [(0, 1), (-1, 1), (1, 0), (math.nan, 1), (1, math.inf), ("1", 1), (True, 1)],
+    ids=["zero", "negative", "zero interval", "nan", "inf", "text", "bool"],
+)
 def test_bad_numbers_are_a_clear_error(idle, interval):
     with pytest.raises(LabError, match="must be a positive number of seconds"):
         make_tracker(None, idle, interval)

@@ -34,16 +34,24 @@ class Served(ServerProcess):
         """The ``conn.close`` event of each client port in ``ports`` seen so far."""
         events = self.read()
         opened = {e["conn"]: int(e["peer"].rsplit(":", 1)[1]) for e in events if e["kind"] == Kind.CONN_OPEN}
-        return {opened[e["conn"]]: e for e in events
-                if e["kind"] == Kind.CONN_CLOSE and opened.get(e["conn"]) in ports}
+        return {opened[e["conn"]]: e for e in events if e["kind"] == Kind.CONN_CLOSE and opened.get(e["conn"]) in ports}
 
 
 @contextmanager
 def serve(tmp_path: Path, idle: float, interval: float, strategy: str | None = None) -> Iterator[Served]:
     """``python -m lab serve`` of tests/apps/heartbeat_big.py on a free loopback port, one worker."""
     events = tmp_path / "events.jsonl"
-    argv = serve_argv("heartbeat_big", events, app_dir=APPS, bind="127.0.0.1:0", workers=1, quiet=True,
-                      heartbeat_idle=idle, heartbeat_interval=interval, heartbeat_strategy=strategy)
+    argv = serve_argv(
+        "heartbeat_big",
+        events,
+        app_dir=APPS,
+        bind="127.0.0.1:0",
+        workers=1,
+        quiet=True,
+        heartbeat_idle=idle,
+        heartbeat_interval=interval,
+        heartbeat_strategy=strategy,
+    )
     server = Served(argv, events, cwd=ROOT, output=tmp_path / "stderr.txt")
     try:
         yield server.start(timeout=30)
@@ -83,8 +91,9 @@ def test_silent_connections_are_closed_on_time_and_chatty_ones_kept(tmp_path, st
             started = time.monotonic()
             next_chat = started
             while time.monotonic() < started + 3 * idle or len(closed_at) < len(silent):
-                assert time.monotonic() < started + idle + interval + SLACK + 3 * idle, \
+                assert time.monotonic() < started + idle + interval + SLACK + 3 * idle, (
                     f"silent connections still open: {len(silent) - len(closed_at)}"
+                )
                 if time.monotonic() >= next_chat:  # chatty clients talk 8 times per idle period
                     for sock in chatty:
                         echo(sock)

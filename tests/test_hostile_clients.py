@@ -59,6 +59,7 @@ def close_event(server, port: int, timeout: float = 10.0) -> dict:
         conn, pid = opened[-1]["conn"], opened[-1]["pid"]
         closed = [e for e in server.events if e["kind"] == Kind.CONN_CLOSE and e["conn"] == conn and e["pid"] == pid]
         return closed[-1] if closed else None
+
     return wait_until(found, timeout, message=f"conn.close of client port {port}")
 
 
@@ -282,7 +283,7 @@ def push(socks: list[socket.socket], payload: bytes, timeout: float = 10.0) -> N
         _, writable, _ = select.select([], list(sent), [], 0.5)
         for s in writable:
             try:
-                sent[s] += s.send(payload[sent[s]:sent[s] + 262144])
+                sent[s] += s.send(payload[sent[s] : sent[s] + 262144])
             except BlockingIOError:
                 continue
             if sent[s] == len(payload):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Self
 
 import pytest
 from privileges import python_for_nobody, skip_without_user_namespaces
@@ -64,15 +65,23 @@ def test_a_symlink_loop_is_not_followed(serve, app_dir, tmp_path):
 class NobodyServer(ServerProcess):
     """The server run as user ``nobody``: as root, no permission is ever denied."""
 
-    def start(self, wait: bool = True) -> ServerProcess:
+    def start(self, wait: bool = True, timeout: float = 30.0, **popen: Any) -> Self:
         python, env = python_for_nobody(self.tmp)
         self.argv[0] = python
         with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=err, cwd=self.tmp, user="nobody", env=env)
-        start = self.wait_event(Kind.SERVER_START)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=self.tmp,
+                user="nobody",
+                env=env,
+                **popen,
+            )
+        start = self.wait_event(Kind.SERVER_START, timeout=timeout)
         self.port = int(start["bind"].rsplit(":", 1)[1])
-        self.wait_event(Kind.RELOAD_DONE, generation=1)
+        self.wait_event(Kind.RELOAD_DONE, timeout=timeout, generation=1)
         return self
 
 
@@ -116,12 +125,14 @@ def test_the_watch_limit_reached_while_serving_is_a_degraded_state(tmp_path, app
     root = watched_tree(tmp_path / "watched")
     server = ServerProcess(tmp_path, app_dir=app_dir, args=("--watch", str(root)))
     # A user namespace has inotify limits of its own: lowering them there starves no one else.
-    server.argv = ["unshare", "--user", "--map-root-user", sys.executable, "-c", LIMITED, "6",
-                   *server.argv[1:]]
+    server.argv = ["unshare", "--user", "--map-root-user", sys.executable, "-c", LIMITED, "6", *server.argv[1:]]
     try:
         server.start(wait=False)
-        wait_until(lambda: server.find(Kind.RELOAD_DONE) or server.proc.poll() is not None, 10,
-                   message="the server started (or exited)")
+        wait_until(
+            lambda: server.find(Kind.RELOAD_DONE) or server.proc.poll() is not None,
+            10,
+            message="the server started (or exited)",
+        )
         if server.proc.poll() == 99:
             pytest.skip("cannot lower inotify limits in a user namespace")
         server.port = int(server.find(Kind.SERVER_START)[0]["bind"].rsplit(":", 1)[1])
@@ -188,8 +199,11 @@ def test_a_full_disk_for_the_events_file(tmp_path, app_dir):
         filler.unlink()
         before = len(server.poll_events())
         assert server.ask() == "v1"
-        wait_until(lambda: len(server.find(Kind.CONN_CLOSE)) and len(server.poll_events()) > before, 5,
-                   message="events written again once there is space")
+        wait_until(
+            lambda: len(server.find(Kind.CONN_CLOSE)) and len(server.poll_events()) > before,
+            5,
+            message="events written again once there is space",
+        )
     finally:
         server.stop()
         subprocess.run(["umount", "-l", str(disk)], check=True)

@@ -39,21 +39,24 @@ def exchange(port: int, data: bytes) -> list[bytes]:
     return re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
 
 
-@pytest.mark.parametrize("head", [
-    # RFC 9112 6.3: two different lengths. Taking the last (0) serves the body as a second request.
-    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nContent-Length: 0\r\n\r\n" % len(SMUGGLED),
-    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d, 0\r\n\r\n" % len(SMUGGLED),
-    # 5.1: whitespace between a field name and its colon must be refused (a proxy may trim it).
-    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
-    # 5.2: a folded line (obs-fold), which a proxy may read as a field of its own.
-    b"POST / HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n Transfer-Encoding: chunked\r\n\r\n",
-    # 6.3: both framings at once.
-    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED),
-    # 2.2: a bare CR inside a field line.
-    b"POST / HTTP/1.1\r\nHost: x\rTransfer-Encoding: chunked\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-], ids=["two-lengths", "length-list", "space-before-colon", "obs-fold", "te-and-length", "bare-cr",
-        "negative-length"])
+@pytest.mark.parametrize(
+    "head",
+    [
+        # RFC 9112 6.3: two different lengths. Taking the last (0) serves the body as a second request.
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nContent-Length: 0\r\n\r\n" % len(SMUGGLED),
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d, 0\r\n\r\n" % len(SMUGGLED),
+        # 5.1: whitespace between a field name and its colon must be refused (a proxy may trim it).
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
+        # 5.2: a folded line (obs-fold), which a proxy may read as a field of its own.
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n Transfer-Encoding: chunked\r\n\r\n",
+        # 6.3: both framings at once.
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED),
+        # 2.2: a bare CR inside a field line.
+        b"POST / HTTP/1.1\r\nHost: x\rTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    ],
+    ids=["two-lengths", "length-list", "space-before-colon", "obs-fold", "te-and-length", "bare-cr", "negative-length"],
+)
 def test_ambiguous_framing_is_refused_and_nothing_is_smuggled(hello, head):
     assert exchange(hello.port, head + SMUGGLED) == [b"400"]
 
@@ -80,8 +83,12 @@ def close_of(server: ServerProcess, port: int) -> dict | None:
 
 def test_slowloris_gets_408_from_the_header_timeout_while_the_heartbeat_sees_activity(serve, tmp_path):
     # The heartbeat alone would close a silent client after 2 s; this one sends a byte every 0.1 s.
-    server = serve(target="lab.examples.hello", app_dir=tmp_path, workers=1,
-                   args=("--heartbeat-idle", "2", "--heartbeat-interval", "0.25", "--header-timeout", "4"))
+    server = serve(
+        target="lab.examples.hello",
+        app_dir=tmp_path,
+        workers=1,
+        args=("--heartbeat-idle", "2", "--heartbeat-interval", "0.25", "--header-timeout", "4"),
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         port = s.getsockname()[1]
         head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000  # never finished
@@ -89,7 +96,7 @@ def test_slowloris_gets_408_from_the_header_timeout_while_the_heartbeat_sees_act
         sent = 0
         while close_of(server, port) is None and time.monotonic() < deadline:
             try:
-                s.sendall(head[sent:sent + 1])  # one byte at a time, faster than the heartbeat's idle time
+                s.sendall(head[sent : sent + 1])  # one byte at a time, faster than the heartbeat's idle time
             except OSError:
                 break
             sent += 1
@@ -106,7 +113,10 @@ def test_slowloris_gets_408_from_the_header_timeout_while_the_heartbeat_sees_act
     # A request sent in pieces within the deadline is served.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(b"GET / HTTP/1.1\r\n")
-        wait_until(lambda: server.find("conn.open", peer=f"127.0.0.1:{s.getsockname()[1]}"), 5,
-                   message="the worker took the connection")
+        wait_until(
+            lambda: server.find("conn.open", peer=f"127.0.0.1:{s.getsockname()[1]}"),
+            5,
+            message="the worker took the connection",
+        )
         s.sendall(b"Host: x\r\n\r\n")
         assert s.recv(4096).startswith(b"HTTP/1.1 200 OK")

@@ -50,8 +50,9 @@ FILL_THE_DISK = textwrap.dedent("""
 def test_a_full_disk_tears_one_line_and_loses_no_other(tmp_path):
     path = tmp_path / "events.jsonl"
     limit = 1000  # bytes: a few events fit, then one is cut short
-    done = subprocess.run([sys.executable, "-c", FILL_THE_DISK, str(path), str(limit)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", FILL_THE_DISK, str(path), str(limit)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert "cannot write events" in done.stderr
     with EventSink(path) as sink:  # the next run
@@ -79,10 +80,13 @@ def test_a_file_name_with_a_newline_cannot_forge_a_line_of_lab_watch(tmp_path):
     assert sorted(line.split(None, 1)[1] for line in lines) == [forged, f"{tmp_path}/zz.py"], lines
 
 
-@pytest.mark.parametrize("root, message", [
-    ("link", "is a symlink to the directory /: links are not followed; give the directory itself"),
-    ("/proc", "/proc is in /proc, a kernel file system: its files change without inotify events"),
-])
+@pytest.mark.parametrize(
+    "root, message",
+    [
+        ("link", "is a symlink to the directory /: links are not followed; give the directory itself"),
+        ("/proc", "/proc is in /proc, a kernel file system: its files change without inotify events"),
+    ],
+)
 def test_an_unwatchable_root_says_what_is_wrong(tmp_path, root, message):
     (tmp_path / "link").symlink_to("/")
     result = run_cli("watch", str(tmp_path / root), timeout=60)
@@ -109,8 +113,13 @@ def a_dead_pid() -> int:
 def test_scratch_folders_of_a_killed_notebook_are_swept_and_no_other(tmp_path):
     me = f"{os.getpid()} {start_time(os.getpid())}\n"
     gone = f"{a_dead_pid()} 1\n"
-    folders = {"abandoned": (gone, None), "owner-runs": (me, None), "server-runs": (gone, me),
-               "not-made-by-a-lab": (None, None), "owner-not-a-pid": ("precious\n", None)}
+    folders = {
+        "abandoned": (gone, None),
+        "owner-runs": (me, None),
+        "server-runs": (gone, me),
+        "not-made-by-a-lab": (None, None),
+        "owner-not-a-pid": ("precious\n", None),
+    }
     for name, (owner, server) in folders.items():
         folder = tmp_path / f"reactor-lab-{name}"
         (folder / "app").mkdir(parents=True)
@@ -120,4 +129,5 @@ def test_scratch_folders_of_a_killed_notebook_are_swept_and_no_other(tmp_path):
     (tmp_path / "reactor-lab-a-link").symlink_to(tmp_path / "reactor-lab-abandoned")
     assert sweep_scratch(str(tmp_path)) == [tmp_path / "reactor-lab-abandoned"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["reactor-lab-a-link"] + [f"reactor-lab-{n}" for n in folders if n != "abandoned"])
+        ["reactor-lab-a-link"] + [f"reactor-lab-{n}" for n in folders if n != "abandoned"]
+    )

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from server_helpers import ask, serving, wait_until, write_app
 
-from lab.pidfile import is_alive
 from lab.events import Kind
+from lab.pidfile import is_alive
 
 APPS = Path(__file__).parent / "apps"
 MIB = 1 << 20
 
-CRASHING_APP = '''\
+CRASHING_APP = """\
 import os
 
 
@@ -30,12 +30,12 @@ def on_start(server):
 
 def on_receive(server, conn, data):
     server.send(conn, b"broken\\n")
-'''
+"""
 
-GOOD_APP = '''\
+GOOD_APP = """\
 def on_receive(server, conn, data):
     server.send(conn, b"fixed\\n")
-'''
+"""
 
 
 @pytest.fixture
@@ -127,7 +127,8 @@ def test_sigkill_of_the_master_with_a_stuck_worker_leaves_nothing(serve):
         server.proc.wait(5)
         wait_until(lambda: not is_alive(stuck), 5, message="the stuck worker dies with the master")
     # PDEATHSIG is delivered asynchronously: the other worker dies soon, not at once.
-    wait_until(lambda: not any(is_alive(pid) for pid in server.worker_pids()), 5,
-               message="every worker dies with the master")
+    wait_until(
+        lambda: not any(is_alive(pid) for pid in server.worker_pids()), 5, message="every worker dies with the master"
+    )
     with pytest.raises(OSError):
         ask(server.port, timeout=1)

@@ -38,8 +38,21 @@ def test_a_symlink_planted_at_a_file_the_server_writes_is_refused(tmp_path, plan
     victim.write_text("precious\n")
     paths = {"pidfile": tmp_path / "s.pid", "events": tmp_path / "events.jsonl"}
     paths[planted].symlink_to(victim)
-    result = run_cli("serve", "app", "--app-dir", str(tmp_path), "--bind", "127.0.0.1:0", "--workers", "1",
-                     "--pidfile", str(paths["pidfile"]), "--events", str(paths["events"]), "--quiet")
+    result = run_cli(
+        "serve",
+        "app",
+        "--app-dir",
+        str(tmp_path),
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--pidfile",
+        str(paths["pidfile"]),
+        "--events",
+        str(paths["events"]),
+        "--quiet",
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "symlink" in lines[0] and "remove it or choose another path" in lines[0], lines
@@ -76,8 +89,11 @@ def test_nothing_from_the_network_is_evaluated_or_unpickled():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in banned_calls:
                 found.append(f"{path.name}:{node.lineno} {node.func.id}()")
             elif isinstance(node, ast.Import):
-                found += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names
-                          if a.name.split(".")[0] in banned_modules]
+                found += [
+                    f"{path.name}:{node.lineno} import {a.name}"
+                    for a in node.names
+                    if a.name.split(".")[0] in banned_modules
+                ]
             elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in banned_modules:
                 found.append(f"{path.name}:{node.lineno} from {node.module}")
     assert not found, found
@@ -87,4 +103,5 @@ def test_the_default_bind_is_loopback():
     result = run_cli("serve", "--help")
     assert "default 127.0.0.1:9000" in result.stdout
     from lab.config import Config
+
     assert Config(target="app").bind.startswith("127.0.0.1:")

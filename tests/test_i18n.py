@@ -65,12 +65,21 @@ def test_messages_are_literals_so_extraction_finds_them():
     for path in (ROOT / "lab").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in TOOL.SINGULAR | TOOL.PLURAL:
-                assert node.args and not isinstance(node.args[0], (ast.JoinedStr, ast.Call, ast.BinOp)), \
+                assert node.args and not isinstance(node.args[0], (ast.JoinedStr, ast.Call, ast.BinOp)), (
                     f"{path.relative_to(ROOT)}:{node.lineno}: give {node.func.id}() a string literal"
+                )
 
 
-SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
-          ast.GeneratorExp, ast.ClassDef)
+SCOPES = (
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.Lambda,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+    ast.ClassDef,
+)
 
 
 def _own_nodes(fn: ast.AST):
@@ -109,28 +118,36 @@ def test_gnu_msgfmt_accepts_the_po_and_compiles_the_same_catalog(tmp_path):
 
 def test_the_catalog_ships_with_the_package():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lab"]
-    assert any(Path("lab").joinpath(PO.with_suffix(".mo").relative_to(ROOT / "lab")).match("lab/" + pattern)
-               for pattern in data)
+    assert any(
+        Path("lab").joinpath(PO.with_suffix(".mo").relative_to(ROOT / "lab")).match("lab/" + pattern)
+        for pattern in data
+    )
 
 
-@pytest.mark.parametrize("environ, lang", [
-    ({}, "en"),
-    ({"LANG": "zh_CN.UTF-8"}, "zh"),
-    ({"LANG": "en_US.UTF-8", "LC_ALL": "zh_TW.UTF-8"}, "zh"),
-    ({"LANGUAGE": "zh_CN:en", "LANG": "C.UTF-8"}, "zh"),
-    ({"LANGUAGE": "de:zh"}, "en"),
-    ({"LC_MESSAGES": "fr_FR.UTF-8", "LANG": "zh_CN.UTF-8"}, "en"),
-    ({"LAB_LANG": "en", "LANG": "zh_CN.UTF-8"}, "en"),
-    ({"LAB_LANG": "zh"}, "zh"),
-])
+@pytest.mark.parametrize(
+    "environ, lang",
+    [
+        ({}, "en"),
+        ({"LANG": "zh_CN.UTF-8"}, "zh"),
+        ({"LANG": "en_US.UTF-8", "LC_ALL": "zh_TW.UTF-8"}, "zh"),
+        ({"LANGUAGE": "zh_CN:en", "LANG": "C.UTF-8"}, "zh"),
+        ({"LANGUAGE": "de:zh"}, "en"),
+        ({"LC_MESSAGES": "fr_FR.UTF-8", "LANG": "zh_CN.UTF-8"}, "en"),
+        ({"LAB_LANG": "en", "LANG": "zh_CN.UTF-8"}, "en"),
+        ({"LAB_LANG": "zh"}, "zh"),
+    ],
+)
 def test_the_language_comes_from_lab_lang_then_the_locale(environ, lang):
     assert i18n.detect(environ) == lang
 
 
 def test_messages_follow_the_language(chinese):
     assert i18n._("server stopped") == "服务已停止"
-    assert i18n.ngettext("Hot reload on a real server ({n} worker, lab/examples/hello.py)",
-                         "Hot reload on a real server ({n} workers, lab/examples/hello.py)", 2).startswith("真实服务")
+    assert i18n.ngettext(
+        "Hot reload on a real server ({n} worker, lab/examples/hello.py)",
+        "Hot reload on a real server ({n} workers, lab/examples/hello.py)",
+        2,
+    ).startswith("真实服务")
     i18n.set_language("en")
     assert i18n._("server stopped") == "server stopped"
 
@@ -144,9 +161,16 @@ def test_a_chinese_figure_renders_with_a_font_that_has_every_glyph(chinese):
     font = i18n.register_cjk_font()
     if font is None:
         pytest.skip("no CJK font installed (make test installs fonts-wqy-zenhei)")
-    events = [{"t": 1.0, "kind": "reload.done", "generation": 2, "duration": 0.05,
-               "phases": {"seen": 0.0, "forked": 0.01, "ready": 0.03, "serving": 0.04, "old_gone": 0.05}},
-              {"t": 1.5, "kind": "conn.open", "pid": 1, "conn": 1}]
+    events = [
+        {
+            "t": 1.0,
+            "kind": "reload.done",
+            "generation": 2,
+            "duration": 0.05,
+            "phases": {"seen": 0.0, "forked": 0.01, "ready": 0.03, "serving": 0.04, "old_gone": 0.05},
+        },
+        {"t": 1.5, "kind": "conn.open", "pid": 1, "conn": 1},
+    ]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for view in (live.ReloadPhases, live.Connections, live.Timeline):
@@ -184,8 +208,13 @@ def test_a_font_installed_after_matplotlib_cached_its_list_is_found(monkeypatch,
 
 def _demo(args: list[str], **env: str) -> list[str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("LAB_LANG", *i18n.LOCALE_VARIABLES)}
-    done = subprocess.run([sys.executable, "-m", "lab", "demo", "--edits", "1", *args], capture_output=True,
-                          text=True, timeout=180, env={**environ, **env})
+    done = subprocess.run(
+        [sys.executable, "-m", "lab", "demo", "--edits", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**environ, **env},
+    )
     assert done.returncode == 0, done.stderr
     return [line.split("] ", 1)[-1] for line in done.stdout.splitlines()]
 
@@ -208,22 +237,31 @@ def test_the_demo_tells_the_same_story_in_chinese_by_the_locale_and_in_english_b
 
 
 def test_serve_says_its_start_up_errors_in_chinese_in_one_line():
-    done = subprocess.run([sys.executable, "-m", "lab", "serve", "lab.examples.hello", "--bind", "127.0.0.1:99999"],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "LAB_LANG": "zh"})
+    done = subprocess.run(
+        [sys.executable, "-m", "lab", "serve", "lab.examples.hello", "--bind", "127.0.0.1:99999"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LAB_LANG": "zh"},
+    )
     assert done.returncode != 0
     said = done.stderr.strip()
     assert len(said.splitlines()) == 1 and "bind 里的端口不对" in said, said
 
 
 @pytest.mark.skipif(not shutil.which("make"), reason="no make here")
-@pytest.mark.parametrize("switch, kernel_env", [
-    (["LANG=zh"], "env LAB_LANG=zh LANG=C.UTF-8 "),
-    (["LANG=zh_CN.UTF-8"], "env LAB_LANG=zh_CN.UTF-8 LANG=zh_CN.UTF-8 "),
-    ([], "env  "),  # no switch: lab.i18n reads the locale the kernel inherits
-])
+@pytest.mark.parametrize(
+    "switch, kernel_env",
+    [
+        (["LANG=zh"], "env LAB_LANG=zh LANG=C.UTF-8 "),
+        (["LANG=zh_CN.UTF-8"], "env LAB_LANG=zh_CN.UTF-8 LANG=zh_CN.UTF-8 "),
+        ([], "env  "),  # no switch: lab.i18n reads the locale the kernel inherits
+    ],
+)
 def test_make_lab_passes_the_language_switch_to_the_kernel(switch, kernel_env):
-    done = subprocess.run(["make", "-n", "-W", "pyproject.toml", "lab", *switch], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        ["make", "-n", "-W", "pyproject.toml", "lab", *switch], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     jupyter = [line for line in done.stdout.splitlines() if "jupyter lab" in line]
     assert jupyter and jupyter[0].startswith(kernel_env + ".venv/bin/jupyter lab"), done.stdout
 
@@ -234,10 +272,18 @@ def test_a_fresh_process_in_chinese_draws_every_figure_without_a_missing_glyph(t
 
     if i18n.register_cjk_font() is None:
         pytest.skip("no CJK font installed (make test installs fonts-wqy-zenhei)")
-    script = ("import json, sys\nfrom lab import figures\n"
-              "for name, draw in figures.BENCHMARKS.items():\n"
-              "    draw(json.load(open(f'benchmarks/results/{name}.json'))).savefig(f'{sys.argv[1]}/{name}.png')\n")
-    done = subprocess.run([sys.executable, "-W", "error:Glyph:UserWarning", "-c", script, str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "LAB_LANG": "zh"})
+    script = (
+        "import json, sys\nfrom lab import figures\n"
+        "for name, draw in figures.BENCHMARKS.items():\n"
+        "    draw(json.load(open(f'benchmarks/results/{name}.json'))).savefig(f'{sys.argv[1]}/{name}.png')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error:Glyph:UserWarning", "-c", script, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LAB_LANG": "zh"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list(tmp_path.glob("*.png"))) == len(figures.BENCHMARKS)

@@ -39,8 +39,12 @@ def test_every_plot_has_a_title_and_labelled_axes_with_units(cls):
 
 
 def test_timeline_has_one_row_per_kind_in_order_of_appearance():
-    events = [{"t": 10.0, "kind": Kind.SERVER_START}, {"t": 10.5, "kind": Kind.WORKER_READY},
-              {"t": 11.0, "kind": Kind.WORKER_READY}, {"t": 12.0, "kind": Kind.RELOAD_FAILED}]
+    events = [
+        {"t": 10.0, "kind": Kind.SERVER_START},
+        {"t": 10.5, "kind": Kind.WORKER_READY},
+        {"t": 11.0, "kind": Kind.WORKER_READY},
+        {"t": 12.0, "kind": Kind.RELOAD_FAILED},
+    ]
     ax = live.Timeline(events, autostart=False).figure().axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == [Kind.SERVER_START, Kind.WORKER_READY, Kind.RELOAD_FAILED]
     offsets = [list(c.get_offsets()[:, 0]) for c in ax.collections]
@@ -63,15 +67,18 @@ def test_reload_phases_accept_offsets_or_monotonic_times(absolute):
 
 
 def test_reload_phases_draw_what_a_server_reports_and_skip_the_rest():
-    events = [{"t": 9.0, "kind": Kind.RELOAD_DONE, "generation": 4, "phases": {"seen": 0.0, "ready": 0.5}},
-              {"t": 9.0, "kind": Kind.RELOAD_DONE, "generation": 5, "phases": {"seen": 1.0}}]
+    events = [
+        {"t": 9.0, "kind": Kind.RELOAD_DONE, "generation": 4, "phases": {"seen": 0.0, "ready": 0.5}},
+        {"t": 9.0, "kind": Kind.RELOAD_DONE, "generation": 5, "phases": {"seen": 1.0}},
+    ]
     ax = live.ReloadPhases(events, autostart=False).figure().axes[0]
     assert [(p.get_x(), p.get_width()) for p in ax.patches] == [(0.0, 500.0)]
 
 
 def test_reload_latency_shows_durations_failures_and_save_to_done():
     events = reload_events(100.0, absolute=False) + [
-        {"t": 103.0, "kind": Kind.RELOAD_FAILED, "generation": 3, "traceback": "SyntaxError"}]
+        {"t": 103.0, "kind": Kind.RELOAD_FAILED, "generation": 3, "traceback": "SyntaxError"}
+    ]
     ax = live.ReloadLatency(events, autostart=False).figure().axes[0]
     assert [round(p.get_height()) for p in ax.patches] == [400]
     assert list(ax.lines[0].get_ydata()) == pytest.approx([450.0])
@@ -79,10 +86,12 @@ def test_reload_latency_shows_durations_failures_and_save_to_done():
 
 
 def test_connections_are_spans_coloured_by_close_reason():
-    events = [{"t": 0.0, "kind": Kind.CONN_OPEN, "pid": 7, "conn": 1},
-              {"t": 0.5, "kind": Kind.CONN_OPEN, "pid": 7, "conn": 2},
-              {"t": 2.0, "kind": Kind.CONN_CLOSE, "pid": 7, "conn": 1, "reason": "idle"},
-              {"t": 3.0, "kind": Kind.WORKER_EXIT, "pid": 7}]
+    events = [
+        {"t": 0.0, "kind": Kind.CONN_OPEN, "pid": 7, "conn": 1},
+        {"t": 0.5, "kind": Kind.CONN_OPEN, "pid": 7, "conn": 2},
+        {"t": 2.0, "kind": Kind.CONN_CLOSE, "pid": 7, "conn": 1, "reason": "idle"},
+        {"t": 3.0, "kind": Kind.WORKER_EXIT, "pid": 7},
+    ]
     ax = live.Connections(events, autostart=False).figure().axes[0]
     spans = [list(line.get_xdata()) for line in ax.lines]
     assert spans == [[0.0, 2.0], [0.5, 3.0]]

@@ -6,9 +6,8 @@ import functools
 import sys
 
 import nbformat
+import nbutil
 import pytest
-
-from tests import nbutil
 
 PATHS = nbutil.notebook_paths()
 BUDGET = 180  # seconds a notebook may take, whole
@@ -30,7 +29,8 @@ def test_committed_notebook_has_no_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert not nbutil.load_strip()(nb), (
-        f"{path.name} has outputs or run state: run `python scripts/strip_notebooks.py {path}`")
+        f"{path.name} has outputs or run state: run `python scripts/strip_notebooks.py {path}`"
+    )
 
 
 def test_strip_removes_outputs_and_keeps_tags():
@@ -75,11 +75,14 @@ def test_check_notebook_puts_the_labs_server_beside_the_learners():
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("name, checks", [
-    ("01_inotify", ("check-wanted", "check-due")),
-    ("02_hot_reload", ("check-phases", "check-signal")),
-    ("03_heartbeat", ("check-tracker",)),
-])
+@pytest.mark.parametrize(
+    "name, checks",
+    [
+        ("01_inotify", ("check-wanted", "check-due")),
+        ("02_hot_reload", ("check-phases", "check-signal")),
+        ("03_heartbeat", ("check-tracker",)),
+    ],
+)
 def test_exercises_are_checked_and_the_solutions_pass(name, checks):
     starter, _ = run(name)
     solved, _ = run(name, solved=True)

@@ -20,12 +20,28 @@ PASSWD = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sb
 
 def serve_args(tmp_path: Path, pidfile: Path, events: Path | None = None) -> list[str]:
     write_app(tmp_path, "v1")
-    return ["serve", "app", "--app-dir", str(tmp_path), "--bind", "127.0.0.1:0", "--workers", "1",
-            "--pidfile", str(pidfile), "--events", str(events or tmp_path / "events.jsonl"), "--quiet"]
+    return [
+        "serve",
+        "app",
+        "--app-dir",
+        str(tmp_path),
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--pidfile",
+        str(pidfile),
+        "--events",
+        str(events or tmp_path / "events.jsonl"),
+        "--quiet",
+    ]
 
 
-@pytest.mark.parametrize("content", [PASSWD, "", "12345\n" * 20, "12 34 56\n", "٣٤\n"],
-                         ids=["passwd", "empty", "big", "three-numbers", "unicode-digits"])
+@pytest.mark.parametrize(
+    "content",
+    [PASSWD, "", "12345\n" * 20, "12 34 56\n", "٣٤\n"],
+    ids=["passwd", "empty", "big", "three-numbers", "unicode-digits"],
+)
 def test_a_file_that_is_not_a_pid_file_is_refused_and_kept(tmp_path, content):
     precious = tmp_path / "passwd"
     precious.write_text(content)
@@ -84,8 +100,11 @@ def test_stop_and_reload_never_signal_a_process_that_merely_looks_like_a_server(
             os.utime(path, (past, past))
         else:
             path.write_text(f"{proc.pid} {start_time(proc.pid) - 1}\n")  # the pid's previous owner
-        result = run_cli(command, "--pidfile", str(path), "--timeout", "5"
-                         ) if command == "stop" else run_cli(command, "--pidfile", str(path))
+        result = (
+            run_cli(command, "--pidfile", str(path), "--timeout", "5")
+            if command == "stop"
+            else run_cli(command, "--pidfile", str(path))
+        )
         assert result.returncode == 2 and "not a running lab server" in result.stderr, result.stderr
         assert proc.poll() is None, "the sleeper got no signal"
     finally:
@@ -95,8 +114,12 @@ def test_stop_and_reload_never_signal_a_process_that_merely_looks_like_a_server(
 
 def test_stop_finds_its_server_by_a_pid_file_of_either_format(tmp_path):
     path = tmp_path / "s.pid"
-    server = subprocess.Popen([sys.executable, "-m", "lab", *serve_args(tmp_path, path)],
-                              stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lab", *serve_args(tmp_path, path)],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until(lambda: path.exists() and path.read_text().endswith("\n"), 30, message="the pid file")
         assert read_record(str(path)).start == start_time(server.pid)

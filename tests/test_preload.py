@@ -14,7 +14,7 @@ from lab.errors import LabError
 # A stand-in for numpy: it records which process imported it. The app answers with that pid, its
 # own version and its own pid, so a test sees who imported what.
 HEAVY = "import os\n\nIMPORTED_BY = os.getpid()\nVERSION = {version!r}\n"
-APP = '''\
+APP = """\
 import os
 
 import heavy
@@ -24,7 +24,7 @@ TEXT = {text!r}
 
 def on_receive(server, conn, data):
     server.send(conn, f"{{TEXT}} {{heavy.VERSION}} {{heavy.IMPORTED_BY}} {{os.getpid()}}\\n".encode())
-'''
+"""
 
 
 def write_heavy(app_dir: Path, version: str) -> Path:
@@ -50,8 +50,19 @@ def answer(server) -> tuple[str, str, int, int]:
 def serve_fails(tmp_path: Path, app_dir: Path, *preload: str) -> str:
     """``serve --preload ...`` that must refuse to start: its one line on stderr."""
     pidfile = tmp_path / "refused.pid"
-    result = run_cli("serve", "app", "--app-dir", str(app_dir), "--bind", "127.0.0.1:0", "--workers", "1",
-                     "--pidfile", str(pidfile), *(a for m in preload for a in ("--preload", m)))
+    result = run_cli(
+        "serve",
+        "app",
+        "--app-dir",
+        str(app_dir),
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--pidfile",
+        str(pidfile),
+        *(a for m in preload for a in ("--preload", m)),
+    )
     assert result.returncode == 2, result.stderr
     assert not pidfile.exists(), "a refused start leaves no pid file"
     lines = result.stderr.strip().splitlines()
@@ -92,7 +103,8 @@ def test_a_preload_that_fails_to_import_refuses_the_start(tmp_path, heavy_app):
 def test_a_preload_that_starts_a_thread_is_refused(tmp_path, heavy_app):
     (heavy_app / "threaded.py").write_text(
         "import threading\nimport time\n\n"
-        "threading.Thread(target=time.sleep, args=(60,), name='poller', daemon=True).start()\n")
+        "threading.Thread(target=time.sleep, args=(60,), name='poller', daemon=True).start()\n"
+    )
     line = serve_fails(tmp_path, heavy_app, "threaded")
     assert "started Python thread(s) poller" in line and "a forked worker would have none of them" in line
 
@@ -115,15 +127,21 @@ def test_a_preload_that_leaves_a_file_open_is_a_warning(serve, heavy_app):
     assert answer(server)[0] == "v1", "a warning: the server serves"
 
 
-@pytest.mark.parametrize("given, expected", [("numpy", ("numpy",)), ("a.b, c", ("a.b", "c")),
-                                              ("", ()), (["x", "y.z"], ("x", "y.z"))])
+@pytest.mark.parametrize(
+    "given, expected", [("numpy", ("numpy",)), ("a.b, c", ("a.b", "c")), ("", ()), (["x", "y.z"], ("x", "y.z"))]
+)
 def test_config_preload_takes_module_names(given, expected):
     assert Config(target="app", preload=given).preload == expected
 
 
-@pytest.mark.parametrize("given, error", [("numpy:array", "bad preload module 'numpy:array'"),
-                                          (["1x"], "bad preload module '1x'"),
-                                          ("hello,app", "cannot preload the app 'app' itself")])
+@pytest.mark.parametrize(
+    "given, error",
+    [
+        ("numpy:array", "bad preload module 'numpy:array'"),
+        (["1x"], "bad preload module '1x'"),
+        ("hello,app", "cannot preload the app 'app' itself"),
+    ],
+)
 def test_config_refuses_bad_preloads(given, error):
     with pytest.raises(LabError, match=error):
         Config(target="app:App", preload=given)
@@ -131,4 +149,3 @@ def test_config_refuses_bad_preloads(given, error):
     with pytest.raises(LabError):
         config.set(preload=given)
     assert config.preload == (), "a refused option changes nothing"
-

@@ -150,6 +150,7 @@ def test_call_every_rejects_a_zero_interval(reactor):
 
 # --- a raising callback, a failing close ---------------------------------------------------------
 
+
 def test_a_raising_callback_is_reported_and_the_loop_goes_on(pipe):
     r, w = pipe
     reported: list[tuple[object, str]] = []

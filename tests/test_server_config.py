@@ -21,19 +21,29 @@ def test_defaults_are_loopback_and_one_worker_per_cpu():
     assert config.heartbeat_idle is None and config.heartbeat_interval is None
 
 
-@pytest.mark.parametrize("bind, expected", [
-    ("127.0.0.1:9000", (socket.AF_INET, "127.0.0.1", 9000)),
-    ("[::1]:0", (socket.AF_INET6, "::1", 0)),
-    ("localhost:8080", (socket.AF_INET, "127.0.0.1", 8080)),
-])
+@pytest.mark.parametrize(
+    "bind, expected",
+    [
+        ("127.0.0.1:9000", (socket.AF_INET, "127.0.0.1", 9000)),
+        ("[::1]:0", (socket.AF_INET6, "::1", 0)),
+        ("localhost:8080", (socket.AF_INET, "127.0.0.1", 8080)),
+    ],
+)
 def test_binds(bind, expected):
     assert parse_bind(bind) == expected
 
 
-@pytest.mark.parametrize("bind, message", [
-    ("9000", "HOST:PORT"), ("127.0.0.1:", "bad port"), ("127.0.0.1:70000", "bad port"),
-    ("::1:9000", "brackets"), ("example.com:80", "bad host"), ("127.0.0.1:-1", "bad port"),
-])
+@pytest.mark.parametrize(
+    "bind, message",
+    [
+        ("9000", "HOST:PORT"),
+        ("127.0.0.1:", "bad port"),
+        ("127.0.0.1:70000", "bad port"),
+        ("::1:9000", "brackets"),
+        ("example.com:80", "bad host"),
+        ("127.0.0.1:-1", "bad port"),
+    ],
+)
 def test_bad_binds_say_what_to_do(bind, message):
     with pytest.raises(LabError, match=message):
         Config(target="hello", bind=bind)
@@ -46,12 +56,21 @@ def test_swoole_heartbeat_defaults():
     assert (both.heartbeat_idle, both.heartbeat_interval) == (10, 1)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"workers": 0}, "workers"), ({"workers": "2"}, "workers"), ({"debounce": -0.1}, "debounce"),
-    ({"graceful_timeout": float("nan")}, "graceful_timeout"), ({"heartbeat_idle": 0}, "heartbeat_idle"),
-    ({"backlog": 0}, "backlog"), ({"max_buffer": -5}, "max_buffer"), ({"target": "a b"}, "bad target"),
-    ({"heartbeat_strategy": "nope"}, "strategy"), ({"nonsense": 1}, "unknown option"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"workers": 0}, "workers"),
+        ({"workers": "2"}, "workers"),
+        ({"debounce": -0.1}, "debounce"),
+        ({"graceful_timeout": float("nan")}, "graceful_timeout"),
+        ({"heartbeat_idle": 0}, "heartbeat_idle"),
+        ({"backlog": 0}, "backlog"),
+        ({"max_buffer": -5}, "max_buffer"),
+        ({"target": "a b"}, "bad target"),
+        ({"heartbeat_strategy": "nope"}, "strategy"),
+        ({"nonsense": 1}, "unknown option"),
+    ],
+)
 def test_set_rejects_bad_values_and_keeps_the_old_ones(options, message):
     config = Config(target="hello", workers=3)
     with pytest.raises(LabError, match=message):

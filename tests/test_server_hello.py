@@ -23,14 +23,15 @@ def connect(server: ServerProcess) -> socket.socket:
 
 def read_http(s: socket.socket, count: int = 1) -> list[bytes]:
     """``count`` whole responses (head + Content-Length body) from ``s``."""
-    data, responses = b"", []
+    data = b""
+    responses: list[bytes] = []
     while len(responses) < count:
         end = data.find(b"\r\n\r\n")
         if end >= 0:
             length = int(data[:end].lower().split(b"content-length: ")[1].split(b"\r\n")[0])
             if len(data) >= end + 4 + length:
-                responses.append(data[:end + 4 + length])
-                data = data[end + 4 + length:]
+                responses.append(data[: end + 4 + length])
+                data = data[end + 4 + length :]
                 continue
         chunk = s.recv(65536)
         if not chunk:
@@ -60,7 +61,7 @@ def test_keep_alive_pipelined_and_split_requests(hello):
         s.sendall(request * 3)  # pipelined: three answers, in order
         assert len(read_http(s, 3)) == 3
         for i in range(0, len(request), 5):  # one request in pieces
-            s.sendall(request[i:i + 5])
+            s.sendall(request[i : i + 5])
         (response,) = read_http(s)
         assert response.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" not in response
         s.sendall(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab")
@@ -68,10 +69,13 @@ def test_keep_alive_pipelined_and_split_requests(hello):
         assert len(read_http(s)) == 1
 
 
-@pytest.mark.parametrize("request_bytes", [
-    b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
-    b"GET / HTTP/1.0\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+    ],
+)
 def test_the_server_closes_when_asked_to_or_for_http_1_0(hello, request_bytes):
     with connect(hello) as s:
         s.sendall(request_bytes)

@@ -16,7 +16,7 @@ from lab.events import Kind, read_events
 from lab.heartbeat import STRATEGIES
 from lab.pidfile import is_alive, read_pid
 
-CRASHING_APP = '''\
+CRASHING_APP = """\
 import os
 
 TEXT = {text!r}
@@ -28,7 +28,7 @@ def on_start(server):
 
 def on_receive(server, conn, data):
     server.send(conn, (TEXT + "\\n").encode())
-'''
+"""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -148,17 +148,20 @@ def test_a_running_server_is_not_started_twice(serve, app_dir, tmp_path):
     assert read_pid(str(server.pidfile)) == server.pid
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--bind", "127.0.0.1:99999"), "bad port"),
-    (("--bind", "nowhere:80"), "bad host"),
-    (("--workers", "0"), "workers must be"),
-    (("--graceful-timeout", "-1"), "graceful_timeout must be"),
-    (("--heartbeat-strategy", "bogus"), "unknown heartbeat strategy"),
-    (("--app-dir", "/nonexistent/app"), "not a directory"),
-    (("--events", "/nonexistent/events.jsonl"), "cannot open the events file"),
-    (("--pidfile", "/nonexistent/s.pid"), "cannot create pid file"),
-    (("--watch", "/nonexistent/app"), "/nonexistent/app"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--bind", "127.0.0.1:99999"), "bad port"),
+        (("--bind", "nowhere:80"), "bad host"),
+        (("--workers", "0"), "workers must be"),
+        (("--graceful-timeout", "-1"), "graceful_timeout must be"),
+        (("--heartbeat-strategy", "bogus"), "unknown heartbeat strategy"),
+        (("--app-dir", "/nonexistent/app"), "not a directory"),
+        (("--events", "/nonexistent/events.jsonl"), "cannot open the events file"),
+        (("--pidfile", "/nonexistent/s.pid"), "cannot create pid file"),
+        (("--watch", "/nonexistent/app"), "/nonexistent/app"),
+    ],
+)
 def test_bad_options_are_one_line_errors(tmp_path, args, message):
     result = run_cli("serve", "app", "--app-dir", str(tmp_path), *args)
     assert result.returncode == 2
@@ -175,12 +178,15 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path):
     assert "already in use" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("source, message", [
-    (None, "No module named 'missing'"),
-    ("def on_receive(server, conn, data)\n", "SyntaxError"),
-    ("TEXT = 1\n", "no on_receive"),
-    ("", "'json' is taken"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (None, "No module named 'missing'"),
+        ("def on_receive(server, conn, data)\n", "SyntaxError"),
+        ("TEXT = 1\n", "no on_receive"),
+        ("", "'json' is taken"),
+    ],
+)
 def test_an_app_that_cannot_start_is_a_one_line_error(tmp_path, source, message):
     target = "missing"
     if source == "":
@@ -189,8 +195,21 @@ def test_an_app_that_cannot_start_is_a_one_line_error(tmp_path, source, message)
         (tmp_path / "broken.py").write_text(source)
         target = "broken"
     events = tmp_path / "events.jsonl"
-    result = run_cli("serve", target, "--app-dir", str(tmp_path), "--bind", "127.0.0.1:0", "--workers", "2",
-                     "--events", str(events), "--pidfile", str(tmp_path / "s.pid"), "--quiet")
+    result = run_cli(
+        "serve",
+        target,
+        "--app-dir",
+        str(tmp_path),
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--events",
+        str(events),
+        "--pidfile",
+        str(tmp_path / "s.pid"),
+        "--quiet",
+    )
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.pid").exists()
@@ -207,10 +226,15 @@ def test_ipv6_loopback(serve, app_dir):
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_the_heartbeat_closes_idle_connections_only(serve, app_dir, strategy):
-    server = serve(app_dir=app_dir, workers=1, args=("--heartbeat-idle", "0.5", "--heartbeat-interval", "0.05",
-                                                     "--heartbeat-strategy", strategy))
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle, \
-            socket.create_connection(("127.0.0.1", server.port), timeout=5) as busy:
+    server = serve(
+        app_dir=app_dir,
+        workers=1,
+        args=("--heartbeat-idle", "0.5", "--heartbeat-interval", "0.05", "--heartbeat-strategy", strategy),
+    )
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle,
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as busy,
+    ):
         for _ in range(10):  # 1 s of chatting, well past the idle time: never closed
             busy.sendall(b"hi\n")
             assert busy.recv(100) == b"v1\n"
@@ -246,7 +270,8 @@ def test_a_module_attribute_target_and_a_class_app(serve, app_dir):
         "        self.count = 0\n"
         "    def on_receive(self, server, conn, data):\n"
         "        self.count += 1\n"
-        "        server.send(conn, b'%d ' % self.count + data)\n")
+        "        server.send(conn, b'%d ' % self.count + data)\n"
+    )
     server = serve(app_dir=app_dir, target="classy:Echo", workers=1)
     assert server.ask(b"one") == "1 one"
     assert server.ask(b"two") == "2 two", "one instance per worker, made after the import"

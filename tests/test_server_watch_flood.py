@@ -35,6 +35,7 @@ def test_sigterm_during_a_flood_of_deletions_stops_the_server(serve, app_dir, tm
     try:
         assert server.proc.wait(EXIT_DEADLINE) == 0
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"SIGTERM unheard for {EXIT_DEADLINE} s after {FILES} deletions; "
-                             f"{server.stderr()[-2000:]}") from None
+        raise AssertionError(
+            f"SIGTERM unheard for {EXIT_DEADLINE} s after {FILES} deletions; {server.stderr()[-2000:]}"
+        ) from None
     assert server.find(Kind.SERVER_STOPPING, graceful=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
@@ -30,7 +29,7 @@ def test_an_edit_reloads_by_killing_every_worker(server):
 
 
 def test_a_syntax_error_takes_the_server_down(server):
-    server.edit(APP.replace("\"hello world client\"", "\"oops"))
+    server.edit(APP.replace('"hello world client"', '"oops'))
     wait_until(lambda: "reload: killing every worker" in server.log(), timeout=10, what="the reload")
     for _ in range(10):  # each worker dies when a request makes it load the app (bounded)
         if not server.running:
@@ -68,6 +67,11 @@ def test_sigusr1_reloads_and_sigterm_stops(server):
 def test_bad_arguments_are_one_line(tmp_path):
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "lab.tutorial.server", str(tmp_path / "none.py"),
-                          "--pidfile", str(tmp_path / "pid")], capture_output=True, text=True, timeout=30)
+
+    out = subprocess.run(
+        [sys.executable, "-m", "lab.tutorial.server", str(tmp_path / "none.py"), "--pidfile", str(tmp_path / "pid")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2 and "no app file at" in out.stderr

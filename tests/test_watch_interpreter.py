@@ -78,8 +78,10 @@ def test_a_directory_renamed_inside_the_tree_keeps_its_watches_under_the_new_pat
     assert feed(interp, (1, M.MOVED_FROM | DIR, 7, "pkg"), (1, M.MOVED_TO | DIR, 7, "lib")) == []
     assert interp.index.wd_path == {1: "/w", 2: "/w/lib", 3: "/w/lib/sub"}
     assert interp.index.subtree("/w") == ["/w", "/w/lib", "/w/lib/sub"]
-    assert sorted(batch(interp)) == [("moved", "/w/lib/a.py", "/w/pkg/a.py"),
-                                     ("moved", "/w/lib/sub/c.py", "/w/pkg/sub/c.py")]
+    assert sorted(batch(interp)) == [
+        ("moved", "/w/lib/a.py", "/w/pkg/a.py"),
+        ("moved", "/w/lib/sub/c.py", "/w/pkg/sub/c.py"),
+    ]
     # records of the renamed watches now name the new paths
     feed(interp, (3, M.CLOSE_WRITE, 0, "c.py"))
     assert batch(interp) == [("modified", "/w/lib/sub/c.py", None)]
@@ -110,8 +112,13 @@ def test_a_directory_renamed_to_an_ignored_name_is_unwatched():
 def test_in_ignored_for_a_deleted_directory_forgets_its_watch_and_asks_nothing():
     interp = tree()
     # rm -r /w/pkg/sub, as the kernel queues it
-    actions = feed(interp, (3, M.DELETE, 0, "c.py"), (3, M.DELETE_SELF, 0, ""),
-                   (3, M.IGNORED, 0, ""), (2, M.DELETE | DIR, 0, "sub"))
+    actions = feed(
+        interp,
+        (3, M.DELETE, 0, "c.py"),
+        (3, M.DELETE_SELF, 0, ""),
+        (3, M.IGNORED, 0, ""),
+        (2, M.DELETE | DIR, 0, "sub"),
+    )
     assert actions == []  # the kernel removed the watch itself: no Unwatch
     assert interp.index.wd_path == {1: "/w", 2: "/w/pkg"}
     assert interp.index.subtree("/w/pkg") == ["/w/pkg"]
@@ -121,8 +128,10 @@ def test_in_ignored_for_a_deleted_directory_forgets_its_watch_and_asks_nothing()
 def test_a_created_directory_is_watched_and_scanned_by_the_shell():
     interp = tree()
     [scan] = feed(interp, (1, M.CREATE | DIR, 0, "new"))
-    assert scan == Scan("/w/new", ("wd=1 IN_CREATE|IN_ISDIR cookie=0 name='new' -> /w/new",
-                                   "synthesized by scanning new directory /w/new"))
+    assert scan == Scan(
+        "/w/new",
+        ("wd=1 IN_CREATE|IN_ISDIR cookie=0 name='new' -> /w/new", "synthesized by scanning new directory /w/new"),
+    )
     # what the shell does with it: watch, list, and report each file found as appeared
     interp.index.add(4, "/w/new")
     interp.appeared("/w/new/x.py", 0.0, scan.why)
@@ -130,15 +139,19 @@ def test_a_created_directory_is_watched_and_scanned_by_the_shell():
     assert batch(interp) == [("created", "/w/new/x.py", None), ("modified", "/w/b.py", None)]
     # a directory already found by its parent's listing (mkdir -p) is not scanned twice
     assert feed(interp, (4, M.CREATE | DIR, 0, "deeper"), (1, M.CREATE | DIR, 0, "new")) == [
-        Scan("/w/new/deeper", ("wd=4 IN_CREATE|IN_ISDIR cookie=0 name='deeper' -> "
-                               "/w/new/deeper",
-                               "synthesized by scanning new directory /w/new/deeper"))]
+        Scan(
+            "/w/new/deeper",
+            (
+                "wd=4 IN_CREATE|IN_ISDIR cookie=0 name='deeper' -> /w/new/deeper",
+                "synthesized by scanning new directory /w/new/deeper",
+            ),
+        )
+    ]
 
 
 def test_an_ignored_directory_is_never_scanned():
     interp = tree()
-    assert feed(interp, (1, M.CREATE | DIR, 0, "__pycache__"),
-                (1, M.MOVED_TO | DIR, 9, "node_modules")) == []
+    assert feed(interp, (1, M.CREATE | DIR, 0, "__pycache__"), (1, M.MOVED_TO | DIR, 9, "node_modules")) == []
     assert all("directory name ignored" in line for line in interp.log)
 
 
@@ -156,10 +169,15 @@ def test_an_overflow_asks_for_a_rescan_once_the_queue_is_drained():
     assert interp.timeout(0.0, backlog=False) == 0.25 and interp.due(0.25, backlog=False)
     changes = interp.take()
     assert [(c.kind, c.path) for c in changes] == [
-        ("rescan", "/w"), ("modified", "/w/b.py"), ("created", "/w/new.py"),
-        ("deleted", "/w/pkg/sub/c.py")]
-    assert changes[0].why[1] == ("queue overflow: rescanned 1 directories and 3 files in 1.5 ms; "
-                                 "3 differ from the snapshot taken after the last batch")
+        ("rescan", "/w"),
+        ("modified", "/w/b.py"),
+        ("created", "/w/new.py"),
+        ("deleted", "/w/pkg/sub/c.py"),
+    ]
+    assert changes[0].why[1] == (
+        "queue overflow: rescanned 1 directories and 3 files in 1.5 ms; "
+        "3 differ from the snapshot taken after the last batch"
+    )
     assert changes[0].why[2] == "1 changes held before the overflow were replaced by the rescan"
     assert interp.drained(0.0) == []  # once
 
@@ -210,8 +228,13 @@ def test_a_lost_root_is_a_problem_and_a_moved_root_is_unwatched():
 
 def test_names_filter_files_and_a_save_by_rename_counts_for_the_target():
     interp = tree()
-    feed(interp, (1, M.CREATE, 0, ".b.py.swp"), (1, M.CLOSE_WRITE, 0, "notes.txt"),
-         (1, M.MOVED_FROM, 5, "b.py.tmp"), (1, M.MOVED_TO, 5, "b.py"))
+    feed(
+        interp,
+        (1, M.CREATE, 0, ".b.py.swp"),
+        (1, M.CLOSE_WRITE, 0, "notes.txt"),
+        (1, M.MOVED_FROM, 5, "b.py.tmp"),
+        (1, M.MOVED_TO, 5, "b.py"),
+    )
     assert batch(interp) == [("modified", "/w/b.py", None)]
     assert interp.log[0].endswith("name matches ignore pattern '*.swp'")
     assert interp.log[1].endswith("not a watched type ('.py',)")
@@ -240,8 +263,13 @@ def test_a_save_that_closes_or_renames_into_place_ends_its_batch_after_settle_on
     feed(interp, (1, M.MODIFY, 0, "b.py"), (1, M.MODIFY, 0, "b.py"), (1, M.CLOSE_WRITE, 0, "b.py"))
     assert interp.timeout(0.0, backlog=False) == settle and interp.due(settle, backlog=False)
     assert batch(interp) == [("modified", "/w/b.py", None)]
-    feed(interp, (1, M.CREATE, 0, "b.py.tmp"), (1, M.CLOSE_WRITE, 0, "b.py.tmp"),
-         (1, M.MOVED_FROM, 7, "b.py.tmp"), (1, M.MOVED_TO, 7, "b.py"))  # atomic save
+    feed(
+        interp,
+        (1, M.CREATE, 0, "b.py.tmp"),
+        (1, M.CLOSE_WRITE, 0, "b.py.tmp"),
+        (1, M.MOVED_FROM, 7, "b.py.tmp"),
+        (1, M.MOVED_TO, 7, "b.py"),
+    )  # atomic save
     assert interp.timeout(0.0, backlog=False) == settle
     assert batch(interp) == [("modified", "/w/b.py", None)]
     feed(interp, (1, M.MOVED_TO, 8, "new.py"))  # moved in from outside the tree
@@ -254,7 +282,6 @@ def test_a_save_that_closes_or_renames_into_place_ends_its_batch_after_settle_on
     assert batch(interp) == [("modified", "/w/b.py", None)]
 
 
-@pytest.mark.parametrize("mask, name", [(M.CREATE | DIR, "IN_CREATE|IN_ISDIR"),
-                                        (M.Q_OVERFLOW, "IN_Q_OVERFLOW")])
+@pytest.mark.parametrize("mask, name", [(M.CREATE | DIR, "IN_CREATE|IN_ISDIR"), (M.Q_OVERFLOW, "IN_Q_OVERFLOW")])
 def test_mask_names_read_as_the_kernel_headers(mask: int, name: str):
     assert mask_name(mask) == name

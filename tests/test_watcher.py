@@ -16,6 +16,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from privileges import python_for_nobody, skip_without_user_namespaces
@@ -92,6 +93,7 @@ def tree(tmp_path: Path) -> Path:
 
 # --- set-up -------------------------------------------------------------------------------------
 
+
 def test_one_watch_per_directory_and_none_for_ignored_ones(tree: Path):
     with Watcher(tree) as w:
         assert w.watched_dirs == 3  # root, pkg, pkg/sub: not .git, __pycache__, ...
@@ -114,11 +116,13 @@ def test_fileno_works_in_a_selector_and_idle_means_no_timeout(tree: Path):
         assert signed(w).timeout() is None and sel.select(0) == []
         (tree / "pkg" / "app.py").write_text("x = 2\n")
         assert sel.select(5)  # readable
-        assert w.poll() == [] and 0 <= w.timeout() <= 0.02  # held for the quiet time
+        assert w.poll() == []
+        assert (held := w.timeout()) is not None and 0 <= held <= 0.02  # held for the quiet time
         assert summary(collect(w, bool)) == [("modified", str(tree / "pkg" / "app.py"))]
 
 
 # --- editor saves --------------------------------------------------------------------------------
+
 
 def test_in_place_write_is_one_modification(tree: Path, clock: Clock):
     app = tree / "pkg" / "app.py"
@@ -183,8 +187,7 @@ def test_types_use_the_real_suffix(tree: Path, clock: Clock):
     with Watcher(tree, types=(".py", ".txt"), clock=clock) as w:
         for name in ("a.b.py", "c.txt", "d.php", "e.pyc", "py"):
             (tree / name).write_text("")
-        assert sorted(c.path for c in settle(w, clock)) == [str(tree / "a.b.py"),
-                                                            str(tree / "c.txt")]
+        assert sorted(c.path for c in settle(w, clock)) == [str(tree / "a.b.py"), str(tree / "c.txt")]
         assert any("'d.php'" in line and "not a watched type" in line for line in w.log)
     with Watcher(tree, types=None, clock=clock) as w:
         (tree / "d.php").write_text("changed")
@@ -207,6 +210,7 @@ def test_a_single_file_can_be_watched(tree: Path, clock: Clock):
 
 
 # --- directories -------------------------------------------------------------------------------
+
 
 def test_nested_new_directories_written_at_once_every_file_reported(tmp_path: Path):
     """The race `inotifywait -r` loses: files written into directories whose watch does not exist
@@ -325,6 +329,7 @@ def test_an_ignored_directory_created_later_gets_no_watch(tree: Path, clock: Clo
 
 # --- floods --------------------------------------------------------------------------------------
 
+
 def _files(directory: Path, count: int) -> list[Path]:
     """``count`` empty .py files in ``directory``, in sorted order (``rm dir/*``'s order; a
     directory listing, and so the snapshot, has another)."""
@@ -347,12 +352,12 @@ def test_forgetting_a_deleted_file_is_not_a_search_of_its_directory(tmp_path: Pa
             path.unlink()
         assert {c.kind for c in settle(w, clock)} == {"deleted"}
         assert list(w._index.dir_files[str(tmp_path / "many")]) == [
-            p for p in listed if p not in {str(q) for q in paths[::2]}]
+            p for p in listed if p not in {str(q) for q in paths[::2]}
+        ]
         assert w.watched_files == 100
 
 
-def test_a_flood_is_interpreted_a_slice_at_a_time_and_nothing_is_lost(tmp_path: Path,
-                                                                      clock: Clock):
+def test_a_flood_is_interpreted_a_slice_at_a_time_and_nothing_is_lost(tmp_path: Path, clock: Clock):
     """A poll interprets at most RECORDS_PER_POLL records and says (timeout 0) that more wait:
     a server polling from its loop handles signals between slices of a big deletion."""
     count = 2 * RECORDS_PER_POLL + 100
@@ -374,8 +379,8 @@ def test_a_flood_is_interpreted_a_slice_at_a_time_and_nothing_is_lost(tmp_path: 
 
 # --- overflow ------------------------------------------------------------------------------------
 
-def test_queue_overflow_is_reported_and_the_rescan_finds_what_was_missed(tree: Path,
-                                                                           clock: Clock):
+
+def test_queue_overflow_is_reported_and_the_rescan_finds_what_was_missed(tree: Path, clock: Clock):
     limit = inotify_limits()["max_queued_events"]
     if limit > 100_000:  # bounded: ~limit/3 file operations below
         pytest.skip(f"max_queued_events={limit}: flooding it would take too long here")
@@ -402,8 +407,7 @@ def test_queue_overflow_is_reported_and_the_rescan_finds_what_was_missed(tree: P
         assert summary(settle(w, clock)) == [("created", str(tree / "pkg" / "after.py"))]
 
 
-def test_a_change_between_the_watch_and_the_signature_survives_an_overflow(tree: Path,
-                                                                           clock: Clock):
+def test_a_change_between_the_watch_and_the_signature_survives_an_overflow(tree: Path, clock: Clock):
     """Set-up signs its files later than it watches them: a file changed in between is signed
     with its new content, so after an overflow only its held record can tell; it must."""
     limit = inotify_limits()["max_queued_events"]
@@ -427,7 +431,8 @@ def test_a_change_between_the_watch_and_the_signature_survives_an_overflow(tree:
         changes += w.poll()
         assert [c.path for c in changes if c.kind == "rescan"] == [str(tree)]
         assert [(c.kind, c.path) for c in changes if c.kind != "rescan"] == [
-            ("modified", str(keep))]  # ... the held change, and reports it all the same
+            ("modified", str(keep))
+        ]  # ... the held change, and reports it all the same
 
 
 def _sig(path: Path) -> tuple[int, int, int]:
@@ -437,10 +442,11 @@ def _sig(path: Path) -> tuple[int, int, int]:
 
 # --- bad input and limits ------------------------------------------------------------------------
 
+
 def test_bad_input_is_a_clear_error(tmp_path: Path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         (dict(paths=tmp_path / "missing"), "no such file or directory"),
         (dict(paths=fifo), "neither a directory nor a regular file"),
         (dict(paths=[]), "no path to watch"),
@@ -477,13 +483,18 @@ def test_a_directory_we_may_not_read(tmp_path: Path):
                 print("watched", w.watched_dirs, "|", *w.log)
         """)
         python, env = python_for_nobody(top)
-        out = subprocess.run([python, "-c", code, str(top / "secret"), str(top / "open")],
-                             user="nobody", capture_output=True, text=True, timeout=60, cwd="/",
-                             env=env)
+        out = subprocess.run(
+            [python, "-c", code, str(top / "secret"), str(top / "open")],
+            user="nobody",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+            env=env,
+        )
         assert out.returncode == 0, out.stderr
         assert f"LabError: {top / 'secret'}: permission denied" in out.stdout
-        assert f"watched 1 | not watched: {top / 'open' / 'closed'}: Permission denied" \
-            in out.stdout
+        assert f"watched 1 | not watched: {top / 'open' / 'closed'}: Permission denied" in out.stdout
     finally:
         shutil.rmtree(top)
 
@@ -492,9 +503,12 @@ def _in_user_namespace(code: str, *args: str) -> subprocess.CompletedProcess:
     """Runs ``code`` as root of a new user namespace, whose inotify limits are its own: lowering
     them there cannot starve the other tests running on this machine."""
     skip_without_user_namespaces()
-    out = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c",
-                          textwrap.dedent(code), *args],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if out.returncode == 99:
         pytest.skip(f"cannot lower inotify limits in a user namespace: {out.stderr.strip()}")
     return out
@@ -502,7 +516,8 @@ def _in_user_namespace(code: str, *args: str) -> subprocess.CompletedProcess:
 
 def _error_with_lowered_limit(limit: str, value: int, path: Path) -> str:
     """What ``Watcher(path)`` says with ``/proc/sys/user/max_inotify_<limit>`` set to ``value``."""
-    out = _in_user_namespace("""
+    out = _in_user_namespace(
+        """
         import sys
         try:
             with open(f"/proc/sys/user/max_inotify_{sys.argv[2]}", "w") as f:
@@ -516,7 +531,11 @@ def _error_with_lowered_limit(limit: str, value: int, path: Path) -> str:
             Watcher(sys.argv[1])
         except LabError as exc:
             print(exc)
-    """, str(path), limit, str(value))
+    """,
+        str(path),
+        limit,
+        str(value),
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 

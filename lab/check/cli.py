@@ -14,10 +14,19 @@ from lab.i18n import _
 def main(args: argparse.Namespace) -> int:
     """Run the check; exit status 0 only if every check passed (1 if one failed)."""
     quiet = args.json == "-"
-    options = Options(connect=args.connect, app=args.app, marker=args.marker, cmd=args.cmd,
-                      protocol=args.protocol, edits=args.edits, clients=args.clients, broken=args.broken,
-                      idle=args.idle, interval=args.interval,
-                      scenarios=tuple(s.strip() for s in args.scenarios.split(",") if s.strip()))
+    options = Options(
+        connect=args.connect,
+        app=args.app,
+        marker=args.marker,
+        cmd=args.cmd,
+        protocol=args.protocol,
+        edits=args.edits,
+        clients=args.clients,
+        broken=args.broken,
+        idle=args.idle,
+        interval=args.interval,
+        scenarios=tuple(s.strip() for s in args.scenarios.split(",") if s.strip()),
+    )
 
     def progress(line: str, **fields: object) -> None:
         if not quiet:

@@ -31,8 +31,9 @@ def reload_figure(report: Report) -> Figure | None:
     bottom.scatter([a.received - t0 for a in bad], [-0.5] * len(bad), s=8, color="tab:red", label=_f("failed"))
     for e in edits:
         bottom.axvline(e.written - t0, color="grey", lw=0.6, ls=":")
-    bottom.set(xlabel=_f("time (s); dotted: an edit written"), ylabel=_f("token (0: the marker)"),
-               title=_f("answers by token"))
+    bottom.set(
+        xlabel=_f("time (s); dotted: an edit written"), ylabel=_f("token (0: the marker)"), title=_f("answers by token")
+    )
     bottom.legend(loc="upper left")
     fig.tight_layout()
     return fig
@@ -50,12 +51,17 @@ def heartbeat_figure(report: Report) -> Figure | None:
     for i, life in enumerate(raw["silent"]):
         lived = until if life.closed is None else life.closed - life.opened
         ax.barh(i, lived, color="tab:grey" if life.closed is None else "tab:blue")
-    for x, label, colour in ((idle - EARLY_SLACK, _f("early before"), "tab:orange"),
-                             (idle + interval + LATE_SLACK, _f("late after"), "tab:red"),
-                             (until, _f("never closed"), "black")):
+    for x, label, colour in (
+        (idle - EARLY_SLACK, _f("early before"), "tab:orange"),
+        (idle + interval + LATE_SLACK, _f("late after"), "tab:red"),
+        (until, _f("never closed"), "black"),
+    ):
         ax.axvline(x, color=colour, ls="--", label=f"{label} {x:.2f} s")
-    ax.set(xlabel=_f("seconds from connect to close"), ylabel=_f("silent connection"),
-           title=_f("heartbeat: idle {idle:g} s, interval {interval:g} s").format(idle=idle, interval=interval))
+    ax.set(
+        xlabel=_f("seconds from connect to close"),
+        ylabel=_f("silent connection"),
+        title=_f("heartbeat: idle {idle:g} s, interval {interval:g} s").format(idle=idle, interval=interval),
+    )
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return fig

@@ -33,10 +33,14 @@ def parse_connect(text: str) -> Address:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise LabError(_("--connect {text!r}: {reason}").format(text=text, reason=exc.strerror)) from None
-    addresses = {info[4][0] for info in infos}
+    addresses = {str(info[4][0]) for info in infos}
     if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
-        raise LabError(_("--connect {text!r}: only loopback addresses (127.0.0.1, ::1, localhost) are allowed, the "
-                         "check loads the server hard").format(text=text))
+        raise LabError(
+            _(
+                "--connect {text!r}: only loopback addresses (127.0.0.1, ::1, localhost) are allowed, the "
+                "check loads the server hard"
+            ).format(text=text)
+        )
     return host, int(port)
 
 
@@ -74,8 +78,8 @@ def _recv(sock: socket.socket, buffer: bytearray) -> None:
 def _read_until(sock: socket.socket, buffer: bytearray, end: bytes) -> bytes:
     while (pos := buffer.find(end)) < 0:
         _recv(sock, buffer)
-    out = bytes(buffer[:pos + len(end)])
-    del buffer[:pos + len(end)]
+    out = bytes(buffer[: pos + len(end)])
+    del buffer[: pos + len(end)]
     return out
 
 
@@ -118,8 +122,9 @@ class Clients:
         self.first: dict[int, float] = {}
         self.lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True, name=f"lab-check-client-{i}")
-                         for i in range(count)]
+        self._threads = [
+            threading.Thread(target=self._run, daemon=True, name=f"lab-check-client-{i}") for i in range(count)
+        ]
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -204,15 +209,19 @@ def chatty(address: Address, protocol: str, every: float, until: float, out: lis
     out.append(Lifetime(opened, closed))
 
 
-def heartbeat_clients(address: Address, protocol: str, idle: float, until: float, silent_count: int,
-                      chatty_count: int) -> tuple[list[Lifetime], list[Lifetime]]:
+def heartbeat_clients(
+    address: Address, protocol: str, idle: float, until: float, silent_count: int, chatty_count: int
+) -> tuple[list[Lifetime], list[Lifetime]]:
     """Silent and chatty connections side by side; returns their lifetimes once all are done."""
     silents: list[Lifetime] = []
     chatties: list[Lifetime] = []
-    threads = [threading.Thread(target=silent, args=(address, until, silents), daemon=True)
-               for _ in range(silent_count)]
-    threads += [threading.Thread(target=chatty, args=(address, protocol, 0.3 * idle, until, chatties),
-                                 daemon=True) for _ in range(chatty_count)]
+    threads = [
+        threading.Thread(target=silent, args=(address, until, silents), daemon=True) for _ in range(silent_count)
+    ]
+    threads += [
+        threading.Thread(target=chatty, args=(address, protocol, 0.3 * idle, until, chatties), daemon=True)
+        for _ in range(chatty_count)
+    ]
     for t in threads:
         t.start()
     for t in threads:

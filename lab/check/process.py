@@ -35,13 +35,16 @@ class AppFile:
             self.original = self.path.read_bytes()
             text = self.original.decode()
         except (OSError, UnicodeDecodeError) as exc:
-            raise LabError(_("--app {path}: cannot read it as UTF-8 text ({exc})")
-                           .format(path=path, exc=exc)) from None
+            raise LabError(_("--app {path}: cannot read it as UTF-8 text ({exc})").format(path=path, exc=exc)) from None
         if not os.access(self.path, os.W_OK):
             raise LabError(_("--app {path}: not writable, the check edits it (and puts it back)").format(path=path))
         if not marker or marker not in text:
-            raise LabError(_("--app {path}: the marker {marker!r} is not in this file (give the text your server "
-                             "answers with, as written in the file)").format(path=path, marker=marker))
+            raise LabError(
+                _(
+                    "--app {path}: the marker {marker!r} is not in this file (give the text your server "
+                    "answers with, as written in the file)"
+                ).format(path=path, marker=marker)
+            )
         self.text, self.tokens = text, [marker]
 
     @property
@@ -103,12 +106,14 @@ class Server:
             raise LabError(_("--cmd is empty"))
         self.log = tempfile.TemporaryFile()
         try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         except OSError as exc:
             self.log.close()
-            raise LabError(_("--cmd {cmd!r}: {reason}: {program}")
-                           .format(cmd=cmd, reason=exc.strerror, program=argv[0])) from None
+            raise LabError(
+                _("--cmd {cmd!r}: {reason}: {program}").format(cmd=cmd, reason=exc.strerror, program=argv[0])
+            ) from None
 
     def output_tail(self, lines: int = 3) -> str:
         self.log.seek(0)
@@ -130,8 +135,7 @@ class Server:
             time.sleep(0.02)
         left = [pid for pid in left if pid != self.proc.pid]
         self.kill()
-        return {"graceful": code is not None, "exit_s": round(exit_s, 3), "exit_code": code,
-                "left_behind": left}
+        return {"graceful": code is not None, "exit_s": round(exit_s, 3), "exit_code": code, "left_behind": left}
 
     def kill(self) -> None:
         """SIGKILL the server and every process of its session; reap it; close the log."""

@@ -35,7 +35,9 @@ def lab_check() -> Callable[..., Report]:
             scenarios = tuple(s.strip() for s in scenarios.split(",") if s.strip())
         if scenarios is not None:
             options["scenarios"] = tuple(scenarios)
-        return run(Options(connect=connect, app=str(app), marker=marker, **options),
-                   lambda line, **fields: print(f"check: {line}", flush=True))
+        return run(
+            Options(connect=connect, app=str(app), marker=marker, **options),
+            lambda line, **fields: print(f"check: {line}", flush=True),
+        )
 
     return check

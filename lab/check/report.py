@@ -38,13 +38,18 @@ class Report:
     stop = property(lambda self: self.sections.get("stop"))
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checks": [c.to_json() for c in self.checks],
-                **{name: self.sections.get(name) for name in SECTIONS},
-                "notes": self.notes, "duration_s": self.raw.get("duration_s")}
+        return {
+            "ok": self.ok,
+            "checks": [c.to_json() for c in self.checks],
+            **{name: self.sections.get(name) for name in SECTIONS},
+            "notes": self.notes,
+            "duration_s": self.raw.get("duration_s"),
+        }
 
     def __str__(self) -> str:
         rows = [(_("check"), _("value"), _("bound"), "")] + [
-            (c.name, _short(c.value), c.bound, _("pass") if c.ok else _("FAIL")) for c in self.checks]
+            (c.name, _short(c.value), c.bound, _("pass") if c.ok else _("FAIL")) for c in self.checks
+        ]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = []
         for i, row in enumerate(rows):
@@ -52,8 +57,11 @@ class Report:
             if i and not self.checks[i - 1].ok:
                 lines.append(f"    -> {self.checks[i - 1].detail}")
         lines += _figures(self.sections) + [_("note: {note}").format(note=n) for n in self.notes]
-        verdict = _("every check passed") if self.ok else _("FAILED: {checks}").format(
-            checks=", ".join(self.failed) or _("no check ran"))
+        verdict = (
+            _("every check passed")
+            if self.ok
+            else _("FAILED: {checks}").format(checks=", ".join(self.failed) or _("no check ran"))
+        )
         return "\n".join(lines + [verdict])
 
 
@@ -65,13 +73,19 @@ def _figures(sections: dict[str, dict[str, Any] | None]) -> list[str]:
     """One line of the main figures per scenario that ran."""
     out = []
     if r := sections.get("reload"):
-        out.append(_("reload: {edits} edits, latency p50 {p50} ms, {ok} answers, {failed} failed").format(
-            edits=r["edits"], p50=r["p50_ms"], ok=r["ok_requests"], failed=r["failed_requests"]))
+        out.append(
+            _("reload: {edits} edits, latency p50 {p50} ms, {ok} answers, {failed} failed").format(
+                edits=r["edits"], p50=r["p50_ms"], ok=r["ok_requests"], failed=r["failed_requests"]
+            )
+        )
     if h := sections.get("heartbeat"):
         late = h["lateness_ms"]
         span = f"{min(late)} .. {max(late)} ms" if late else _("none closed")
-        out.append(_("heartbeat: idle {idle} s, interval {interval} s, silent closed {span} after the idle time")
-                   .format(idle=h["idle_s"], interval=h["interval_s"], span=span))
+        out.append(
+            _("heartbeat: idle {idle} s, interval {interval} s, silent closed {span} after the idle time").format(
+                idle=h["idle_s"], interval=h["interval_s"], span=span
+            )
+        )
     if s := sections.get("stop"):
         out.append(_("stop: exit after {s} s (status {code})").format(s=s["exit_s"], code=s["exit_code"]))
     return out

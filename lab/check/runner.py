@@ -40,19 +40,22 @@ class Options:
     idle: float | None = None
     interval: float | None = None
     scenarios: tuple[str, ...] = SCENARIOS
-    seen_timeout: float = 10.0    # an edit not served within this is missed
-    broken_s: float = 3.0         # how long the broken app is asked
-    settle_s: float = 0.3         # clients keep asking this long after an edit is first served
-    stop_timeout: float = 5.0     # SIGTERM -> exit within this is graceful
-    start_timeout: float = 30.0   # --cmd must answer within this
+    seen_timeout: float = 10.0  # an edit not served within this is missed
+    broken_s: float = 3.0  # how long the broken app is asked
+    settle_s: float = 0.3  # clients keep asking this long after an edit is first served
+    stop_timeout: float = 5.0  # SIGTERM -> exit within this is graceful
+    start_timeout: float = 30.0  # --cmd must answer within this
     silent: int = 4
     chatty: int = 2
 
     def validate(self) -> None:
         unknown = set(self.scenarios) - set(SCENARIOS)
         if unknown:
-            raise LabError(_("--scenarios: unknown {unknown} (known: {known})")
-                           .format(unknown=', '.join(sorted(unknown)), known=', '.join(SCENARIOS)))
+            raise LabError(
+                _("--scenarios: unknown {unknown} (known: {known})").format(
+                    unknown=", ".join(sorted(unknown)), known=", ".join(SCENARIOS)
+                )
+            )
         if self.protocol not in ("line", "http"):
             raise LabError(_("--protocol {protocol!r}: line or http").format(protocol=self.protocol))
         if self.edits < 1 or self.clients < 1:
@@ -119,8 +122,11 @@ def _wait_ready(state: Run) -> None:
     last = "no answer"
     while time.monotonic() < deadline:
         if server is not None and server.proc.poll() is not None:
-            raise LabError(_("--cmd exited with status {status} before answering ({output})")
-                           .format(status=server.proc.returncode, output=server.output_tail() or _('no output')))
+            raise LabError(
+                _("--cmd exited with status {status} before answering ({output})").format(
+                    status=server.proc.returncode, output=server.output_tail() or _("no output")
+                )
+            )
         try:
             text = probe.ask(state.address, opts.protocol)
             if state.app.identify(text) is not None:
@@ -129,8 +135,11 @@ def _wait_ready(state: Run) -> None:
         except OSError as exc:
             last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.1)
-    raise LabError(_("no answer containing {marker!r} at {connect} ({last})")
-                   .format(marker=opts.marker, connect=opts.connect, last=last))
+    raise LabError(
+        _("no answer containing {marker!r} at {connect} ({last})").format(
+            marker=opts.marker, connect=opts.connect, last=last
+        )
+    )
 
 
 def _restore_served(state: Run) -> None:
@@ -148,8 +157,9 @@ def _restore_served(state: Run) -> None:
 
 def _reload(state: Run) -> None:
     opts = state.options
-    state.progress(_("reload: {clients} clients, {edits} edits").format(clients=opts.clients, edits=opts.edits),
-                   scenario="reload")
+    state.progress(
+        _("reload: {clients} clients, {edits} edits").format(clients=opts.clients, edits=opts.edits), scenario="reload"
+    )
     edits = []
     with state.clients() as clients:
         _wait_answers(clients)
@@ -158,10 +168,17 @@ def _reload(state: Run) -> None:
             edits.append(edit)
             seen = state.wait_seen(clients, edit.token, edit.written)
             ms = (clients.first[edit.token] - edit.written) * 1000 if seen else None
-            outcome = (_("served after {ms:.0f} ms").format(ms=ms) if seen
-                       else _("not served within {s:g} s").format(s=opts.seen_timeout))
-            state.progress(_("reload: edit {n}/{edits} {outcome}").format(n=n + 1, edits=opts.edits, outcome=outcome),
-                           scenario="reload", edit=n + 1, latency_ms=ms)
+            outcome = (
+                _("served after {ms:.0f} ms").format(ms=ms)
+                if seen
+                else _("not served within {s:g} s").format(s=opts.seen_timeout)
+            )
+            state.progress(
+                _("reload: edit {n}/{edits} {outcome}").format(n=n + 1, edits=opts.edits, outcome=outcome),
+                scenario="reload",
+                edit=n + 1,
+                latency_ms=ms,
+            )
             time.sleep(opts.settle_s)
     state.sections["reload"] = verdicts.reload_summary(edits, clients.answers, opts.seen_timeout)
     state.raw["reload"] = {"edits": edits, "answers": clients.answers}
@@ -202,9 +219,10 @@ def _broken(state: Run) -> None:
         during = [a for a in clients.since(written) if a.received <= ended]
         edit = state.app.edit()
         recovered = state.wait_seen(clients, edit.token, edit.written)
-    state.progress(_("broken: recovered after a good edit") if recovered
-                   else _("broken: did not recover after a good edit"),
-                   scenario="broken")
+    state.progress(
+        _("broken: recovered after a good edit") if recovered else _("broken: did not recover after a good edit"),
+        scenario="broken",
+    )
     state.sections["broken"] = verdicts.broken_summary(during, good, recovered)
     state.raw["broken"] = {"good": good, "answers": during}
 
@@ -216,11 +234,13 @@ def _heartbeat(state: Run) -> None:
         return
     interval = opts.interval if opts.interval is not None else opts.idle / 2
     until = verdicts.observe_until(opts.idle, interval)
-    state.progress(_("heartbeat: {silent} silent, {chatty} chatty connections for {s:g} s").format(
-                   silent=opts.silent, chatty=opts.chatty, s=until),
-                   scenario="heartbeat")
-    silent, chatty = probe.heartbeat_clients(state.address, opts.protocol, opts.idle, until,
-                                             opts.silent, opts.chatty)
+    state.progress(
+        _("heartbeat: {silent} silent, {chatty} chatty connections for {s:g} s").format(
+            silent=opts.silent, chatty=opts.chatty, s=until
+        ),
+        scenario="heartbeat",
+    )
+    silent, chatty = probe.heartbeat_clients(state.address, opts.protocol, opts.idle, until, opts.silent, opts.chatty)
     state.sections["heartbeat"] = verdicts.heartbeat_summary(silent, chatty, opts.idle, interval)
     state.raw["heartbeat"] = {"silent": silent, "chatty": chatty, "idle": opts.idle, "interval": interval}
 

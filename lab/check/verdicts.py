@@ -17,9 +17,9 @@ from typing import Any
 
 from lab.i18n import N_, _
 
-EARLY_SLACK = 0.05     # a silent connection closed this much before ``idle`` is closed early
-LATE_SLACK = 0.25      # ... this much after ``idle + interval`` is closed late
-NEVER_AFTER = 2.0      # ... still open this much after ``idle + interval`` is never closed
+EARLY_SLACK = 0.05  # a silent connection closed this much before ``idle`` is closed early
+LATE_SLACK = 0.25  # ... this much after ``idle + interval`` is closed late
+NEVER_AFTER = 2.0  # ... still open this much after ``idle + interval`` is never closed
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def latencies(edits: Sequence[Edit], answers: Sequence[Answer], seen_timeout: fl
     for edit in edits:
         seen = first.get(edit.token)
         ok = seen is not None and edit.written <= seen <= edit.written + seen_timeout
-        out.append(seen - edit.written if ok else None)
+        out.append(seen - edit.written if ok and seen is not None else None)
     return out
 
 
@@ -106,8 +106,10 @@ def reload_summary(edits: Sequence[Edit], answers: Sequence[Answer], seen_timeou
     seen_ms = [round(x * 1000, 1) for x in lat if x is not None]
     failed = sum(1 for a in answers if a.token is None)
     return {
-        "edits": len(edits), "missed": sum(1 for x in lat if x is None),
-        "failed_requests": failed, "ok_requests": len(answers) - failed,
+        "edits": len(edits),
+        "missed": sum(1 for x in lat if x is None),
+        "failed_requests": failed,
+        "ok_requests": len(answers) - failed,
         "stale_answers": len(stale(answers)),
         "latency_ms": [None if x is None else round(x * 1000, 1) for x in lat],
         "p50_ms": round(statistics.median(seen_ms), 1) if seen_ms else None,
@@ -147,46 +149,74 @@ def observe_until(idle: float, interval: float) -> float:
     return idle + interval + NEVER_AFTER
 
 
-def heartbeat_summary(silent: Sequence[Lifetime], chatty: Sequence[Lifetime], idle: float,
-                      interval: float) -> dict[str, Any]:
+def heartbeat_summary(
+    silent: Sequence[Lifetime], chatty: Sequence[Lifetime], idle: float, interval: float
+) -> dict[str, Any]:
     """The ``heartbeat`` section of the report."""
     kinds = [classify(life, idle, interval) for life in silent]
     return {
-        "idle_s": idle, "interval_s": interval, "silent": len(silent),
-        "closed_early": kinds.count("early"), "closed_late": kinds.count("late"),
+        "idle_s": idle,
+        "interval_s": interval,
+        "silent": len(silent),
+        "closed_early": kinds.count("early"),
+        "closed_late": kinds.count("late"),
         "never_closed": kinds.count("never"),
-        "chatty": len(chatty), "chatty_closed": sum(1 for life in chatty if life.closed is not None),
-        "lateness_ms": [round((life.closed - life.opened - idle) * 1000, 1)
-                        for life in silent if life.closed is not None],
+        "chatty": len(chatty),
+        "chatty_closed": sum(1 for life in chatty if life.closed is not None),
+        "lateness_ms": [
+            round((life.closed - life.opened - idle) * 1000, 1) for life in silent if life.closed is not None
+        ],
     }
 
 
 # name -> what a failure means and where the lab's notebooks explain it (one line each)
 EXPLAIN = {
-    "reload.failed_requests": N_("requests refused, reset or unanswered during reloads: old workers stop "
-                                 "before new ones are ready (notebooks/02_hot_reload.ipynb, 'Reload under load')"),
-    "reload.missed_edits": N_("an edit never reached the answers: the file is not watched or the server does "
-                              "not reload (notebooks/02_hot_reload.ipynb, 'Why a resident process keeps old code')"),
-    "reload.stale_answers": N_("old code answered after new code had: old and new workers serve side by side "
-                               "(notebooks/02_hot_reload.ipynb, 'The phases of a reload')"),
-    "broken.kept_serving": N_("a syntax error took the old code down instead of being refused "
-                              "(notebooks/02_hot_reload.ipynb, 'A syntax error is refused')"),
-    "broken.failed_requests": N_("requests failed while the app had a syntax error "
-                                 "(notebooks/02_hot_reload.ipynb, 'A syntax error is refused')"),
-    "broken.recovered": N_("a good edit after a syntax error was not served "
-                           "(notebooks/02_hot_reload.ipynb, 'A syntax error is refused')"),
-    "heartbeat.closed_early": N_("silent connections closed before the idle time: the idle clock starts too soon "
-                                 "or the check is too eager (notebooks/03_heartbeat.ipynb, 'Four strategies')"),
-    "heartbeat.closed_late": N_("silent connections closed later than idle + interval: the check runs late "
-                                "(notebooks/03_heartbeat.ipynb, 'Lateness on the real server')"),
-    "heartbeat.never_closed": N_("silent connections never closed: no heartbeat, or it never fires "
-                                 "(notebooks/03_heartbeat.ipynb, 'A real server with a heartbeat')"),
-    "heartbeat.chatty_closed": N_("busy connections closed: activity does not reset the idle clock "
-                                  "(notebooks/03_heartbeat.ipynb, 'The tutorial's way: a timer per message')"),
-    "stop.graceful": N_("SIGTERM did not stop the server within the grace time "
-                        "(notebooks/02_hot_reload.ipynb, 'Reload by signal, and by command')"),
-    "stop.left_behind": N_("processes of the server's session outlived it: workers are not stopped with "
-                           "their master (notebooks/02_hot_reload.ipynb, 'Reload by signal, and by command')"),
+    "reload.failed_requests": N_(
+        "requests refused, reset or unanswered during reloads: old workers stop "
+        "before new ones are ready (notebooks/02_hot_reload.ipynb, 'Reload under load')"
+    ),
+    "reload.missed_edits": N_(
+        "an edit never reached the answers: the file is not watched or the server does "
+        "not reload (notebooks/02_hot_reload.ipynb, 'Why a resident process keeps old code')"
+    ),
+    "reload.stale_answers": N_(
+        "old code answered after new code had: old and new workers serve side by side "
+        "(notebooks/02_hot_reload.ipynb, 'The phases of a reload')"
+    ),
+    "broken.kept_serving": N_(
+        "a syntax error took the old code down instead of being refused "
+        "(notebooks/02_hot_reload.ipynb, 'A syntax error is refused')"
+    ),
+    "broken.failed_requests": N_(
+        "requests failed while the app had a syntax error (notebooks/02_hot_reload.ipynb, 'A syntax error is refused')"
+    ),
+    "broken.recovered": N_(
+        "a good edit after a syntax error was not served (notebooks/02_hot_reload.ipynb, 'A syntax error is refused')"
+    ),
+    "heartbeat.closed_early": N_(
+        "silent connections closed before the idle time: the idle clock starts too soon "
+        "or the check is too eager (notebooks/03_heartbeat.ipynb, 'Four strategies')"
+    ),
+    "heartbeat.closed_late": N_(
+        "silent connections closed later than idle + interval: the check runs late "
+        "(notebooks/03_heartbeat.ipynb, 'Lateness on the real server')"
+    ),
+    "heartbeat.never_closed": N_(
+        "silent connections never closed: no heartbeat, or it never fires "
+        "(notebooks/03_heartbeat.ipynb, 'A real server with a heartbeat')"
+    ),
+    "heartbeat.chatty_closed": N_(
+        "busy connections closed: activity does not reset the idle clock "
+        "(notebooks/03_heartbeat.ipynb, 'The tutorial's way: a timer per message')"
+    ),
+    "stop.graceful": N_(
+        "SIGTERM did not stop the server within the grace time "
+        "(notebooks/02_hot_reload.ipynb, 'Reload by signal, and by command')"
+    ),
+    "stop.left_behind": N_(
+        "processes of the server's session outlived it: workers are not stopped with "
+        "their master (notebooks/02_hot_reload.ipynb, 'Reload by signal, and by command')"
+    ),
 }
 
 
@@ -202,24 +232,41 @@ def checks(sections: dict[str, dict[str, Any] | None]) -> list[Check]:
     """Every check of the scenarios that ran (a section is ``None`` when its scenario did not)."""
     out: list[Check] = []
     if r := sections.get("reload"):
-        out += [_count("reload.failed_requests", r["failed_requests"], _("{n} answered").format(n=r["ok_requests"])),
-                _count("reload.missed_edits", r["missed"], _("of {n} edits").format(n=r["edits"])),
-                _count("reload.stale_answers", r["stale_answers"], _("of {n} answers").format(n=r["ok_requests"]))]
+        out += [
+            _count("reload.failed_requests", r["failed_requests"], _("{n} answered").format(n=r["ok_requests"])),
+            _count("reload.missed_edits", r["missed"], _("of {n} edits").format(n=r["edits"])),
+            _count("reload.stale_answers", r["stale_answers"], _("of {n} answers").format(n=r["ok_requests"])),
+        ]
     if b := sections.get("broken"):
-        out += [_flag("broken.kept_serving", b["kept_serving"], _("{n} answered").format(n=b["ok_requests"])),
-                _count("broken.failed_requests", b["failed_requests"], _("{n} answered").format(n=b["ok_requests"])),
-                _flag("broken.recovered", b["recovered"], _("a good edit after the broken one"))]
+        out += [
+            _flag("broken.kept_serving", b["kept_serving"], _("{n} answered").format(n=b["ok_requests"])),
+            _count("broken.failed_requests", b["failed_requests"], _("{n} answered").format(n=b["ok_requests"])),
+            _flag("broken.recovered", b["recovered"], _("a good edit after the broken one")),
+        ]
     if h := sections.get("heartbeat"):
         idle, due = h["idle_s"], h["idle_s"] + h["interval_s"]
         silent = _("of {n} silent").format(n=h["silent"])
-        out += [_count("heartbeat.closed_early", h["closed_early"],
-                       _("{silent} closed before {s:.2f} s").format(silent=silent, s=idle - EARLY_SLACK)),
-                _count("heartbeat.closed_late", h["closed_late"], _("{silent} closed after {s:.2f} s")
-                                                                  .format(silent=silent, s=due + LATE_SLACK)),
-                _count("heartbeat.never_closed", h["never_closed"],
-                       _("{silent} still open at {s:.2f} s").format(silent=silent, s=due + NEVER_AFTER)),
-                _count("heartbeat.chatty_closed", h["chatty_closed"], _("of {n} chatty").format(n=h["chatty"]))]
+        out += [
+            _count(
+                "heartbeat.closed_early",
+                h["closed_early"],
+                _("{silent} closed before {s:.2f} s").format(silent=silent, s=idle - EARLY_SLACK),
+            ),
+            _count(
+                "heartbeat.closed_late",
+                h["closed_late"],
+                _("{silent} closed after {s:.2f} s").format(silent=silent, s=due + LATE_SLACK),
+            ),
+            _count(
+                "heartbeat.never_closed",
+                h["never_closed"],
+                _("{silent} still open at {s:.2f} s").format(silent=silent, s=due + NEVER_AFTER),
+            ),
+            _count("heartbeat.chatty_closed", h["chatty_closed"], _("of {n} chatty").format(n=h["chatty"])),
+        ]
     if s := sections.get("stop"):
-        out += [_flag("stop.graceful", s["graceful"], _("exit after {s} s").format(s=s["exit_s"])),
-                _count("stop.left_behind", len(s["left_behind"]), _("pids {pids}").format(pids=s["left_behind"]))]
+        out += [
+            _flag("stop.graceful", s["graceful"], _("exit after {s} s").format(s=s["exit_s"])),
+            _count("stop.left_behind", len(s["left_behind"]), _("pids {pids}").format(pids=s["left_behind"])),
+        ]
     return out

@@ -57,7 +57,7 @@ def on_receive(server, conn, data: bytes) -> None:
         end = _HEAD_END.search(pending, eol)
         if end is None:
             break  # the head is not complete yet
-        head = pending[pos:end.start() + 1].lower()
+        head = pending[pos : end.start() + 1].lower()
         framing = _framing(head, eol + 1 - pos)
         if type(framing) is bytes:  # refused: the connection cannot be trusted to continue
             server.send(conn, framing)
@@ -132,8 +132,7 @@ def _framing(head: bytes, fields: int) -> tuple[int, bytes] | bytes:
 def _response(status: bytes, text: str, keep_alive: bool, head_only: bool = False) -> bytes:
     """A whole HTTP/1.1 response; cached, as the same few are sent again and again."""
     body = f"{text}\n".encode()
-    headers = [b"HTTP/1.1 " + status, b"Content-Type: text/plain; charset=utf-8",
-               b"Content-Length: %d" % len(body)]
+    headers = [b"HTTP/1.1 " + status, b"Content-Type: text/plain; charset=utf-8", b"Content-Length: %d" % len(body)]
     if not keep_alive:
         headers.append(b"Connection: close")
     return b"\r\n".join(headers) + b"\r\n\r\n" + (b"" if head_only else body)

@@ -112,8 +112,14 @@ class TutorialHeartbeat:
     ``close(conn)`` is ``swoole_event_del`` + ``fclose``.
     """
 
-    def __init__(self, interval: float, close: Callable[[Hashable], Any], timers: SwooleTimers,
-                 now: Callable[[], float], time: Callable[[], int]):
+    def __init__(
+        self,
+        interval: float,
+        close: Callable[[Any], Any],  # called with a key given to connect(), e.g. an fd
+        timers: SwooleTimers,
+        now: Callable[[], float],
+        time: Callable[[], int],
+    ):
         self.interval, self.close, self.timers, self.now, self.time = interval, close, timers, now, time
         self.clients: dict[Hashable, int] = {}
         self.time_ids: dict[Hashable, int] = {}

@@ -66,8 +66,13 @@ def strchr(haystack: str, needle: str) -> str | None:
 class Inotify:
     """``Willyin\\IO\\Tools\\Inotify``; ``handler(event)`` gets a dict like ``inotify_read``'s."""
 
-    def __init__(self, watch_path: str | os.PathLike[str], watch_handler: Callable[[dict], Any],
-                 watch_mask: int = DEFAULT_MASK, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(
+        self,
+        watch_path: str | os.PathLike[str],
+        watch_handler: Callable[[dict], Any],
+        watch_mask: int = DEFAULT_MASK,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ):
         self.fd = INotify()
         self.watch_path = os.fspath(watch_path)
         self.watch_mask = watch_mask
@@ -136,15 +141,14 @@ class Inotify:
         loop.add_reader(self.fd.fileno(), self._on_readable, loop)  # swoole_event_add
 
     def _on_readable(self, loop: asyncio.AbstractEventLoop) -> None:
-        events = [{"wd": e.wd, "mask": e.mask, "cookie": e.cookie, "name": e.name}
-                  for e in self.fd.read(timeout=0)]
+        events = [{"wd": e.wd, "mask": e.mask, "cookie": e.cookie, "name": e.name} for e in self.fd.read(timeout=0)]
         self.records += len(events)
         for n, event in enumerate(events):
             if event["mask"] == flags.IGNORED:
                 self.filtered += 1
                 continue
             file_type = strchr(event["name"], ".")
-            if not self.file_types.get(file_type):  # isset($this->fileTypes[$fileType])
+            if file_type is None or not self.file_types.get(file_type):  # isset($this->fileTypes[$fileType])
                 self.filtered += 1
                 continue
             if self.doing:
@@ -180,17 +184,20 @@ def action(mask: int) -> str:
             case \\IN_MOVE: $action = 'IN_MOVE'; break;
         }
     """
-    return {flags.CREATE: "IN_CREATE", flags.DELETE: "IN_DELETE", flags.MODIFY: "IN_MODIF",
-            IN_MOVE: "IN_MOVE"}.get(mask, "file:")
+    return {flags.CREATE: "IN_CREATE", flags.DELETE: "IN_DELETE", flags.MODIFY: "IN_MODIF", IN_MOVE: "IN_MOVE"}.get(
+        mask, "file:"
+    )
 
 
 def watch_event(master_pid: Callable[[], int], log: Callable[[str], Any] = print) -> Callable[[dict], None]:
     """``watchEvent()``: log the action and send ``SIGUSR1`` to the master::
 
-        debug('worker reloaded by inotify :'.$action." : ".$event['name']);
-        posix_kill((pidGet($this->config['masterPidFiles']))[0], SIGUSR1);
+    debug('worker reloaded by inotify :'.$action." : ".$event['name']);
+    posix_kill((pidGet($this->config['masterPidFiles']))[0], SIGUSR1);
     """
+
     def handler(event: dict) -> None:
         log(f"worker reloaded by inotify :{action(event['mask'])} : {event['name']}")
         os.kill(master_pid(), signal.SIGUSR1)
+
     return handler

@@ -29,12 +29,15 @@ APP = '''class Greeting:
 
 # One app for both servers, with 20 ms of work per request (a database call, say): the tutorial's
 # server calls Greeting().index(), the lab's calls on_receive.
-SLOW_APP = APP.replace("        return self.text", "        time.sleep(0.02)\n        return self.text") + '''
+SLOW_APP = (
+    APP.replace("        return self.text", "        time.sleep(0.02)\n        return self.text")
+    + """
 
 def on_receive(server, conn, data):
     for _ in range(data.count(b"\\n")):
         server.send(conn, f"{Greeting().index()}\\n".encode())
-'''
+"""
+)
 SLOW_APP = "import time\n\n\n" + SLOW_APP
 
 
@@ -47,8 +50,15 @@ def _cleanup(proc: subprocess.Popen | None, root: Path) -> None:
 class TutorialServer:
     """``python -m lab.tutorial.server`` on a free loopback port, serving ``app/hello.py``."""
 
-    def __init__(self, app: str = APP, *, workers: int = 2, watch: bool = True, heartbeat: float = 0.0,
-                 ready_timeout: float = 20.0):
+    def __init__(
+        self,
+        app: str = APP,
+        *,
+        workers: int = 2,
+        watch: bool = True,
+        heartbeat: float = 0.0,
+        ready_timeout: float = 20.0,
+    ):
         self.root = Path(tempfile.mkdtemp(prefix="lab-tutorial-"))
         self.app_dir = self.root / "app"
         self.app_dir.mkdir()
@@ -56,15 +66,38 @@ class TutorialServer:
         self.app.write_text(app)
         self.pidfile = self.root / "server.pid"
         self.log_path = self.root / "server.log"
-        cmd = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), sys.executable, "-m",
-               "lab.tutorial.server", str(self.app), "--pidfile", str(self.pidfile), "--workers", str(workers),
-               "--heartbeat", str(heartbeat), *(["--watch", str(self.app_dir)] if watch else [])]
+        cmd = [
+            sys.executable,
+            "-c",
+            _DIE_WITH_PARENT,
+            str(os.getpid()),
+            sys.executable,
+            "-m",
+            "lab.tutorial.server",
+            str(self.app),
+            "--pidfile",
+            str(self.pidfile),
+            "--workers",
+            str(workers),
+            "--heartbeat",
+            str(heartbeat),
+            *(["--watch", str(self.app_dir)] if watch else []),
+        ]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self._finalizer = weakref.finalize(self, _cleanup, self.proc, self.root)
-        found = wait_until(lambda: self.proc.poll() is not None or re.search(r"listening 127\.0\.0\.1:(\d+)", self.log()),
-                           timeout=ready_timeout, what="the tutorial server listening")
+        found = wait_until(
+            lambda: self.proc.poll() is not None or re.search(r"listening 127\.0\.0\.1:(\d+)", self.log()),
+            timeout=ready_timeout,
+            what="the tutorial server listening",
+        )
         if found is True:
             raise RuntimeError(f"the tutorial server exited:\n{self.log()}")
         self.address = ("127.0.0.1", int(found.group(1)))
@@ -117,8 +150,9 @@ class TutorialServer:
         self.close()
 
 
-def under_reloads(address: tuple[str, int], reload: Callable[[], object], reloads: int = 3,
-                  gap: float = 0.4) -> dict[str, int]:
+def under_reloads(
+    address: tuple[str, int], reload: Callable[[], object], reloads: int = 3, gap: float = 0.4
+) -> dict[str, int]:
     """The same client load for any server: two threads of one-request connections while
     ``reload()`` runs ``reloads`` times, ``gap`` seconds apart. Counts what the clients saw."""
     load = Load(address, 2, 60.0, 0.01)

@@ -46,18 +46,21 @@ class Worker:
     """One worker's event loop: accept, read, answer, and the tutorial's heartbeat."""
 
     def __init__(self, listener: socket.socket, app: str, heartbeat: float):
-        self.listener, self.app_path, self.module = listener, app, None
+        self.listener, self.app_path = listener, app
+        self.module: ModuleType | None = None
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ)
         self.conns: dict[int, socket.socket] = {}
         self.timers = SwooleTimers()
-        self.heartbeat = TutorialHeartbeat(heartbeat, self.close, self.timers, time.monotonic,
-                                           lambda: int(time.time()))  # PHP's time(): whole seconds
+        self.heartbeat = TutorialHeartbeat(
+            heartbeat, self.close, self.timers, time.monotonic, lambda: int(time.time())
+        )  # PHP's time(): whole seconds
 
     def app(self) -> ModuleType:
         """Autoload: the app is loaded on first use; a SyntaxError ends this worker."""
         if self.module is None:
             spec = importlib.util.spec_from_file_location("app", self.app_path)
+            assert spec is not None and spec.loader is not None  # a path ending in .py always has both
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             self.module = module
@@ -71,7 +74,7 @@ class Worker:
                 if key.fileobj is self.listener:
                     self.accept()
                 else:
-                    self.read(key.fileobj.fileno())
+                    self.read(key.fd)
             self.timers.run(time.monotonic())
 
     def accept(self) -> None:
@@ -175,8 +178,10 @@ class Master:
             loop.add_signal_handler(signum, self.stop)
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
         if self.args.watch:
+
             def master_pid() -> int:
                 return int(open(self.args.pidfile).read().split()[0])  # pidGet(masterPidFiles)[0]
+
             watcher = Inotify(self.args.watch, watch_event(master_pid, log), loop=loop)
             watcher.add_file_type("py")
             watcher.start()

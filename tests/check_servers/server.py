@@ -28,8 +28,18 @@ import signal
 import socket
 import time
 
-DEFECTS = ("none", "kill-early", "never-reload", "side-by-side", "die-on-syntax", "never-close",
-           "close-early", "close-late", "close-busy", "leave-behind")
+DEFECTS = (
+    "none",
+    "kill-early",
+    "never-reload",
+    "side-by-side",
+    "die-on-syntax",
+    "never-close",
+    "close-early",
+    "close-late",
+    "close-busy",
+    "leave-behind",
+)
 
 
 def load(path: str) -> str:
@@ -119,7 +129,7 @@ class Server:
                 end = conn.buffer.find(b"\r\n\r\n")
                 if end < 0:
                     return
-                head, conn.buffer = conn.buffer[:end].lower(), conn.buffer[end + 4:]
+                head, conn.buffer = conn.buffer[:end].lower(), conn.buffer[end + 4 :]
                 body = (self.answer(now) + "\n").encode()
                 conn.sock.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
                 if b"connection: close" in head:
@@ -128,7 +138,7 @@ class Server:
             eol = conn.buffer.find(b"\n")
             if eol < 0:
                 return
-            conn.buffer = conn.buffer[eol + 1:]
+            conn.buffer = conn.buffer[eol + 1 :]
             conn.sock.send((self.answer(now) + "\n").encode())
 
     def close(self, conn: Conn) -> None:
@@ -158,7 +168,7 @@ class Server:
                     sock.setblocking(False)
                     self.conns[sock] = Conn(sock, now)
                     self.selector.register(sock, selectors.EVENT_READ)
-                elif (conn := self.conns.get(key.fileobj)) is not None:
+                elif isinstance(key.fileobj, socket.socket) and (conn := self.conns.get(key.fileobj)) is not None:
                     try:
                         self.receive(conn, now)
                     except OSError:  # reset, or a client that reads nothing: drop it
