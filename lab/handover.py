@@ -19,8 +19,9 @@ from lab.vocabulary import Kind
 class Handover:
     """One upgrade under way, from ``upgrade`` until the new master serves or fails."""
 
-    def __init__(self, trigger: str, started: float, timeout: float, drain_confirm_wait: float,
-                 pool: Pool, out: Outbox):
+    def __init__(
+        self, trigger: str, started: float, timeout: float, drain_confirm_wait: float, pool: Pool, out: Outbox
+    ):
         self.trigger = trigger
         self.started = started
         self.timeout = timeout  # the new master must be ready by ``started + timeout``
@@ -38,8 +39,9 @@ class Handover:
         self.ready = now
         self.out.emit(Kind.UPGRADE_READY, trigger=self.trigger, waited=round(now - self.started, 6))
         self.pool.stop(graceful=True)
-        self.not_stopped = {w.pid for w in self.pool.workers.values()
-                            if w.state is WorkerState.DRAINING and not w.stopped_accepting}
+        self.not_stopped = {
+            w.pid for w in self.pool.workers.values() if w.state is WorkerState.DRAINING and not w.stopped_accepting
+        }
         if self.not_stopped:
             self.give_up_at = now + self.drain_confirm_wait
         self._progress(now)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from lab import worker
+from lab.actions import Action, CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Tell
 from lab.config import Config, format_bind
 from lab.errors import LabError
 from lab.events import EventSink, Kind
@@ -40,13 +41,19 @@ from lab.gate import AcceptGate
 from lab.pidfile import PidFile
 from lab.preload import Preloaded, preload
 from lab.reactor import Reactor
-from lab.actions import Action, CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Tell
 from lab.supervisor import Supervisor, summarize_traceback
 from lab.upgrade import Predecessor, Upgrade
 from lab.watching import Watching
 
-HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGTERM, signal.SIGINT,
-                   signal.SIGQUIT)
+HANDLED_SIGNALS = (
+    signal.SIGCHLD,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGHUP,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+)
 # Old workers that have not confirmed their drain by then are unresponsive (stuck in app code): the
 # new generation accepts without them. The accept gate (lab/gate.py), passed before ``go``, keeps
 # their accepts before the new generation's whatever this wait: it only bounds the wait for a word.
@@ -81,7 +88,9 @@ def bind_listener(config: Config) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise LabError(f"{where} is already in use: stop what listens there or choose another --bind") from None
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise LabError(f"cannot bind {where}: that address is not on this machine; use 127.0.0.1 or [::1]") from None
+            raise LabError(
+                f"cannot bind {where}: that address is not on this machine; use 127.0.0.1 or [::1]"
+            ) from None
         if exc.errno == errno.EACCES:
             raise LabError(f"cannot bind {where}: ports below 1024 need privileges; choose a port >= 1024") from None
         raise LabError(f"cannot bind {where}: {exc.strerror}") from None
@@ -213,28 +222,47 @@ class Master:
             self._open_files()
             self._preload()
             self.reactor = Reactor(on_error=self._on_loop_error)
-            for signum, handler in ((signal.SIGCHLD, self._reap),
-                                    (signal.SIGUSR1, lambda: self._trigger("SIGUSR1")),
-                                    (signal.SIGUSR2, lambda: self._ask_upgrade("SIGUSR2")),
-                                    (signal.SIGHUP, lambda: self._trigger("SIGHUP")),
-                                    (signal.SIGTERM, lambda: self._stop(graceful=True)),
-                                    (signal.SIGINT, lambda: self._stop(graceful=True)),
-                                    (signal.SIGQUIT, lambda: self._stop(graceful=False))):
+            for signum, handler in (
+                (signal.SIGCHLD, self._reap),
+                (signal.SIGUSR1, lambda: self._trigger("SIGUSR1")),
+                (signal.SIGUSR2, lambda: self._ask_upgrade("SIGUSR2")),
+                (signal.SIGHUP, lambda: self._trigger("SIGHUP")),
+                (signal.SIGTERM, lambda: self._stop(graceful=True)),
+                (signal.SIGINT, lambda: self._stop(graceful=True)),
+                (signal.SIGQUIT, lambda: self._stop(graceful=False)),
+            ):
                 self.reactor.add_signal_handler(signum, handler)
             predecessor = self.upgrade.predecessor
-            self.supervisor = Supervisor(config.workers, config.graceful_timeout, config.worker_timeout,
-                                         DRAIN_CONFIRM_WAIT, clock=self.reactor.clock, random=random.random,
-                                         first_generation=predecessor.generation if predecessor else 1,
-                                         successor=predecessor is not None)
+            self.supervisor = Supervisor(
+                config.workers,
+                config.graceful_timeout,
+                config.worker_timeout,
+                DRAIN_CONFIRM_WAIT,
+                clock=self.reactor.clock,
+                random=random.random,
+                first_generation=predecessor.generation if predecessor else 1,
+                successor=predecessor is not None,
+            )
             self.upgrade.attach(self.reactor, self.events, self.supervisor, self._do, self.listener, self.pidfile)
             if config.watch:
-                self.watching = Watching(config, self.reactor, self.events, self._own_files, self.preloaded.files,
-                                         reload=lambda seen: self._trigger("watch", seen),
-                                         upgrade=lambda: self._ask_upgrade("preload"))
+                self.watching = Watching(
+                    config,
+                    self.reactor,
+                    self.events,
+                    self._own_files,
+                    self.preloaded.files,
+                    reload=lambda seen: self._trigger("watch", seen),
+                    upgrade=lambda: self._ask_upgrade("preload"),
+                )
             host, port = self.listener.getsockname()[:2]
-            self.events.emit(Kind.SERVER_START, bind=format_bind(host, port), workers=config.workers,
-                             target=config.target, watch=config.watch,
-                             **({"upgrade_from": predecessor.pid} if predecessor else {}))
+            self.events.emit(
+                Kind.SERVER_START,
+                bind=format_bind(host, port),
+                workers=config.workers,
+                target=config.target,
+                watch=config.watch,
+                **({"upgrade_from": predecessor.pid} if predecessor else {}),
+            )
             self._started = True
             _freeze_start_heap()
             self._trigger("upgrade" if predecessor else "start")
@@ -263,8 +291,9 @@ class Master:
             self.events = EventSink(config.events, echo=self.echo)
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # O_NOFOLLOW: never write through a planted link
-                raise LabError(f"the events file {config.events} is a symlink: refusing it; "
-                               "remove it or choose another path") from None
+                raise LabError(
+                    f"the events file {config.events} is a symlink: refusing it; remove it or choose another path"
+                ) from None
             raise LabError(f"cannot open the events file {config.events}: {exc.strerror}") from None
         if config.events:
             self._own_files.add(os.path.abspath(config.events))
@@ -273,8 +302,12 @@ class Master:
         """``--preload``: imported once here, so that no generation pays for these imports."""
         self.preloaded = preload(self.config)
         if self.preloaded.modules:
-            self.events.emit(Kind.PRELOAD_DONE, modules=list(self.preloaded.modules),
-                             seconds=round(self.preloaded.seconds, 6), files=len(self.preloaded.files))
+            self.events.emit(
+                Kind.PRELOAD_DONE,
+                modules=list(self.preloaded.modules),
+                seconds=round(self.preloaded.seconds, 6),
+                files=len(self.preloaded.files),
+            )
         for text in self.preloaded.warnings:
             self.events.emit(Kind.PRELOAD_WARNING, modules=list(self.preloaded.modules), warning=text)
 
@@ -420,8 +453,19 @@ class Master:
             try:
                 parent_end.close()
                 self._become_worker()
-                code = worker.run(worker.WorkerSpec(self.config, generation, index, self.listener, child_end,
-                                                    self.gate, os.getppid(), mask, self.echo))
+                code = worker.run(
+                    worker.WorkerSpec(
+                        self.config,
+                        generation,
+                        index,
+                        self.listener,
+                        child_end,
+                        self.gate,
+                        os.getppid(),
+                        mask,
+                        self.echo,
+                    )
+                )
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -477,8 +521,12 @@ class Master:
         """A bug in a callback costs that callback, not the server (gunicorn's arbiter logs it and
         goes on): said as an event with its traceback."""
         text = "".join(traceback.format_exception(exc))
-        self.events.emit(Kind.SERVER_ERROR, callback=getattr(callback, "__qualname__", repr(callback)),
-                         error=summarize_traceback(text), traceback=text)
+        self.events.emit(
+            Kind.SERVER_ERROR,
+            callback=getattr(callback, "__qualname__", repr(callback)),
+            error=summarize_traceback(text),
+            traceback=text,
+        )
 
     def _reap(self) -> None:
         """Reap exited children: workers (and what their app left in their process group), and

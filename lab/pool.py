@@ -30,7 +30,6 @@ class WorkerState(enum.Enum):
     KILLED = "killed"  # SIGKILLed: its exit follows
 
 
-
 @dataclass(eq=False)
 class Worker:
     pid: int
@@ -89,8 +88,14 @@ class Liveness:
 class Pool:
     """Every worker until it is reaped, by pid; see the module doc."""
 
-    def __init__(self, graceful_timeout: float, worker_timeout: float | None, out: Outbox,
-                 clock: Callable[[], float], random: Callable[[], float]):
+    def __init__(
+        self,
+        graceful_timeout: float,
+        worker_timeout: float | None,
+        out: Outbox,
+        clock: Callable[[], float],
+        random: Callable[[], float],
+    ):
         self.graceful_timeout = graceful_timeout
         self.out = out
         self.clock = clock
@@ -148,19 +153,22 @@ class Pool:
         failures, delay = self.crashes.died(w.index, now - w.started)
         if failures == 1:
             return True
-        self.out.emit(Kind.WORKER_BACKOFF, generation=w.generation, index=w.index, failures=failures,
-                      delay=round(delay, 4))
+        self.out.emit(
+            Kind.WORKER_BACKOFF, generation=w.generation, index=w.index, failures=failures, delay=round(delay, 4)
+        )
         if failures >= DEGRADED_AFTER and not self.degraded:
             self.degraded = True  # said once; a good reload clears it (server.recovered)
-            self.out.emit(Kind.SERVER_DEGRADED, reason="crash loop", generation=w.generation,
-                          index=w.index, failures=failures)
+            self.out.emit(
+                Kind.SERVER_DEGRADED, reason="crash loop", generation=w.generation, index=w.index, failures=failures
+            )
         self._respawns.append((now + delay, w.generation, w.index))
         return False
 
     def fork_failed(self, generation: int, index: int, error: str) -> None:
         """A replacement's fork failed: it is tried again after FORK_RETRY s (``due``)."""
-        self.out.emit(Kind.WORKER_BACKOFF, generation=generation, index=index, failures=-1,
-                      delay=FORK_RETRY, error=error)
+        self.out.emit(
+            Kind.WORKER_BACKOFF, generation=generation, index=index, failures=-1, delay=FORK_RETRY, error=error
+        )
         self._respawns.append((self.clock() + FORK_RETRY, generation, index))
 
     def due(self, now: float) -> list[tuple[int, int]]:
@@ -174,8 +182,7 @@ class Pool:
         a tick with two respawns of one slot)."""
         if any(x.generation == generation and x.index == index for x in self.workers.values()):
             return
-        if any(isinstance(a, Spawn) and a.generation == generation and index in a.indexes
-               for a in self.out.actions):
+        if any(isinstance(a, Spawn) and a.generation == generation and index in a.indexes for a in self.out.actions):
             return
         self.out.add(Spawn(generation, (index,)))
 
@@ -203,8 +210,9 @@ class Pool:
         if stall is not None:
             self.out.emit(Kind.SERVER_STALLED, gap=round(stall, 3))
         for w in silent:
-            self.out.emit(Kind.WORKER_TIMEOUT, pid=w.pid, generation=w.generation, index=w.index,
-                          silent=round(now - w.heard, 3))
+            self.out.emit(
+                Kind.WORKER_TIMEOUT, pid=w.pid, generation=w.generation, index=w.index, silent=round(now - w.heard, 3)
+            )
             self.kill(w)
 
     def deadlines(self) -> Iterator[float]:

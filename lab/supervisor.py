@@ -40,7 +40,6 @@ trigger during a reload queues exactly one more reload; once generation N+1 has 
 reload under way: its new workers are killed (or drained, if ready) like the rest.
 """
 
-
 from __future__ import annotations
 
 import re
@@ -89,10 +88,16 @@ class Reload:
     def say_slow(self, pool: Pool, out: Outbox) -> None:
         """Said as it happens, and who is still importing."""
         self.slow_said = True
-        waiting = sorted((w.index, w.pid) for w in pool.of_generation(self.generation)
-                         if w.state is WorkerState.STARTING)
-        out.emit(Kind.RELOAD_SLOW, generation=self.generation, trigger=self.trigger,
-                 waited=SLOW_IMPORT, workers=[pid for _, pid in waiting])
+        waiting = sorted(
+            (w.index, w.pid) for w in pool.of_generation(self.generation) if w.state is WorkerState.STARTING
+        )
+        out.emit(
+            Kind.RELOAD_SLOW,
+            generation=self.generation,
+            trigger=self.trigger,
+            waited=SLOW_IMPORT,
+            workers=[pid for _, pid in waiting],
+        )
 
     def commit(self, pool: Pool, now: float, drain_confirm_wait: float) -> None:
         """Every new worker is ready: every older one is drained (killed if still importing)."""
@@ -147,9 +152,17 @@ class Supervisor:
     (both injected, so that tests need neither time nor luck).
     """
 
-    def __init__(self, workers: int, graceful_timeout: float, worker_timeout: float | None,
-                 drain_confirm_wait: float, clock: Callable[[], float], random: Callable[[], float],
-                 first_generation: int = 1, successor: bool = False):
+    def __init__(
+        self,
+        workers: int,
+        graceful_timeout: float,
+        worker_timeout: float | None,
+        drain_confirm_wait: float,
+        clock: Callable[[], float],
+        random: Callable[[], float],
+        first_generation: int = 1,
+        successor: bool = False,
+    ):
         self.size = workers
         self.drain_confirm_wait = drain_confirm_wait
         self.clock = clock
@@ -229,8 +242,13 @@ class Supervisor:
         if self.pending is not None and w.generation == self.pending.generation:
             self._reload_failed(self.pending, text)
         else:  # a replacement that cannot load the app (broken on disk since): back off
-            self.out.emit(Kind.WORKER_FAILED, generation=w.generation, index=w.index,
-                          error=summarize_traceback(text), traceback=text)
+            self.out.emit(
+                Kind.WORKER_FAILED,
+                generation=w.generation,
+                index=w.index,
+                error=summarize_traceback(text),
+                traceback=text,
+            )
             self.pool.kill(w)
         return self._flush()
 
@@ -256,8 +274,10 @@ class Supervisor:
             if not self.pool.workers:
                 self.out.add(Exit())
         elif self.pending is not None and w.generation == self.pending.generation:
-            self._reload_failed(self.pending, f"worker {w.index} of generation {w.generation} exited "
-                                              f"before its generation was ready ({how})\n")
+            self._reload_failed(
+                self.pending,
+                f"worker {w.index} of generation {w.generation} exited before its generation was ready ({how})\n",
+            )
         elif w.generation == self.generation and w.state is not WorkerState.DRAINING and self.pending is None:
             # (During a reload the new generation takes its place; if that reload fails,
             # _reload_failed tops the serving generation up again.)
@@ -273,8 +293,13 @@ class Supervisor:
     def upgrade(self, name: str) -> list[Action]:
         """A new master asked for (SIGUSR2, ``python -m lab upgrade``, a preloaded module changed)."""
         if self.stopping or self.handover is not None or self.generation == 0:
-            why = ("stopping" if self.stopping else "an upgrade is under way" if self.handover is not None
-                   else "not serving yet")
+            why = (
+                "stopping"
+                if self.stopping
+                else "an upgrade is under way"
+                if self.handover is not None
+                else "not serving yet"
+            )
             self.out.emit(Kind.UPGRADE_REFUSED, trigger=name, reason=why)
             return self._flush()
         self.handover = Handover(name, self.clock(), UPGRADE_TIMEOUT, self.drain_confirm_wait, self.pool, self.out)
@@ -375,8 +400,12 @@ class Supervisor:
     def _supersede(self, reload: Reload) -> None:
         """A trigger queued behind a generation importing for SUPERSEDE_AFTER s replaces it now."""
         self._remove_pending(reload)
-        self.out.emit(Kind.RELOAD_SUPERSEDED, generation=reload.generation, trigger=reload.trigger,
-                      importing=round(self.clock() - reload.phases["forked"], 3))
+        self.out.emit(
+            Kind.RELOAD_SUPERSEDED,
+            generation=reload.generation,
+            trigger=reload.trigger,
+            importing=round(self.clock() - reload.phases["forked"], 3),
+        )
         self._start_queued()
 
     def _remove_pending(self, reload: Reload) -> None:
@@ -411,13 +440,23 @@ class Supervisor:
         if reload.progress(self.pool, self.out, now):
             self.finishing.remove(reload)
             self.pool.recovered(reload.generation)
-            self.out.emit(Kind.RELOAD_DONE, generation=reload.generation, trigger=reload.trigger,
-                          duration=round(now - reload.phases["seen"], 6), phases=reload.phases)
+            self.out.emit(
+                Kind.RELOAD_DONE,
+                generation=reload.generation,
+                trigger=reload.trigger,
+                duration=round(now - reload.phases["seen"], 6),
+                phases=reload.phases,
+            )
 
     def _reload_failed(self, reload: Reload, text: str) -> None:
         self._remove_pending(reload)
-        self.out.emit(Kind.RELOAD_FAILED, generation=reload.generation, trigger=reload.trigger,
-                      error=summarize_traceback(text), traceback=text)
+        self.out.emit(
+            Kind.RELOAD_FAILED,
+            generation=reload.generation,
+            trigger=reload.trigger,
+            error=summarize_traceback(text),
+            traceback=text,
+        )
         if self.generation == 0:  # the first generation: nothing to keep serving
             self.failed_start = summarize_traceback(text)
             self._stop(graceful=False)

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lab.actions import Action
 from lab.config import Config
 from lab.errors import LabError
 from lab.events import EventSink, Kind
 from lab.pidfile import PidFile
 from lab.reactor import Reactor
-from lab.actions import Action
 from lab.supervisor import Supervisor
 from lab.worker import take_lines
 
@@ -41,8 +41,9 @@ class Predecessor:
 
 
 def upgrade_env(config: Config, quiet: bool, predecessor: Predecessor) -> str:
-    return json.dumps({"config": dataclasses.asdict(config), "quiet": quiet,
-                       "predecessor": dataclasses.asdict(predecessor)})
+    return json.dumps(
+        {"config": dataclasses.asdict(config), "quiet": quiet, "predecessor": dataclasses.asdict(predecessor)}
+    )
 
 
 def take_upgrade_env() -> tuple[Config, bool, Predecessor] | None:
@@ -53,8 +54,6 @@ def take_upgrade_env() -> tuple[Config, bool, Predecessor] | None:
         return None
     handed = json.loads(text)
     return Config(**handed["config"]), handed["quiet"], Predecessor(**handed["predecessor"])
-
-
 
 
 class Upgrade:
@@ -89,8 +88,15 @@ class Upgrade:
         listener.setblocking(False)
         return listener
 
-    def attach(self, reactor: Reactor, events: EventSink, supervisor: Supervisor,
-               do: Callable[[list[Action]], None], listener: socket.socket, pidfile: PidFile | None) -> None:
+    def attach(
+        self,
+        reactor: Reactor,
+        events: EventSink,
+        supervisor: Supervisor,
+        do: Callable[[list[Action]], None],
+        listener: socket.socket,
+        pidfile: PidFile | None,
+    ) -> None:
         """The master's loop, events, supervisor (fed what the other master says), the carrier of
         its actions, the listening socket (handed to a successor) and the pid file (taken over)."""
         self._reactor, self._events, self._supervisor, self._do = reactor, events, supervisor, do
@@ -113,8 +119,9 @@ class Upgrade:
                 os.set_inheritable(inherited[-1], True)
             handed = upgrade_env(self.config, self.quiet, Predecessor(os.getpid(), *inherited, generation))
             argv = [sys.executable, "-m", "lab", "serve", self.config.target]
-            self.successor = os.posix_spawn(sys.executable, argv, {**os.environ, UPGRADE_ENV: handed},
-                                            setsigmask=())  # whatever this master blocks, it does not
+            self.successor = os.posix_spawn(
+                sys.executable, argv, {**os.environ, UPGRADE_ENV: handed}, setsigmask=()
+            )  # whatever this master blocks, it does not
         except OSError as exc:
             for end in ends:
                 end.close()

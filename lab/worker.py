@@ -109,8 +109,21 @@ class WorkerSpec:
 class Connection:
     """One client. ``data`` is free for the app (e.g. a parser's state)."""
 
-    __slots__ = ("id", "sock", "fd", "peer", "out", "closing", "closed", "fresh", "awaiting",
-                 "paused", "inbuf", "inlen", "data")
+    __slots__ = (
+        "id",
+        "sock",
+        "fd",
+        "peer",
+        "out",
+        "closing",
+        "closed",
+        "fresh",
+        "awaiting",
+        "paused",
+        "inbuf",
+        "inlen",
+        "data",
+    )
 
     def __init__(self, conn_id: int, sock: socket.socket, peer: Any):
         self.id = conn_id
@@ -134,9 +147,18 @@ class Connection:
 class Server:
     """What the app's callbacks get as ``server``: ``send``, ``close``, the reactor, connections."""
 
-    def __init__(self, reactor: Reactor, listener: socket.socket, app: Any, config: Config,
-                 generation: int, events: EventSink, conn_events: EventSink | None,
-                 channel: Channel | None = None, gate: AcceptGate | None = None):
+    def __init__(
+        self,
+        reactor: Reactor,
+        listener: socket.socket,
+        app: Any,
+        config: Config,
+        generation: int,
+        events: EventSink,
+        conn_events: EventSink | None,
+        channel: Channel | None = None,
+        gate: AcceptGate | None = None,
+    ):
         self.reactor = reactor
         self.channel = channel
         self.gate = gate  # with a channel: accepts only inside it, after reading the orders
@@ -164,8 +186,7 @@ class Server:
         self._tracker = None
         self._heartbeat_timer = None
         if config.heartbeat_idle is not None:
-            self._tracker = make_tracker(config.heartbeat_strategy, config.heartbeat_idle,
-                                         config.heartbeat_interval)
+            self._tracker = make_tracker(config.heartbeat_strategy, config.heartbeat_idle, config.heartbeat_interval)
 
     # --- the app's API ---------------------------------------------------------------------------
 
@@ -292,8 +313,9 @@ class Server:
         self.connections[conn.fd] = conn
         self.reactor.add_reader(conn.fd, self._on_readable, conn)
         if self._conn_events is not None:
-            self._conn_events.emit(Kind.CONN_OPEN, conn=conn.id, peer=f"{peer[0]}:{peer[1]}",
-                                   generation=self.generation)
+            self._conn_events.emit(
+                Kind.CONN_OPEN, conn=conn.id, peer=f"{peer[0]}:{peer[1]}", generation=self.generation
+            )
         if self._tracker is not None:
             self._touch(conn)
         if self._on_connect is not None:
@@ -435,8 +457,7 @@ class Server:
         del self.connections[conn.fd]
         conn.sock.close()
         if self._conn_events is not None:
-            self._conn_events.emit(Kind.CONN_CLOSE, conn=conn.id, reason=reason, generation=self.generation,
-                                   **fields)
+            self._conn_events.emit(Kind.CONN_CLOSE, conn=conn.id, reason=reason, generation=self.generation, **fields)
         if self._on_close is not None:
             try:
                 self._on_close(self, conn)
@@ -451,8 +472,9 @@ class Server:
         self._close(conn, "error")
 
     def _report_app_error(self, conn: Connection, callback: str) -> None:
-        self.events.emit(Kind.APP_ERROR, conn=conn.id, callback=callback, generation=self.generation,
-                         traceback=app_traceback())
+        self.events.emit(
+            Kind.APP_ERROR, conn=conn.id, callback=callback, generation=self.generation, traceback=app_traceback()
+        )
 
     # --- heartbeat -----------------------------------------------------------------------------------
 
@@ -506,13 +528,20 @@ class Server:
 
 # --- importing the app ------------------------------------------------------------------------------
 
+
 def app_traceback() -> str:
     """The exception being handled, with only the app's frames: not this module's, not importlib's."""
     exc = sys.exc_info()[1]
     report = traceback.TracebackException.from_exception(exc)
     report.stack = traceback.StackSummary.from_list(
-        [f for f in report.stack if f.filename != __file__ and f.filename != importlib.__file__
-         and not f.filename.startswith("<frozen importlib")])
+        [
+            f
+            for f in report.stack
+            if f.filename != __file__
+            and f.filename != importlib.__file__
+            and not f.filename.startswith("<frozen importlib")
+        ]
+    )
     return "".join(report.format())
 
 
@@ -533,8 +562,7 @@ def _use_fresh_imports() -> None:
     """Code outside the interpreter's own trees (the app, the lab) is compiled from source."""
     sys.dont_write_bytecode = True  # and no .pyc is written inside a watched tree
     installed = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
-    default_hook = importlib.machinery.FileFinder.path_hook(
-        (FreshSourceLoader, importlib.machinery.SOURCE_SUFFIXES))
+    default_hook = importlib.machinery.FileFinder.path_hook((FreshSourceLoader, importlib.machinery.SOURCE_SUFFIXES))
 
     def fresh_hook(path: str):
         if os.path.join(os.path.abspath(path or "."), "").startswith(installed):
@@ -555,8 +583,10 @@ def load_app(target: str, app_dir: str) -> Any:
     module_name, _, attr = target.partition(":")
     taken = sys.modules.get(module_name)
     if taken is not None:  # imported before the fork, so not the app's code: a name clash
-        raise LabError(f"the name {module_name!r} is taken by {getattr(taken, '__file__', None) or 'a built-in'}; "
-                       "rename the app's module")
+        raise LabError(
+            f"the name {module_name!r} is taken by {getattr(taken, '__file__', None) or 'a built-in'}; "
+            "rename the app's module"
+        )
     app: Any = importlib.import_module(module_name)
     for part in attr.split(".") if attr else ():
         try:
@@ -571,6 +601,7 @@ def load_app(target: str, app_dir: str) -> Any:
 
 
 # --- the worker's main ----------------------------------------------------------------------------------
+
 
 def prctl(option: int, arg: int) -> None:
     """``prctl(2)`` with one argument (OSError on failure)."""

@@ -8,7 +8,6 @@ import os
 import platform
 import signal
 import socket
-import time
 
 import pytest
 from server_helpers import wait_until, write_app
@@ -18,7 +17,7 @@ from lab.gate import AcceptGate
 
 # An app whose answers say which code sent them, and when (CLOCK_MONOTONIC: one clock for all);
 # ``hold`` keeps a worker of the new code (v2) in app code for a while after its answer.
-TIMED_APP = '''\
+TIMED_APP = """\
 import os
 import time
 
@@ -32,7 +31,7 @@ def on_receive(server, conn, data):
     server.send(conn, ("%s %r\\n" % (TEXT, time.monotonic())).encode())
     if data.strip() == b"hold" and TEXT == "v2":
         time.sleep(3)
-'''
+"""
 
 _ACCEPT4 = {"x86_64": 288, "aarch64": 242}.get(platform.machine())
 _PTRACE_SYSCALL, _PTRACE_DETACH, _PTRACE_SEIZE, _PTRACE_INTERRUPT = 24, 17, 0x4206, 0x4207
@@ -128,8 +127,9 @@ def test_an_old_worker_held_before_its_accept_never_answers_after_the_new_code(s
         answers = early + [_answer(s) for s in clients if s is not clients[1] or not early]
         old_times = [when for text, when in answers if text == "v1"]
         new_times = [when for text, when in answers if text == "v2"]
-        assert not old_times or not new_times or max(old_times) < min(new_times), \
+        assert not old_times or not new_times or max(old_times) < min(new_times), (
             f"old code answered after the new code did: {answers}"
+        )
         wait_until(lambda: server.ask().startswith("v2"), 20, message="the new code answers")
     finally:
         for s in clients:

@@ -19,7 +19,7 @@ from lab.reactor import Reactor
 from lab.worker import Channel, Server, take_lines
 
 # A versioned app whose ``block S`` request keeps the worker in app code for S seconds.
-BLOCKING_APP = '''\
+BLOCKING_APP = """\
 import os
 import time
 
@@ -36,9 +36,9 @@ def on_receive(server, conn, data):
             server.send(conn, (TEXT + " woke\\n").encode())
         else:
             server.send(conn, (TEXT + "\\n").encode())
-'''
+"""
 
-EXITING_APP = '''\
+EXITING_APP = """\
 import os
 import sys
 
@@ -50,7 +50,7 @@ def on_receive(server, conn, data):
     if line == b"interrupt":
         raise KeyboardInterrupt
     server.send(conn, b"%d\\n" % os.getpid())
-'''
+"""
 
 
 def connect(port: int) -> socket.socket:
@@ -63,6 +63,7 @@ def ask_pid(s: socket.socket) -> int:
 
 
 # --- the worker's orders ---------------------------------------------------------------------------
+
 
 def test_take_lines_keeps_a_partial_order_for_the_next_read():
     assert take_lines(b"", b"go\ndra") == ([b"go"], b"dra")
@@ -95,8 +96,7 @@ def test_a_drain_sent_while_app_code_ran_is_seen_before_the_next_accept(tmp_path
     listener.setblocking(False)
     master_end, worker_end = socket.socketpair()
     worker_end.setblocking(False)
-    server = Server(reactor, listener, EchoApp(), Config(target="x"), 1, EventSink(), None,
-                    Channel(worker_end))
+    server = Server(reactor, listener, EchoApp(), Config(target="x"), 1, EventSink(), None, Channel(worker_end))
     try:
         server.start_accepting()
         client = socket.create_connection(listener.getsockname(), timeout=5)
@@ -114,6 +114,7 @@ def test_a_drain_sent_while_app_code_ran_is_seen_before_the_next_accept(tmp_path
 
 
 # --- a stuck worker at reload (issue item 2) ----------------------------------------------------------
+
 
 def test_a_worker_stuck_in_app_code_does_not_hold_up_a_reload(serve, tmp_path):
     write_app(tmp_path, "v1", source=BLOCKING_APP)
@@ -141,9 +142,9 @@ def test_a_worker_stuck_in_app_code_does_not_hold_up_a_reload(serve, tmp_path):
 
 # --- BaseException from app callbacks (issue item 7) ---------------------------------------------------
 
+
 @pytest.mark.parametrize("request_line, exc", [(b"exit", "SystemExit"), (b"interrupt", "KeyboardInterrupt")])
-def test_system_exit_and_keyboard_interrupt_in_on_receive_cost_only_the_connection(serve, tmp_path,
-                                                                                   request_line, exc):
+def test_system_exit_and_keyboard_interrupt_in_on_receive_cost_only_the_connection(serve, tmp_path, request_line, exc):
     write_app(tmp_path, "", source=EXITING_APP)
     server = serve(app_dir=tmp_path, workers=1)
     with connect(server.port) as s:
@@ -159,8 +160,9 @@ def test_system_exit_and_keyboard_interrupt_in_on_receive_cost_only_the_connecti
 
 def test_system_exit_in_on_start_fails_the_reload_with_its_traceback(serve, app_dir):
     server = serve(app_dir=app_dir)
-    (app_dir / "app.py").write_text("import sys\n\n\ndef on_start(server):\n    sys.exit(2)\n\n\n"
-                                     "def on_receive(server, conn, data):\n    pass\n")
+    (app_dir / "app.py").write_text(
+        "import sys\n\n\ndef on_start(server):\n    sys.exit(2)\n\n\ndef on_receive(server, conn, data):\n    pass\n"
+    )
     server.signal(signal.SIGUSR1)
     failed = server.wait_event(Kind.RELOAD_FAILED, generation=2)
     assert "SystemExit" in failed["traceback"]
@@ -168,6 +170,7 @@ def test_system_exit_in_on_start_fails_the_reload_with_its_traceback(serve, app_
 
 
 # --- a stalled master (issue item 5) -------------------------------------------------------------------
+
 
 def test_a_stopped_master_does_not_blame_its_workers_for_its_own_silence(serve, app_dir):
     server = serve(app_dir=app_dir, args=("--worker-timeout", "1"))
@@ -214,7 +217,7 @@ def test_a_hung_import_is_reported_and_a_newer_change_supersedes_it(serve, app_d
 
 # At import, two children that hold the listening socket: one stays in the worker's process group,
 # one leaves it (setsid, then a second fork: the classic daemon). Each writes "pid kind" to KIDS.
-FORKING_APP = '''\
+FORKING_APP = """\
 import os
 import time
 
@@ -245,7 +248,7 @@ _child("daemon")
 
 def on_receive(server, conn, data):
     server.send(conn, b"ok\\n")
-'''
+"""
 
 
 def kids(app_dir: Path) -> list[tuple[int, str]]:

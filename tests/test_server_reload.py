@@ -12,6 +12,7 @@ import time
 
 import pytest
 from server_helpers import ask, run_cli, wait_until, write_app
+
 from lab.events import Kind
 
 
@@ -57,8 +58,10 @@ def test_a_broken_app_is_refused_and_a_fix_recovers(serve, app_dir):
     assert "SyntaxError" in failed["traceback"] and "app.py" in failed["traceback"]
     assert "SyntaxError" in failed["error"]
     assert server.ask() == "v1", "the old generation keeps serving"
-    wait_until(lambda: all(e["generation"] == 1 for e in server.find(Kind.WORKER_START)
-                           if e["pid"] in server.worker_pids()), message="new generation removed")
+    wait_until(
+        lambda: all(e["generation"] == 1 for e in server.find(Kind.WORKER_START) if e["pid"] in server.worker_pids()),
+        message="new generation removed",
+    )
     write_app(app_dir, "v3")
     server.signal(signal.SIGUSR1)
     server.wait_event(Kind.RELOAD_DONE, generation=3)
@@ -95,8 +98,11 @@ def test_no_failed_request_and_no_old_answer_across_reloads(serve, app_dir):
         for version in range(2, 7):
             write_app(app_dir, f"v{version}")
             server.reload()
-            wait_until(lambda: all(a and a[-1] == f"v{version}" for a in answers), 10,
-                       message=f"every client sees v{version}")
+            wait_until(
+                lambda v=version: all(a and a[-1] == f"v{v}" for a in answers),
+                10,
+                message=f"every client sees v{version}",
+            )
     finally:
         stop.set()
         for t in threads:
@@ -116,12 +122,15 @@ def test_in_flight_requests_finish_on_the_old_code(serve, app_dir):
     try:
         # Only these three connections are ours to judge; the probes below open more, and one that
         # lands on an old worker while it drains is closed as "drain" too.
-        mine = {"127.0.0.1:%d" % s.getsockname()[1] for s in (slow, idle, silent)}
+        mine = {f"127.0.0.1:{s.getsockname()[1]}" for s in (slow, idle, silent)}
         idle.sendall(b"hi\n")
         assert idle.recv(100) == b"v1\n"
         slow.sendall(b"slow 0.6\n")
-        opened = wait_until(lambda: _all([e for e in server.find(Kind.CONN_OPEN) if e["peer"] in mine], 3), 30,
-                            message="our 3 connections accepted")
+        opened = wait_until(
+            lambda: _all([e for e in server.find(Kind.CONN_OPEN) if e["peer"] in mine], 3),
+            30,
+            message="our 3 connections accepted",
+        )
         write_app(app_dir, "v2")
         server.signal(signal.SIGUSR1)
         server.wait_event(Kind.RELOAD_START, generation=2, timeout=30)
@@ -131,8 +140,11 @@ def test_in_flight_requests_finish_on_the_old_code(serve, app_dir):
         assert silent.recv(100) == b"", "a connection that never sent is closed after a grace time"
         server.wait_event(Kind.RELOAD_DONE, generation=2, timeout=30)
         keys = {(e["pid"], e["conn"]) for e in opened}
-        closed = wait_until(lambda: _all([e for e in server.find(Kind.CONN_CLOSE) if (e["pid"], e["conn"]) in keys], 3),
-                            30, message="our 3 connections closed")
+        closed = wait_until(
+            lambda: _all([e for e in server.find(Kind.CONN_CLOSE) if (e["pid"], e["conn"]) in keys], 3),
+            30,
+            message="our 3 connections closed",
+        )
         assert [(e["generation"], e["reason"]) for e in closed] == [(1, "drain")] * 3, closed
         assert not server.find(Kind.WORKER_EXIT, signal="SIGKILL"), "all left before the graceful timeout"
     finally:

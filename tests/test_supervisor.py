@@ -20,8 +20,10 @@ from lab.pool import WorkerState
 from lab.supervisor import Supervisor, summarize_traceback
 
 DRAIN_CONFIRM_WAIT = 0.075
-TRACEBACK = ('Traceback (most recent call last):\n  File "/srv/app/app.py", line 3, in <module>\n'
-             "    import nothing\nModuleNotFoundError: No module named 'nothing'\n")
+TRACEBACK = (
+    'Traceback (most recent call last):\n  File "/srv/app/app.py", line 3, in <module>\n'
+    "    import nothing\nModuleNotFoundError: No module named 'nothing'\n"
+)
 
 
 class FakeClock:
@@ -33,11 +35,19 @@ class FakeClock:
 
 
 class Harness:
-    def __init__(self, workers: int = 2, graceful_timeout: float = 30.0, worker_timeout: float | None = None,
-                 **upgrade: Any):
+    def __init__(
+        self, workers: int = 2, graceful_timeout: float = 30.0, worker_timeout: float | None = None, **upgrade: Any
+    ):
         self.clock = FakeClock()
-        self.sup = Supervisor(workers, graceful_timeout, worker_timeout, DRAIN_CONFIRM_WAIT,
-                              clock=self.clock, random=lambda: 0.5, **upgrade)
+        self.sup = Supervisor(
+            workers,
+            graceful_timeout,
+            worker_timeout,
+            DRAIN_CONFIRM_WAIT,
+            clock=self.clock,
+            random=lambda: 0.5,
+            **upgrade,
+        )
         self.next_pid = 100
         self.fork_errors = 0  # the next this many forks fail
         self.live: dict[int, tuple[int, int]] = {}  # pid -> (generation, index)
@@ -156,8 +166,14 @@ def test_the_first_generation_starts_serving(h):
     pids = h.start()
     assert len(pids) == 2 and h.orders("go") == pids and h.orders("drain") == []
     done = h.find("reload.done")
-    assert done == [{"generation": 1, "trigger": "start", "duration": 0.0, "phases": {
-        "seen": 1000.0, "forked": 1000.0, "ready": 1000.0, "serving": 1000.0, "old_gone": 1000.0}}]
+    assert done == [
+        {
+            "generation": 1,
+            "trigger": "start",
+            "duration": 0.0,
+            "phases": {"seen": 1000.0, "forked": 1000.0, "ready": 1000.0, "serving": 1000.0, "old_gone": 1000.0},
+        }
+    ]
 
 
 def test_a_burst_of_triggers_queues_exactly_one_more_reload(h):
@@ -212,8 +228,7 @@ def test_a_worker_stuck_in_app_code_holds_up_go_only_for_the_drain_confirm_wait(
     assert h.orders("go") == old and h.kinds("worker.unresponsive") == []
     h.advance(DRAIN_CONFIRM_WAIT * 0.2)
     assert h.orders("go") == old + h.of(2)
-    assert h.find("worker.unresponsive") == [{"pid": old[1], "generation": 1, "index": 1,
-                                              "waited": DRAIN_CONFIRM_WAIT}]
+    assert h.find("worker.unresponsive") == [{"pid": old[1], "generation": 1, "index": 1, "waited": DRAIN_CONFIRM_WAIT}]
     h.draining(old[1])  # late: changes nothing
     h.exit(*old)
     assert h.find("reload.done")[-1]["generation"] == 2
@@ -225,8 +240,14 @@ def test_a_failed_import_keeps_the_old_generation_and_the_next_trigger_retries(h
     new = h.of(2)
     h.ready(new[0])
     h.do(h.sup.failed(new[1], TRACEBACK))
-    assert h.find("reload.failed") == [{"generation": 2, "trigger": "SIGUSR1", "traceback": TRACEBACK,
-                                        "error": "ModuleNotFoundError: No module named 'nothing' (app.py:3)"}]
+    assert h.find("reload.failed") == [
+        {
+            "generation": 2,
+            "trigger": "SIGUSR1",
+            "traceback": TRACEBACK,
+            "error": "ModuleNotFoundError: No module named 'nothing' (app.py:3)",
+        }
+    ]
     assert sorted(h.killed) == new and h.orders("drain") == [], "the old generation keeps serving"
     h.reap_killed()
     assert h.of(1) == old and h.of(2) == [], "no replacement for the failed generation"
@@ -296,8 +317,14 @@ def test_a_replacement_that_cannot_load_the_app_is_killed_and_backs_off(h):
     h.exit(pids[0], signal="SIGSEGV")
     replacement = h.of(1)[-1]
     h.do(h.sup.failed(replacement, TRACEBACK))
-    assert h.find("worker.failed") == [{"generation": 1, "index": 0, "traceback": TRACEBACK,
-                                        "error": "ModuleNotFoundError: No module named 'nothing' (app.py:3)"}]
+    assert h.find("worker.failed") == [
+        {
+            "generation": 1,
+            "index": 0,
+            "traceback": TRACEBACK,
+            "error": "ModuleNotFoundError: No module named 'nothing' (app.py:3)",
+        }
+    ]
     assert h.killed == [replacement]
     h.reap_killed()
     assert [e["failures"] for e in h.find("worker.backoff")] == [2]
@@ -350,8 +377,9 @@ def test_a_slow_import_is_reported_once_with_who_is_still_importing(h):
     h.advance(sv.SLOW_IMPORT * 0.9)
     assert h.kinds("reload.slow") == []
     h.advance(sv.SLOW_IMPORT)
-    assert h.find("reload.slow") == [{"generation": 2, "trigger": "SIGUSR1", "waited": sv.SLOW_IMPORT,
-                                      "workers": [new[0]]}]
+    assert h.find("reload.slow") == [
+        {"generation": 2, "trigger": "SIGUSR1", "waited": sv.SLOW_IMPORT, "workers": [new[0]]}
+    ]
 
 
 def test_an_import_that_hangs_fails_after_the_ready_timeout(h):
@@ -464,8 +492,15 @@ def test_a_replacement_whose_fork_fails_is_tried_again_a_second_later(h):
     old = h.start()
     h.fork_errors = 1
     h.exit(old[0], signal="SIGKILL")
-    assert h.find("worker.backoff") == [{"generation": 1, "index": 0, "failures": -1, "delay": 1.0,
-                                         "error": "[Errno 11] Resource temporarily unavailable"}]
+    assert h.find("worker.backoff") == [
+        {
+            "generation": 1,
+            "index": 0,
+            "failures": -1,
+            "delay": 1.0,
+            "error": "[Errno 11] Resource temporarily unavailable",
+        }
+    ]
     h.advance(0.9)
     assert h.of(1) == [old[1]]
     h.advance(0.2)
@@ -478,10 +513,14 @@ PURE = (sv, actions, handover, pool)  # the state machine and its sub-machines
 @pytest.mark.parametrize("module", PURE, ids=lambda m: m.__name__)
 def test_the_state_machine_imports_no_io(module):
     tree = ast.parse(Path(module.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module if node.module.startswith("lab.") else node.module.split(".")[0]
-                 for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module if node.module.startswith("lab.") else node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+    }
     allowed = {"__future__", "collections", "dataclasses", "enum", "re", "typing", "lab.vocabulary"}
     assert imported <= allowed | {m.__name__ for m in PURE}, imported
 
@@ -493,6 +532,7 @@ def test_summarize_traceback():
 
 
 # --- upgrade: a new master takes over the listening socket -------------------------------------------
+
 
 def test_an_upgrade_starts_a_new_master_numbered_on_and_keeps_serving_meanwhile(h):
     old = h.start()
@@ -573,8 +613,13 @@ def test_a_new_master_that_fails_leaves_the_old_one_serving(h):
     h.do(h.sup.upgrade("SIGUSR2"))
     h.do(h.sup.successor_failed(TRACEBACK))
     failed = h.find("upgrade.failed")
-    assert failed == [{"trigger": "SIGUSR2", "error": "ModuleNotFoundError: No module named 'nothing' (app.py:3)",
-                       "detail": TRACEBACK}]
+    assert failed == [
+        {
+            "trigger": "SIGUSR2",
+            "error": "ModuleNotFoundError: No module named 'nothing' (app.py:3)",
+            "detail": TRACEBACK,
+        }
+    ]
     assert h.orders("drain") == [] and h.told == [] and all(pid in h.live for pid in old)
     h.do(h.sup.successor_ready())
     assert h.orders("drain") == [], "a late word of a failed new master counts for nothing"

@@ -53,7 +53,7 @@ def upgradable(serve, heavy_app):
         for pid in ours:  # a test that failed half-way: nothing of it is left running
             if is_lab_server(pid):
                 os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not any(is_alive(p) for p in ours), 10, message="every master and worker gone")
+        wait_until(lambda pids=ours: not any(is_alive(p) for p in pids), 10, message="every master and worker gone")
 
 
 def _record(pidfile: Path):
@@ -83,8 +83,11 @@ def events(server, kind: str, **match):
 
 def wait_event(server, kind: str, count: int = 1, timeout: float = 60, **match):
     """Like ServerProcess.wait_event, but the first master exiting is expected here."""
-    return wait_until(lambda: len(events(server, kind, **match)) >= count and events(server, kind, **match)[count - 1],
-                      timeout, message=f"{kind} {match} x{count}")
+    return wait_until(
+        lambda: len(events(server, kind, **match)) >= count and events(server, kind, **match)[count - 1],
+        timeout,
+        message=f"{kind} {match} x{count}",
+    )
 
 
 def check_one_master(server, master: int) -> None:
@@ -140,8 +143,11 @@ def upgrade(server, how: str, old: int, heavy_app: Path) -> int:
         write_heavy(heavy_app, "h2")
     new = wait_event(server, "server.start", upgrade_from=old)["pid"]
     wait_event(server, "server.stop", pid=old, upgraded_to=new)
-    wait_until(lambda: (r := _record(server.pidfile)) is not None and r.pid == new, 30,
-               message="the pid file names the new master")
+    wait_until(
+        lambda: (r := _record(server.pidfile)) is not None and r.pid == new,
+        30,
+        message="the pid file names the new master",
+    )
     wait_until(lambda: not is_alive(old), 30, message="old master gone")
     return new
 
@@ -164,8 +170,9 @@ def test_three_upgrades_under_load_drop_nothing_and_leave_one_master(upgradable,
     assert load.failures == []
     assert [e["trigger"] for e in events(server, "upgrade.start")] == ["SIGUSR2", "SIGUSR2", "preload"]
     first_new = min(sent for sent, text in load.answers if text.split()[1] == "h2")
-    assert not [a for a in load.answers if a[0] > first_new and a[1].split()[1] == "h1"], \
+    assert not [a for a in load.answers if a[0] > first_new and a[1].split()[1] == "h1"], (
         "once the new master answers, the old one never does again"
+    )
     generations = [e["generation"] for e in events(server, "upgrade.serving")]
     assert generations == [2, 3, 4], "each new master numbers its generations on"
 
@@ -204,7 +211,8 @@ def test_upgrade_cli_without_a_server_says_so(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"python -m lab upgrade: no pid file at {tmp_path / 'none.pid'}: is the server running "
-        f"(serve --pidfile {tmp_path / 'none.pid'})?"]
+        f"(serve --pidfile {tmp_path / 'none.pid'})?"
+    ]
 
 
 def test_the_new_master_takes_the_pid_file_over_atomically_and_only_from_its_predecessor(tmp_path):
