@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from lab.config import Config
 from lab.errors import LabError
+from lab.fresh_imports import use_fresh_imports
 from lab.supervisor import summarize_traceback
 
 
@@ -54,6 +55,9 @@ def preload(config: Config) -> Preloaded:
     app_dir = os.path.abspath(config.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)  # a helper module next to the app may be preloaded too
+    # The app's own modules are compiled from source, as in the workers: an edit of the same size
+    # within the second of the last one must not be hidden by a stale .pyc when an upgrade loads it.
+    use_fresh_imports()
     before, fds, tasks = set(sys.modules), _fd_targets(), len(os.listdir("/proc/self/task"))
     started = time.perf_counter()
     for name in config.preload:

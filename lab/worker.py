@@ -38,6 +38,7 @@ from typing import Any, TextIO
 from lab.config import Config
 from lab.errors import LabError
 from lab.events import EventSink, Kind
+from lab.fresh_imports import use_fresh_imports
 from lab.gate import AcceptGate
 from lab.heartbeat import make_tracker
 from lab.reactor import Reactor
@@ -545,41 +546,10 @@ def app_traceback() -> str:
     return "".join(report.format())
 
 
-class FreshSourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles from the source every time: never trusts a ``.pyc``.
-
-    Python's ``.pyc`` check compares the source's mtime (whole seconds) and size, so two edits of
-    the same size within one second would load the stale first version. App code is small, so
-    compiling it on each (re)load costs little and is always right.
-    """
-
-    def get_code(self, fullname: str):
-        path = self.get_filename(fullname)
-        return self.source_to_code(self.get_data(path), path)
-
-
-def _use_fresh_imports() -> None:
-    """Code outside the interpreter's own trees (the app, the lab) is compiled from source."""
-    sys.dont_write_bytecode = True  # and no .pyc is written inside a watched tree
-    installed = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
-    default_hook = importlib.machinery.FileFinder.path_hook((FreshSourceLoader, importlib.machinery.SOURCE_SUFFIXES))
-
-    def fresh_hook(path: str):
-        if os.path.join(os.path.abspath(path or "."), "").startswith(installed):
-            raise ImportError("installed code: the default finder handles it")
-        return default_hook(path)
-
-    sys.path_hooks.insert(0, fresh_hook)
-    for path in list(sys.path_importer_cache):
-        if not os.path.join(os.path.abspath(path or "."), "").startswith(installed):
-            del sys.path_importer_cache[path]
-    importlib.invalidate_caches()
-
-
 def load_app(target: str, app_dir: str) -> Any:
     """Import TARGET (``module`` or ``module:attr``; a class is instantiated) from ``app_dir`` first."""
     sys.path.insert(0, os.path.abspath(app_dir))
-    _use_fresh_imports()
+    use_fresh_imports()
     module_name, _, attr = target.partition(":")
     taken = sys.modules.get(module_name)
     if taken is not None:  # imported before the fork, so not the app's code: a name clash

@@ -3,6 +3,9 @@ generation inherits them and imports only the app. Real processes, a stand-in he
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,6 +86,18 @@ def test_preloaded_modules_come_from_the_master_and_the_app_still_reloads(serve,
     assert text == "v2", "the app's own code is reloaded"
     assert imported_by == server.pid and worker in server.worker_pids(2), "the new generation inherits it"
     assert not server.find("upgrade.start"), "an edit of the app is not a preloaded module's: a reload"
+
+
+def test_a_stale_pyc_of_a_preloaded_module_is_never_used(serve, heavy_app):
+    # An edit of the same size within the second of the last one: Python's .pyc check (mtime in
+    # whole seconds, size) would take the old version; the master compiles the app's modules anew.
+    heavy = heavy_app / "heavy.py"
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(heavy_app)], check=True)
+    before = heavy.stat()
+    write_heavy(heavy_app, "h2")
+    os.utime(heavy, ns=(before.st_atime_ns, before.st_mtime_ns))  # the .pyc now looks valid
+    server = serve(app_dir=heavy_app, args=("--preload", "heavy"))
+    assert answer(server)[1] == "h2"
 
 
 def test_without_preload_each_worker_imports_it(serve, heavy_app):
