@@ -35,6 +35,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from lab import fresh_imports
 from lab.config import Config
 from lab.errors import LabError
 from lab.events import EventSink, Kind
@@ -531,15 +532,14 @@ class Server:
 
 
 def app_traceback() -> str:
-    """The exception being handled, with only the app's frames: not this module's, not importlib's."""
+    """The exception being handled, with only the app's frames: not the lab's loading, not importlib's."""
     exc = sys.exc_info()[1]
     report = traceback.TracebackException.from_exception(exc)
     report.stack = traceback.StackSummary.from_list(
         [
             f
             for f in report.stack
-            if f.filename != __file__
-            and f.filename != importlib.__file__
+            if f.filename not in (__file__, fresh_imports.__file__, importlib.__file__)
             and not f.filename.startswith("<frozen importlib")
         ]
     )

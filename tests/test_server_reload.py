@@ -204,3 +204,13 @@ def test_a_stale_pyc_is_never_used(serve, app_dir):
     os.utime(app_dir / "app.py", ns=(before.st_atime_ns, before.st_mtime_ns))
     server.reload()
     assert server.ask() == "v2"
+
+
+def test_a_refused_generation_shows_the_apps_frames_only(serve, app_dir):
+    # The traceback a learner reads names the app's file and line, not the lab's loader's frames.
+    server = serve(app_dir=app_dir)
+    (app_dir / "app.py").write_text('TEXT = "oops\n')
+    server.signal(signal.SIGUSR1)
+    failed = server.wait_event(Kind.RELOAD_FAILED)
+    assert "SyntaxError" in failed["traceback"] and "app.py" in failed["traceback"]
+    assert "lab/" not in failed["traceback"] and "Traceback (most recent call last)" not in failed["traceback"]
