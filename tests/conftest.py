@@ -8,7 +8,7 @@ import time
 
 import psutil
 import pytest
-from server_helpers import serving, write_app
+from server_helpers import ServerProcess, serving, write_app
 
 # The suite reads the lab's English, its source, whatever the machine's locale; tests/test_i18n.py
 # asks for Chinese where it checks it.
@@ -58,6 +58,15 @@ def no_leftover_processes(request):
 def serve(tmp_path):
     """``serve(*args)`` starts ``python -m lab serve`` and stops it (and checks it) afterwards."""
     yield from serving(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory):
+    """The example app (``lab.examples.hello``) served by one worker, shared by a module's tests."""
+    server = ServerProcess(tmp_path_factory.mktemp("hello"), target="lab.examples.hello", workers=1)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -7,22 +7,9 @@ import socket
 import time
 
 import pytest
-from server_helpers import ServerProcess, serving, wait_until
+from server_helpers import ServerProcess, wait_until
 
 SMUGGLED = b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-@pytest.fixture(scope="module")
-def hello(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("hello"), target="lab.examples.hello", workers=1)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def serve(tmp_path):
-    yield from serving(tmp_path)
 
 
 def exchange(port: int, data: bytes) -> list[bytes]:

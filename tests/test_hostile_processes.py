@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from server_helpers import ask, serving, wait_until, write_app
+from server_helpers import ask, wait_until, write_app
 
 from lab.events import Kind
 from lab.pidfile import is_alive
@@ -36,11 +36,6 @@ GOOD_APP = """\
 def on_receive(server, conn, data):
     server.send(conn, b"fixed\\n")
 """
-
-
-@pytest.fixture
-def serve(tmp_path):
-    yield from serving(tmp_path)
 
 
 def hostile(serve, *args: str, workers: int = 2):

@@ -9,14 +9,6 @@ import pytest
 from server_helpers import ServerProcess, read_line
 
 
-@pytest.fixture(scope="module")
-def hello(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("hello"), target="lab.examples.hello", workers=1)
-    server.start()
-    yield server
-    server.stop()
-
-
 def connect(server: ServerProcess) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=5)
 
