@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from lab.errors import LabError
-from lab.events import RELOAD_PHASES, Kind
+from lab.events import RELOAD_PHASES, Event, Kind
 from lab.i18n import _, set_language
 from lab.playground import EXAMPLE_APP, Lab, wait_until
 
@@ -249,6 +249,17 @@ def _edit_time(lab: Lab) -> float:
     return lab.of(Kind.LAB_EDIT)[-1]["t"]
 
 
+def _tell_close(say: Say, close: Event, peer: str, silent: bool, start: float) -> bool:
+    """Says that a connection closed, why and after how long (good news for a silent one); returns ``silent``."""
+    who = _("silent") if silent else _("chatty")
+    idle_for = _("idle {s:.2f} s").format(s=close["idle"]) if "idle" in close else _("no idle time")
+    told = _("closed {who} client {peer} after {s:.2f} s: reason {reason}, {idle_for}").format(
+        who=who, peer=peer, s=close["t"] - start, reason=close.get("reason"), idle_for=idle_for
+    )
+    say("  " + told, "ok" if silent else "bad")
+    return silent
+
+
 def heartbeat_story(
     say: Say,
     *,
@@ -279,20 +290,9 @@ def heartbeat_story(
         settled, deadline = start + 2 * idle, start + 3 * idle + 4 * interval
         while (closed < silent or time.monotonic() < settled) and time.monotonic() < deadline:
             for e in lab.read_events()[first:]:
-                if e["kind"] != Kind.CONN_CLOSE:
-                    continue
-                peer = opened.get(_key(e), {}).get("peer", "?")
-                is_silent = peer in silent_peers
-                closed += is_silent
-                who = _("silent") if is_silent else _("chatty")
-                idle_for = _("idle {s:.2f} s").format(s=e["idle"]) if "idle" in e else _("no idle time")
-                say(
-                    "  "
-                    + _("closed {who} client {peer} after {s:.2f} s: reason {reason}, {idle_for}").format(
-                        who=who, peer=peer, s=e["t"] - start, reason=e.get("reason"), idle_for=idle_for
-                    ),
-                    "ok" if is_silent else "bad",
-                )
+                if e["kind"] == Kind.CONN_CLOSE:
+                    peer = opened.get(_key(e), {}).get("peer", "?")
+                    closed += _tell_close(say, e, peer, peer in silent_peers, start)
             first = len(lab.history)
             time.sleep(0.02)
         if closed < silent:

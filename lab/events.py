@@ -25,11 +25,13 @@ from lab.errors import LabError
 from lab.vocabulary import PHASE_BY_KEY, RELOAD_PHASES, Kind, Phase
 
 LINE_MAX = select.PIPE_BUF  # 4096 on Linux
+Event = dict[str, Any]  # one decoded line: {"t": ..., "kind": ..., "pid": ..., and the kind's fields}
 __all__ = [
     "PHASE_BY_KEY",
     "RELOAD_PHASES",
     "Kind",
     "Phase",
+    "Event",
     "EventSink",
     "EventTail",
     "matches",
@@ -38,17 +40,17 @@ __all__ = [
 ]
 
 
-def matches(event: dict[str, Any], kind: str, match: dict[str, Any]) -> bool:
+def matches(event: Event, kind: str, match: Event) -> bool:
     """True when ``event`` is of ``kind`` and has every field of ``match`` equal."""
     return event.get("kind") == kind and all(event.get(k) == v for k, v in match.items())
 
 
-def record(kind: str, **fields: Any) -> dict[str, Any]:
+def record(kind: str, **fields: Any) -> Event:
     """An event as a dict: ``t`` (monotonic seconds), ``kind``, ``pid`` and the given fields."""
     return {"t": time.monotonic(), "kind": kind, "pid": os.getpid(), **fields}
 
 
-def encode(event: dict[str, Any]) -> bytes:
+def encode(event: Event) -> bytes:
     """One JSON line of at most ``LINE_MAX`` bytes; the longest string fields are cut to fit."""
     line = json.dumps(event, separators=(",", ":"), default=str) + "\n"
     data = line.encode()
@@ -86,7 +88,7 @@ class EventSink:
         if self.path is not None:
             self._fd, self._torn = _open_events(self.path)
 
-    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def emit(self, kind: str, **fields: Any) -> Event:
         """Write one event and return it."""
         event = record(kind, **fields)
         if self._fd >= 0:
@@ -113,7 +115,7 @@ class EventSink:
             # Short (the disk filled up): the line is torn; otherwise it ends the line.
             self._torn = written < len(data)
 
-    def _print(self, event: dict[str, Any]) -> None:
+    def _print(self, event: Event) -> None:
         extra = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "kind", "pid"))
         try:
             print(f"[{event['t']:.3f}] {event['pid']} {event['kind']} {extra}".rstrip(), file=self.echo, flush=True)
@@ -140,7 +142,7 @@ class EventTail:
         self._offset = 0
         self._partial = b""
 
-    def read(self) -> list[dict[str, Any]]:
+    def read(self) -> list[Event]:
         """The complete new lines, parsed; a line still being written waits for the next call."""
         try:
             with open(self.path, "rb") as f:
@@ -154,7 +156,7 @@ class EventTail:
         self._partial = lines.pop()
         return [event for line in lines if line.strip() and (event := parse_line(line)) is not None]
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Event]:
         return iter(self.read())
 
 
@@ -198,7 +200,7 @@ def _last_byte(path: str, size: int) -> bytes:
         os.close(fd)
 
 
-def parse_line(line: bytes) -> dict[str, Any] | None:
+def parse_line(line: bytes) -> Event | None:
     """The event of one line, or None. A line torn by a full disk may have the next event glued
     to it: every line starts with ``{"t":``, which no JSON string holds unescaped, so try there."""
     start = 0
@@ -212,6 +214,6 @@ def parse_line(line: bytes) -> dict[str, Any] | None:
     return None
 
 
-def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read_events(path: str | os.PathLike[str]) -> list[Event]:
     """All events of a file."""
     return EventTail(path).read()

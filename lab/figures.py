@@ -26,14 +26,13 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from lab.debounce import DEFAULT_DEBOUNCE, DEFAULT_SETTLE
 from lab.demo import set_greeting
 from lab.errors import LabError
-from lab.events import RELOAD_PHASES, Kind
-from lab.i18n import _f, _nf, figure_fonts
+from lab.events import RELOAD_PHASES, Event, Kind
+from lab.i18n import N_, _f, _nf, figure_fonts
 from lab.live import PHASE_COLOURS
 from lab.playground import Lab, wait_until
 
 figure_fonts()  # in Chinese, before any figure is made
 
-Event = dict[str, Any]
 DPI = 110
 OUT, QUICK_OUT = Path("pic"), Path("test-artifacts/figures")  # quick runs never replace the committed pic/
 # (key, label's parts, colour) of each step of a reload, the first from the save; the parts are
@@ -123,6 +122,99 @@ def _save(fig: Figure, path: Path) -> Path:
 # --- the architecture sketch ---------------------------------------------------------------------
 
 
+# The architecture sketch, as data: boxes (x, y, width, height, title, body, colour) and arrows
+# (from, to, label, colour, style, curvature, where the label goes), in axes units of 110 x 64.
+_BOXES: tuple[tuple[float, float, float, float, str, str, str], ...] = (
+    (2, 47, 24, 13, N_("notebook kernel"), N_("notebooks/*.ipynb\nor python -m lab demo\nnever forks"), "#e8f0fe"),
+    (
+        2,
+        25,
+        24,
+        14,
+        N_("lab.playground.Lab"),
+        N_("edits the app files\nopens clients\nsends signals\nreads the events"),
+        "#e8f0fe",
+    ),
+    (2, 4, 24, 12, N_("lab.live"), N_("timeline, reload phases,\nconnections: drawn\nfrom the events"), "#e8f0fe"),
+    (
+        38,
+        25,
+        30,
+        35,
+        N_("master  (python -m lab serve)"),
+        N_(
+            "pid file\nsignals: USR1/HUP reload,\nTERM/INT stop, QUIT now\nwatcher: inotify on the app dir\n"
+            "supervisor: replace dead workers,\nfork gen N+1, drain gen N"
+        ),
+        "#fff4e0",
+    ),
+    (41, 26.5, 24, 7, N_("listening socket"), N_("127.0.0.1:PORT, bound before the fork"), "#ffe2b8"),
+    (
+        80,
+        44,
+        28,
+        16,
+        N_("worker gen N #0"),
+        N_("reactor (selectors + timers)\nheartbeat: close idle conns\napp: imported after fork"),
+        "#e6f4ea",
+    ),
+    (
+        80,
+        24,
+        28,
+        16,
+        N_("worker gen N #1"),
+        N_("reactor (selectors + timers)\nheartbeat: close idle conns\napp: imported after fork"),
+        "#e6f4ea",
+    ),
+    (80, 4, 28, 12, N_("clients"), N_("curl, nc, lab.request(),\nsilent and chatty ones"), "#f3e8fd"),
+    (
+        38,
+        4,
+        30,
+        12,
+        N_("events.jsonl"),
+        N_("one JSON line per event,\nt = CLOCK_MONOTONIC,\nO_APPEND single writes"),
+        "#f1f3f4",
+    ),
+)
+_Point = tuple[float, float]
+_ARROWS: tuple[tuple[_Point, _Point, str, str, str, float, _Point | None], ...] = (
+    ((14, 46.4), (14, 39.6), N_("drives"), "black", "-|>", 0.0, None),
+    ((27, 33), (37.4, 33), N_("spawns\n(subprocess)"), "black", "-|>", 0.0, (32, 36)),
+    ((27, 28), (37.4, 28), N_("SIGUSR1 / SIGTERM"), "tab:red", "-|>", 0.0, (32, 25.5)),
+    ((68.6, 50), (79.4, 52), N_("fork, then\n'go' on a pipe"), "black", "-|>", 0.0, None),
+    ((68.6, 34), (79.4, 32), N_("fork"), "black", "-|>", 0.0, None),
+    ((65.6, 29), (79.4, 27), N_("inherited:\nall accept()"), "tab:purple", "-|>", 0.0, (73, 25)),
+    ((79.4, 47), (68.6, 44), N_("ready /\ntraceback"), "tab:gray", "-|>", 0.0, (74, 42)),
+    ((94, 16.6), (94, 23.4), N_("TCP on 127.0.0.1\n(shared accept queue)"), "tab:purple", "<|-|>", 0.0, None),
+    ((53, 24.4), (53, 16.6), N_("events"), "tab:green", "-|>", 0.0, None),
+    ((84, 23.4), (68.6, 12), N_("events"), "tab:green", "-|>", -0.25, (76, 14.5)),
+    ((37.4, 10), (26.6, 10), N_("tails"), "tab:green", "-|>", 0.0, None),
+    ((40, 16.6), (20, 24.4), N_("tails"), "tab:green", "-|>", 0.2, (31, 21.5)),
+)
+
+
+def _sketch_box(ax: Any, x: float, y: float, w: float, h: float, title: str, body: str, colour: str) -> None:
+    ax.add_patch(
+        FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.6", facecolor=colour, edgecolor="black", linewidth=1.2)
+    )
+    ax.text(x + w / 2, y + h - 1.8, _f(title), ha="center", va="top", fontsize=11, fontweight="bold")
+    ax.text(x + w / 2, y + h - 5.2, _f(body), ha="center", va="top", fontsize=9, linespacing=1.35)
+
+
+def _sketch_arrow(
+    ax: Any, a: _Point, b: _Point, label: str, colour: str, style: str, rad: float, where: _Point | None
+) -> None:
+    arrow = FancyArrowPatch(
+        a, b, arrowstyle=style, mutation_scale=16, color=colour, linewidth=1.6, connectionstyle=f"arc3,rad={rad}"
+    )
+    ax.add_patch(arrow)
+    x, y = where or ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+    bbox = {"facecolor": "white", "edgecolor": "none", "pad": 1.2}
+    ax.text(x, y, _f(label), fontsize=8.5, color=colour, ha="center", va="center", bbox=bbox)
+
+
 def architecture() -> Figure:
     """Boxes and arrows: notebook -> playground -> master -> workers of a generation."""
     fig = Figure(figsize=(11, 6.4))
@@ -133,110 +225,10 @@ def architecture() -> Figure:
     fig.suptitle(
         _f("reactor-lab: who starts whom, who signals whom, where events flow"), fontsize=14, fontweight="bold"
     )
-
-    def box(x: float, y: float, w: float, h: float, title: str, body: str, colour: str) -> None:
-        ax.add_patch(
-            FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.6", facecolor=colour, edgecolor="black", linewidth=1.2)
-        )
-        ax.text(x + w / 2, y + h - 1.8, _f(title), ha="center", va="top", fontsize=11, fontweight="bold")
-        ax.text(x + w / 2, y + h - 5.2, _f(body), ha="center", va="top", fontsize=9, linespacing=1.35)
-
-    def arrow(
-        a: tuple[float, float],
-        b: tuple[float, float],
-        label: str,
-        colour: str = "black",
-        style: str = "-|>",
-        rad: float = 0.0,
-        where: tuple[float, float] | None = None,
-    ) -> None:
-        ax.add_patch(
-            FancyArrowPatch(
-                a,
-                b,
-                arrowstyle=style,
-                mutation_scale=16,
-                color=colour,
-                linewidth=1.6,
-                connectionstyle=f"arc3,rad={rad}",
-            )
-        )
-        x, y = where or ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
-        ax.text(
-            x,
-            y,
-            _f(label),
-            fontsize=8.5,
-            color=colour,
-            ha="center",
-            va="center",
-            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.2},
-        )
-
-    box(2, 47, 24, 13, "notebook kernel", "notebooks/*.ipynb\nor python -m lab demo\nnever forks", "#e8f0fe")
-    box(
-        2,
-        25,
-        24,
-        14,
-        "lab.playground.Lab",
-        "edits the app files\nopens clients\nsends signals\nreads the events",
-        "#e8f0fe",
-    )
-    box(2, 4, 24, 12, "lab.live", "timeline, reload phases,\nconnections: drawn\nfrom the events", "#e8f0fe")
-    box(
-        38,
-        25,
-        30,
-        35,
-        "master  (python -m lab serve)",
-        "pid file\nsignals: USR1/HUP reload,\n"
-        "TERM/INT stop, QUIT now\nwatcher: inotify on the app dir\nsupervisor: replace dead workers,\n"
-        "fork gen N+1, drain gen N",
-        "#fff4e0",
-    )
-    box(41, 26.5, 24, 7, "listening socket", "127.0.0.1:PORT, bound before the fork", "#ffe2b8")
-    box(
-        80,
-        44,
-        28,
-        16,
-        "worker gen N #0",
-        "reactor (selectors + timers)\nheartbeat: close idle conns\napp: imported after fork",
-        "#e6f4ea",
-    )
-    box(
-        80,
-        24,
-        28,
-        16,
-        "worker gen N #1",
-        "reactor (selectors + timers)\nheartbeat: close idle conns\napp: imported after fork",
-        "#e6f4ea",
-    )
-    box(80, 4, 28, 12, "clients", "curl, nc, lab.request(),\nsilent and chatty ones", "#f3e8fd")
-    box(
-        38,
-        4,
-        30,
-        12,
-        "events.jsonl",
-        "one JSON line per event,\nt = CLOCK_MONOTONIC,\nO_APPEND single writes",
-        "#f1f3f4",
-    )
-
-    arrow((14, 46.4), (14, 39.6), "drives")
-    arrow((27, 33), (37.4, 33), "spawns\n(subprocess)", where=(32, 36))
-    arrow((27, 28), (37.4, 28), "SIGUSR1 / SIGTERM", colour="tab:red", where=(32, 25.5))
-    arrow((68.6, 50), (79.4, 52), "fork, then\n'go' on a pipe")
-    arrow((68.6, 34), (79.4, 32), "fork")
-    arrow((65.6, 29), (79.4, 27), "inherited:\nall accept()", colour="tab:purple", where=(73, 25))
-    arrow((79.4, 47), (68.6, 44), "ready /\ntraceback", colour="tab:gray", where=(74, 42))
-    arrow((94, 16.6), (94, 23.4), "TCP on 127.0.0.1\n(shared accept queue)", colour="tab:purple", style="<|-|>")
-    arrow((53, 24.4), (53, 16.6), "events", colour="tab:green")
-    arrow((84, 23.4), (68.6, 12), "events", colour="tab:green", rad=-0.25, where=(76, 14.5))
-    arrow((37.4, 10), (26.6, 10), "tails", colour="tab:green")
-    arrow((40, 16.6), (20, 24.4), "tails", colour="tab:green", rad=0.2, where=(31, 21.5))
+    for box in _BOXES:
+        _sketch_box(ax, *box)
+    for arrow in _ARROWS:
+        _sketch_arrow(ax, *arrow)
     return fig
 
 
@@ -407,6 +399,15 @@ def record_heartbeat_run(plan: Plan) -> tuple[list[Event], set[str]]:
         return list(lab.read_events()), peers
 
 
+def _closing_note(close: Event | None) -> str:
+    """Why and when a connection closed, as written beside its bar (None: open at the end)."""
+    if close is not None and close.get("reason") == "idle" and "idle" in close:
+        return _f("closed by the heartbeat after {s:.2f} s idle").format(s=close["idle"])
+    if close is not None:
+        return _f("closed: {reason}").format(reason=close.get("reason"))
+    return _f("still open")
+
+
 def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan) -> Figure:
     """One bar per connection from open to close, silent vs chatty, with why and when it closed."""
     opens = [e for e in events if e["kind"] == Kind.CONN_OPEN]
@@ -441,23 +442,12 @@ def heartbeat_lifetimes(events: list[Event], silent_peers: set[str], plan: Plan)
             if silent
             else _f("chatty client (a line every {s:g} s)").format(s=plan.idle / 4),
         )
-        if early is not None and early.get("reason") == "idle" and "idle" in early:
-            note = _f("closed by the heartbeat after {s:.2f} s idle").format(s=early["idle"])
-        elif early is not None:
-            note = _f("closed: {reason}").format(reason=early.get("reason"))
-        else:
-            note = _f("still open")
-        ax.text(stop - t0 + 0.02, y, note, va="center", fontsize=9)
+        ax.text(stop - t0 + 0.02, y, _closing_note(early), va="center", fontsize=9)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8.5, loc="lower right")
-    ax.set_yticks(
-        range(len(opens)),
-        [
-            (_f("silent :") if e["peer"] in silent_peers else _f("chatty :")) + e["peer"].rsplit(":", 1)[-1]
-            for e in opens
-        ],
-    )
+    kinds = [_f("silent :") if e["peer"] in silent_peers else _f("chatty :") for e in opens]
+    ax.set_yticks(range(len(opens)), [kind + e["peer"].rsplit(":", 1)[-1] for kind, e in zip(kinds, opens)])
     ax.set_xlim(0, (end - t0) * 1.6)
     ax.set_ylim(-2.2, len(opens) - 0.4)  # room under the bars for the legend
     ax.set_xlabel(_f("time since the first connection opened (s)"))

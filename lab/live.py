@@ -30,12 +30,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lab.errors import LabError
-from lab.events import PHASE_BY_KEY, RELOAD_PHASES, EventTail, Kind
+from lab.events import PHASE_BY_KEY, RELOAD_PHASES, Event, EventTail, Kind
 from lab.i18n import N_, _, _f, figure_fonts
 
 figure_fonts()  # in Chinese, before any figure is made
 
-Event = dict[str, Any]
 
 # One colour per family of events, so a timeline reads at a glance.
 FAMILY_COLOURS = {

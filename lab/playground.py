@@ -37,7 +37,7 @@ from lab.clients import Background, Chatty, Client, Load, SlowReader
 from lab.config import Config
 from lab.debounce import DEFAULT_DEBOUNCE
 from lab.errors import LabError
-from lab.events import EventSink, Kind
+from lab.events import Event, EventSink, Kind
 from lab.i18n import _
 from lab.pidfile import PidFile, inspect, runs
 from lab.process import ServerProcess, serve_argv, terminate, wait_until
@@ -56,12 +56,25 @@ __all__ = [
     "EXAMPLE_APP",
 ]
 
-Event = dict[str, Any]
 
 EXAMPLE_APP = Path(__file__).resolve().parent / "examples" / "hello.py"
 SCRATCH_PREFIX = "reactor-lab-"
 OWNER_FILE = "owner.pid"  # in a scratch directory: who made it (and that the lab made it)
 SERVER_PIDFILE = "server.pid"
+
+
+def _scratch_with_app(source: Path) -> tuple[Path, Path]:
+    """A new scratch folder, marked as this process's, holding a copy of the app: (root, app folder)."""
+    sweep_scratch()
+    root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+    PidFile(str(root / OWNER_FILE)).create()
+    app_dir = root / "app"
+    app_dir.mkdir()
+    if source.is_dir():
+        shutil.copytree(source, app_dir / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        shutil.copy(source, app_dir / source.name)
+    return root, app_dir
 
 
 class Lab:
@@ -90,24 +103,16 @@ class Lab:
         source = Path(app)
         if not source.exists() or not (source.is_dir() or source.suffix == ".py"):
             raise LabError(_("no app at {source}: give a .py file or a package directory").format(source=source))
-        # The server's own checks, here: a bad value is one line now, not a server that exits.
-        Config(
+        options: dict[str, Any] = dict(
             workers=workers,
+            graceful_timeout=graceful_timeout,
+            debounce=debounce,
             heartbeat_idle=heartbeat_idle,
             heartbeat_interval=heartbeat_interval,
             heartbeat_strategy=heartbeat_strategy,
-            graceful_timeout=graceful_timeout,
-            debounce=debounce,
         )
-        sweep_scratch()
-        self.root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
-        PidFile(str(self.root / OWNER_FILE)).create()
-        self.app_dir = self.root / "app"
-        self.app_dir.mkdir()
-        if source.is_dir():
-            shutil.copytree(source, self.app_dir / source.name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, self.app_dir / source.name)
+        Config(**options)  # the server's own checks, here: a bad value is one line now, not a server that exits
+        self.root, self.app_dir = _scratch_with_app(source)
         self.target = source.stem
         self.events_path = self.root / "events.jsonl"
         self.pidfile = self.root / SERVER_PIDFILE
@@ -119,12 +124,7 @@ class Lab:
             bind="127.0.0.1:0",
             pidfile=self.pidfile,
             watch=self.app_dir if watch else None,
-            workers=workers,
-            graceful_timeout=graceful_timeout,
-            debounce=debounce,
-            heartbeat_idle=heartbeat_idle,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_strategy=heartbeat_strategy,
+            **options,
         )
         self._server = ServerProcess(
             [*argv, *extra_args],

@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from lab.errors import LabError
-from lab.events import EventTail, Kind, matches
+from lab.events import Event, EventTail, Kind, matches
 from lab.i18n import _
-
-Event = dict[str, Any]
 
 # Run in the new process before it becomes the server: die with the parent, then exec.
 _DIE_WITH_PARENT = """\

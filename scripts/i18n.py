@@ -4,7 +4,7 @@
                                     # lab/locale/<lang>/LC_MESSAGES/reactor-lab.po, compiled to .mo
 
 Messages are the string literals given to ``_``, ``_f``, ``N_`` (one), ``ngettext``, ``_nf``
-(singular, plural), ``Phase`` (step, what), ``box`` (title, body) and ``arrow`` (label) - what
+(singular, plural), ``Phase`` (step, what) - what
 ``xgettext --keyword=_f --keyword=N_ --keyword=_nf:1,2 --keyword=Phase:2 --keyword=Phase:3 ...`` finds. A new
 message gets an empty translation in each .po (the tests then ask for one); a message gone from the
 code is dropped. The .mo is the GNU format ``gettext`` reads, written like ``msgfmt`` would.
@@ -23,9 +23,8 @@ LOCALEDIR = PACKAGE / "locale"
 DOMAIN = "reactor-lab"
 # name -> the positions (from 1) of the message arguments, as in ``xgettext --keyword=Phase:2``.
 # ``Phase(key, step, what)`` (lab.events) is marked here rather than in its module: its step and
-# ``what`` are shown translated wherever a reload is told. ``box(x, y, w, h, title, body, colour)``
-# and ``arrow(a, b, label, ...)`` draw lab.figures' architecture sketch, translating their texts.
-SINGULAR = {"_": (1,), "_f": (1,), "N_": (1,), "Phase": (2, 3), "box": (5, 6), "arrow": (3,)}
+# ``what`` are shown translated wherever a reload is told.
+SINGULAR = {"_": (1,), "_f": (1,), "N_": (1,), "Phase": (2, 3)}
 PLURAL = {"ngettext": (1, 2), "_nf": (1, 2)}
 COMMON = (
     "Project-Id-Version: reactor-lab\nMIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\n"
