@@ -215,7 +215,8 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
         metavar="MODULE[,MODULE...]",
         help="modules the master imports once before forking (numpy, a framework): every "
         "generation inherits them and imports only the app; a reload does not pick up "
-        "a change to them (repeatable)",
+        "a change to them (repeatable); 'auto': what the app imports from outside its folder "
+        "and the watched paths, found by importing it once in a throwaway child",
     )
     p.add_argument("--quiet", action="store_true", help="no log lines on stderr")
     p.set_defaults(func=_serve)

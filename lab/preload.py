@@ -2,13 +2,16 @@
 
 Every generation inherits them and imports only the app (gunicorn's ``--preload``). What an
 import leaves behind that a fork would break is refused (a Python thread, the app itself) or said
-(native threads, open fds).
+(native threads, open fds). ``--preload auto`` finds the modules itself: what the app imports from
+outside its folder and the watched paths, seen by importing the app once in a throwaway child.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -19,6 +22,31 @@ from lab.config import Config
 from lab.errors import LabError
 from lab.fresh_imports import use_fresh_imports
 from lab.supervisor import summarize_traceback
+
+AUTO = "auto"  # ``--preload auto``: the modules are found by importing the app in a throwaway child
+DISCOVERY_TIMEOUT = 60.0  # seconds the throwaway child may take to import the app
+
+# Run by ``python -c`` in the throwaway child: import the app (its prints go to stderr), then print
+# as JSON the modules it brought in whose files lie outside argv's folders, in the order they were
+# first imported, and the import error if it failed (what was imported before the error still counts).
+_DISCOVER = """\
+import importlib, json, os, sys
+app_dir, target, *own = sys.argv[1:]
+sys.path.insert(0, app_dir)
+before, out, sys.stdout = set(sys.modules), sys.stdout, sys.stderr
+try:
+    importlib.import_module(target)
+    error = None
+except BaseException as exc:
+    error = f"{type(exc).__name__}: {exc}"
+own = tuple(os.path.join(os.path.realpath(d), "") for d in own)
+found = [
+    name for name, module in list(sys.modules.items())
+    if name not in before and getattr(module, "__file__", None)
+    and not os.path.realpath(module.__file__).startswith(own)
+]
+print(json.dumps({"modules": found, "error": error}), file=out)
+"""
 
 
 @dataclass
@@ -42,6 +70,32 @@ def _fd_targets() -> dict[int, str]:
     return targets
 
 
+def discover(config: Config) -> tuple[tuple[str, ...], str | None]:
+    """``--preload auto``: the modules the app imports from outside its folder and the watched
+    paths (a framework, numpy...), found by importing it once in a throwaway child, and the app's
+    import error there if any (None). The master itself still never imports the app."""
+    target = config.target.partition(":")[0]
+    own = [config.app_dir, *config.watch]
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _DISCOVER, os.path.abspath(config.app_dir), target, *own],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            timeout=DISCOVERY_TIMEOUT,
+            check=False,
+        )
+        found = json.loads(child.stdout.decode().strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        raise LabError(
+            f"--preload auto: importing {target!r} in a throwaway child took over {DISCOVERY_TIMEOUT:g} s; "
+            "name the modules to preload instead"
+        ) from None
+    except (ValueError, IndexError):
+        raise LabError(f"--preload auto: the throwaway child that imports {target!r} ended without a list") from None
+    return tuple(found["modules"]), found["error"]
+
+
 def preload(config: Config) -> Preloaded:
     """Import ``config.preload`` in the master, before any fork (gunicorn's ``--preload``).
 
@@ -49,9 +103,17 @@ def preload(config: Config) -> Preloaded:
     if one fails to import, starts a Python thread (a forked worker has none of the master's
     threads, and a lock one of them held stays locked in the child for good) or imports the app
     itself; native threads and fds it leaves open are warnings (every worker shares the fds).
+    ``auto`` among them stands for what ``discover`` finds; only the modules that an earlier one
+    did not already bring in are imported and reported.
     """
     if not config.preload:
         return Preloaded()
+    warnings, names = [], [name for name in config.preload if name != AUTO]
+    if AUTO in config.preload:
+        found, error = discover(config)
+        names += found
+        if error:
+            warnings.append(f"--preload auto: the app did not import in the throwaway child ({error})")
     app_dir = os.path.abspath(config.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)  # a helper module next to the app may be preloaded too
@@ -59,13 +121,16 @@ def preload(config: Config) -> Preloaded:
     # within the second of the last one must not be hidden by a stale .pyc when an upgrade loads it.
     use_fresh_imports()
     before, fds, tasks = set(sys.modules), _fd_targets(), len(os.listdir("/proc/self/task"))
-    started = time.perf_counter()
-    for name in config.preload:
+    started, imported = time.perf_counter(), []
+    for name in names:
+        if name in sys.modules and name not in config.preload:
+            continue  # found by auto, and already brought in by an earlier one
         try:
             importlib.import_module(name)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt at import too: refused
             raise LabError(f"cannot preload {name!r}: {summarize_traceback(_import_traceback(exc))}") from None
-    report = Preloaded(config.preload, seconds=time.perf_counter() - started)
+        imported.append(name)
+    report = Preloaded(tuple(imported), seconds=time.perf_counter() - started, warnings=warnings)
     _check_preloaded(config, report, tasks, fds)
     for name in set(sys.modules) - before:
         path = getattr(sys.modules[name], "__file__", None)
@@ -89,7 +154,7 @@ def _import_traceback(exc: BaseException) -> str:
 
 def _check_preloaded(config: Config, report: Preloaded, tasks: int, fds: dict[int, str]) -> None:
     """Refuse Python threads and the app imported by a preload; note native threads and fds."""
-    names = ", ".join(config.preload)
+    names = ", ".join(report.modules) or AUTO
     python_threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if python_threads:
         raise LabError(

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from server_helpers import run_cli, write_app
+from server_helpers import ServerProcess, run_cli, write_app
 
 from lab.config import Config
 from lab.errors import LabError
@@ -164,3 +164,47 @@ def test_config_refuses_bad_preloads(given, error):
     with pytest.raises(LabError):
         config.set(preload=given)
     assert config.preload == (), "a refused option changes nothing"
+
+
+def serve_with_site(tmp_path: Path, app_dir: Path, site: Path, *args: str) -> ServerProcess:
+    """``serve`` with ``site`` (modules from outside the app's folder) on the server's PYTHONPATH."""
+    server = ServerProcess(tmp_path, app_dir=app_dir, args=args)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return server.start(env={**os.environ, "PYTHONPATH": path})
+
+
+def test_preload_auto_finds_what_the_app_imports_from_outside_its_folder(tmp_path, heavy_app):
+    site = tmp_path / "site"
+    site.mkdir()
+    (heavy_app / "heavy.py").rename(site / "heavy.py")
+    (heavy_app / "helper.py").write_text("NAME = 'helper'\n")  # the app's own: reloaded, never preloaded
+    write_app(heavy_app, "v1", source="import helper\n" + APP)
+    server = serve_with_site(tmp_path, heavy_app, site, "--preload", "auto", "--watch", str(heavy_app))
+    try:
+        done = server.wait_event("preload.done")
+        assert "heavy" in done["modules"] and "helper" not in done["modules"] and "app" not in done["modules"]
+        text, version, imported_by, worker = answer(server)
+        assert (text, version) == ("v1", "h1") and imported_by == server.pid != worker
+        write_app(heavy_app, "v2", source="import helper\n" + APP)
+        server.wait_event("reload.done", generation=2)
+        text, _, imported_by, worker = answer(server)
+        assert text == "v2" and imported_by == server.pid and worker in server.worker_pids(2)
+    finally:
+        server.stop()
+
+
+def test_preload_auto_with_an_app_that_does_not_import_is_a_warning(tmp_path, heavy_app):
+    site = tmp_path / "site"
+    site.mkdir()
+    (heavy_app / "heavy.py").rename(site / "heavy.py")
+    write_app(heavy_app, "v1", source=APP + "\nraise RuntimeError('broken on purpose')\n")
+    server = ServerProcess(tmp_path, app_dir=heavy_app, args=("--preload", "auto"))
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    server.start(wait=False, env={**os.environ, "PYTHONPATH": path})
+    try:
+        warning = server.wait_event("preload.warning")
+        assert "RuntimeError: broken on purpose" in warning["warning"]
+        assert server.wait_event("preload.done")["modules"] == ["heavy"], "what it imported before the error"
+        server.wait_event("reload.failed")
+    finally:
+        server.stop()
