@@ -2,7 +2,8 @@
 
 Every generation inherits them and imports only the app (gunicorn's ``--preload``). What an
 import leaves behind that a fork would break is refused (a Python thread, the app itself) or said
-(native threads, open fds).
+(native threads, open fds). A refusal is a start-up error, in the learner's language; what is said
+goes into a ``preload.warning`` event, English like every event's payload.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from lab.config import Config
 from lab.errors import LabError
 from lab.fresh_imports import use_fresh_imports
+from lab.i18n import _
 from lab.supervisor import summarize_traceback
 
 
@@ -64,7 +66,8 @@ def preload(config: Config) -> Preloaded:
         try:
             importlib.import_module(name)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt at import too: refused
-            raise LabError(f"cannot preload {name!r}: {summarize_traceback(_import_traceback(exc))}") from None
+            why = summarize_traceback(_import_traceback(exc))
+            raise LabError(_("cannot preload {name!r}: {why}").format(name=name, why=why)) from None
     report = Preloaded(config.preload, seconds=time.perf_counter() - started)
     _check_preloaded(config, report, tasks, fds)
     for name in set(sys.modules) - before:
@@ -93,15 +96,18 @@ def _check_preloaded(config: Config, report: Preloaded, tasks: int, fds: dict[in
     python_threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if python_threads:
         raise LabError(
-            f"preloading {names} started Python thread(s) {', '.join(python_threads)}: a forked "
-            "worker would have none of them (and any lock they hold stays locked); "
-            "start threads in the app (on_start), not at import"
+            _(
+                "preloading {names} started Python thread(s) {threads}: a forked worker would have none "
+                "of them (and any lock they hold stays locked); start threads in the app (on_start), not at import"
+            ).format(names=names, threads=", ".join(python_threads))
         )
     app_module = config.target.partition(":")[0]
     if app_module in sys.modules:
         raise LabError(
-            f"preloading {names} imported the app {app_module!r} itself: the master never imports "
-            "the app (it could never be reloaded); preload only what the app imports"
+            _(
+                "preloading {names} imported the app {app_module!r} itself: the master never imports "
+                "the app (it could never be reloaded); preload only what the app imports"
+            ).format(names=names, app_module=app_module)
         )
     native = len(os.listdir("/proc/self/task")) - tasks
     if native > 0:

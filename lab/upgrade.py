@@ -4,7 +4,8 @@ The supervisor decides (``Handover`` in lab/handover.py); ``Upgrade`` carries it
 master: it spawns the successor with the listening socket and one end of a socketpair, reads the
 successor's word (``ready``, ``failed``) and tells it ``drained``; in the new master it inherits
 the socket, tells the predecessor ``ready`` (or why it failed) and, once drained, takes over the
-pid file.
+pid file. Its own texts (a new master that could not start or exited, a word it did not expect)
+are events' payloads: English, like every event's.
 """
 
 from __future__ import annotations
