@@ -52,8 +52,10 @@ lab: $(STAMP) $(LAB_SETTINGS)
 slides: $(STAMP)
 	$(PY) scripts/slides.py --out build/slides notebooks/0[0-3]_*.ipynb
 
-## Set up and run the whole test suite (notebook 04 runs the check on uvicorn and gunicorn too).
+## Set up, lint (as `make lint`), and run the whole test suite (notebook 04 runs the check on
+## uvicorn and gunicorn too). ruff and mypy come with the dev extra that $(STAMP) installs.
 test: $(PEERS)
+	$(MAKE) lint
 	$(SYSTEM) test
 	$(PY) -m pytest
 

@@ -87,7 +87,9 @@ def _watch(args: argparse.Namespace) -> int:
             selector.register(watcher.fileno(), selectors.EVENT_READ)
             selector.register(wake_r, selectors.EVENT_READ)
             print(
-                f"watching {watcher.watched_dirs} directories, {watcher.watched_files} files (Ctrl-C to stop)",
+                _("watching {dirs} directories, {files} files (Ctrl-C to stop)").format(
+                    dirs=watcher.watched_dirs, files=watcher.watched_files
+                ),
                 file=sys.stderr,
                 flush=True,
             )
@@ -296,7 +298,7 @@ def _upgrade(args: argparse.Namespace) -> int:
     from lab.pidfile import upgrade_server
 
     old, new = upgrade_server(args.pidfile, args.timeout)
-    print(f"server upgraded: master {old} -> {new}")
+    print(_("server upgraded: master {old} -> {new}").format(old=old, new=new))
     return 0
 
 

@@ -182,12 +182,16 @@ class Config:
         self.preload = tuple(self.preload)
         for name in self.preload:
             if not isinstance(name, str) or not _MODULE.match(name):
-                raise LabError(f"bad preload module {name!r}: use module names, e.g. numpy,matplotlib.pyplot")
+                raise LabError(
+                    _("bad preload module {name!r}: use module names, e.g. numpy,matplotlib.pyplot").format(name=name)
+                )
         app_module = self.target.partition(":")[0]
         if app_module and app_module in self.preload:
             raise LabError(
-                f"cannot preload the app {app_module!r} itself: the master never imports the app "
-                "(it could never be reloaded); preload what the app imports"
+                _(
+                    "cannot preload the app {app_module!r} itself: the master never imports the app "
+                    "(it could never be reloaded); preload what the app imports"
+                ).format(app_module=app_module)
             )
 
     def _check_durations(self) -> None:

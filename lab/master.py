@@ -28,9 +28,10 @@ import resource
 import signal
 import socket
 import sys
+import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from lab import worker
 from lab.actions import Action, CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Tell
@@ -42,7 +43,7 @@ from lab.pidfile import PidFile
 from lab.preload import Preloaded, preload
 from lab.reactor import Reactor
 from lab.supervisor import Supervisor, summarize_traceback
-from lab.upgrade import Predecessor, Upgrade
+from lab.upgrade import Predecessor, Upgrade, inherit_listener
 from lab.watching import Watching
 
 HANDLED_SIGNALS = (
@@ -149,11 +150,11 @@ def _children() -> list[int]:
         return []
 
 
-def _kill_orphans(keep: set[int]) -> None:
+def _kill_orphans(keep: int | None) -> None:
     """At the end: the app's processes that left their worker's group (``setsid``) are this
     master's children by now; kill them (all but ``keep``), and the orphans they leave in turn."""
     for _ in range(ORPHAN_ROUNDS):
-        orphans = [pid for pid in _children() if pid not in keep]
+        orphans = [pid for pid in _children() if pid != keep]
         if not orphans:
             return
         for pid in orphans:
@@ -166,6 +167,16 @@ def _kill_orphans(keep: set[int]) -> None:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+
+
+_T = TypeVar("_T")
+
+
+def _made_at_start(value: _T | None) -> _T:
+    """What the master creates when it starts (``_run``); needed earlier, that is a bug."""
+    if value is None:
+        raise RuntimeError("the master has not started")
+    return value
 
 
 def _describe_exit(status: int) -> dict[str, Any]:
@@ -183,20 +194,41 @@ class Master:
             raise LabError("no app given: python -m lab serve TARGET (module or module:attr)")
         self.config = config
         self.echo = echo
-        self.reactor: Reactor | None = None
-        self.events: EventSink | None = None
-        self.listener: socket.socket | None = None
+        self._reactor: Reactor | None = None
+        self.events = EventSink()  # nowhere until ``_open_files`` opens the events file
+        self._listener: socket.socket | None = None
         self.pidfile: PidFile | None = None
         self.watching: Watching | None = None
-        self.supervisor: Supervisor | None = None
+        self.supervisor = Supervisor(
+            config.workers,
+            config.graceful_timeout,
+            config.worker_timeout,
+            DRAIN_CONFIRM_WAIT,
+            clock=time.monotonic,  # the loop's clock too
+            random=random.random,
+            first_generation=predecessor.generation if predecessor else 1,
+            successor=predecessor is not None,
+        )
         self.workers: dict[int, WorkerProcess] = {}  # by pid, until reaped
-        self.gate: AcceptGate | None = None
+        self._gate: AcceptGate | None = None
         self._gate_due = False  # a drain was sent: pass the gate before the next ``go``
         self._behind_gate: list[Action] = []  # ``go`` (or "drained") waiting for the gate, in order
         self._own_files: set[str] = set()
         self.preloaded = Preloaded()
         self._started = False
         self.upgrade = Upgrade(config, quiet=echo is None, predecessor=predecessor)
+
+    @property
+    def reactor(self) -> Reactor:
+        return _made_at_start(self._reactor)
+
+    @property
+    def listener(self) -> socket.socket:
+        return _made_at_start(self._listener)
+
+    @property
+    def gate(self) -> AcceptGate:
+        return _made_at_start(self._gate)
 
     # --- start and stop ----------------------------------------------------------------------------
 
@@ -216,12 +248,12 @@ class Master:
         # Processes the app starts and leaves behind become this master's children, not init's:
         # it can find and kill them, so none keeps the port (or anything else) after a stop.
         worker.prctl(_PR_SET_CHILD_SUBREAPER, 1)
-        self.listener = self._listen()
+        self._listener = self._listen()
         try:
-            self.gate = AcceptGate.create()
+            self._gate = AcceptGate.create()
             self._open_files()
             self._preload()
-            self.reactor = Reactor(on_error=self._on_loop_error)
+            self._reactor = Reactor(clock=self.supervisor.clock, on_error=self._on_loop_error)
             for signum, handler in (
                 (signal.SIGCHLD, self._reap),
                 (signal.SIGUSR1, lambda: self._trigger("SIGUSR1")),
@@ -233,16 +265,6 @@ class Master:
             ):
                 self.reactor.add_signal_handler(signum, handler)
             predecessor = self.upgrade.predecessor
-            self.supervisor = Supervisor(
-                config.workers,
-                config.graceful_timeout,
-                config.worker_timeout,
-                DRAIN_CONFIRM_WAIT,
-                clock=self.reactor.clock,
-                random=random.random,
-                first_generation=predecessor.generation if predecessor else 1,
-                successor=predecessor is not None,
-            )
             self.upgrade.attach(self.reactor, self.events, self.supervisor, self._do, self.listener, self.pidfile)
             if config.watch:
                 self.watching = Watching(
@@ -277,7 +299,7 @@ class Master:
         """The listening socket: bound here, or the old master's, inherited by an upgrade."""
         if self.upgrade.predecessor is None:
             return bind_listener(self.config)
-        return self.upgrade.inherit_listener()
+        return inherit_listener(self.upgrade.predecessor)
 
     def _open_files(self) -> None:
         """The pid file and the events file (both the lab's own: never a reason to reload)."""
@@ -313,7 +335,7 @@ class Master:
 
     def _fatal(self) -> str | None:
         """Why the server ended on its own: the first generation could not load the app."""
-        if self.supervisor is None or self.supervisor.failed_start is None:
+        if self.supervisor.failed_start is None:
             return None
         return f"the app {self.config.target!r} failed to start: {self.supervisor.failed_start}"
 
@@ -327,21 +349,20 @@ class Master:
                 pass
             w.channel.close()
         self.workers.clear()
-        _kill_orphans(keep={self.upgrade.successor})
+        _kill_orphans(keep=self.upgrade.successor)
         if self.watching is not None:
             self.watching.close()
-        if self.reactor is not None:
-            self.reactor.close()
+        if self._reactor is not None:
+            self._reactor.close()
         if self.pidfile is not None and not self.upgrade.handed_over:  # else the new master's
             self.pidfile.remove()
         self.listener.close()
-        if self.gate is not None:
-            self.gate.close()
-        if self.events is not None:
-            if self._started:  # a start-up error says its one line, without a log of a stop
-                upgraded = {"upgraded_to": self.upgrade.successor} if self.upgrade.handed_over else {}
-                self.events.emit(Kind.SERVER_STOP, fatal=self._fatal(), **upgraded)
-            self.events.close()
+        if self._gate is not None:
+            self._gate.close()
+        if self._started:  # a start-up error says its one line, without a log of a stop
+            upgraded = {"upgraded_to": self.upgrade.successor} if self.upgrade.handed_over else {}
+            self.events.emit(Kind.SERVER_STOP, fatal=self._fatal(), **upgraded)
+        self.events.close()
 
     def _trigger(self, name: str, seen: float | None = None) -> None:
         """A reload asked for: by a signal, the CLI (SIGUSR1), the watcher or the start."""

@@ -215,7 +215,8 @@ class PidFile:
     def take_over(self, predecessor: int) -> None:
         """Name this process in the pid file of the master it replaces (an upgrade), atomically:
         written to a temporary file beside it and renamed over it, so that a reader always finds
-        one whole pid file, the old master's or this one's. A file naming anyone else is left alone."""
+        one whole pid file, the old master's or this one's. A file naming anyone else is left alone.
+        Its errors are a ``pidfile.error`` event's payload: English, like every event's."""
         pid = os.getpid()
         start = start_time(pid)
         try:
@@ -299,15 +300,17 @@ def upgrade_server(path: str, timeout: float, interval: float = 0.02) -> tuple[i
                 return old, record.pid
             # The old master may exit just before its successor renames the pid file: a moment's grace.
             if gone_at is not None and now - gone_at > HANDOVER_GRACE:
-                raise LabError(f"server {old} stopped and no new master took over (see its events)")
+                raise LabError(_("server {old} stopped and no new master took over (see its events)").format(old=old))
             if select.select([pidfd], [], [], interval)[0]:  # readable: the old master has exited
                 gone_at = gone_at or now
                 time.sleep(interval)
     finally:
         os.close(pidfd)
     raise LabError(
-        f"no new master after {timeout:g} s: server {old} keeps serving "
-        "(a new master that failed is an upgrade.failed event)"
+        _(
+            "no new master after {timeout:g} s: server {old} keeps serving "
+            "(a new master that failed is an upgrade.failed event)"
+        ).format(timeout=timeout, old=old)
     )
 
 

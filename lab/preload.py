@@ -2,8 +2,10 @@
 
 Every generation inherits them and imports only the app (gunicorn's ``--preload``). What an
 import leaves behind that a fork would break is refused (a Python thread, the app itself) or said
-(native threads, open fds). ``--preload auto`` finds the modules itself: what the app imports from
-outside its folder and the watched paths, seen by importing the app once in a throwaway child.
+(native threads, open fds). A refusal is a start-up error, in the learner's language; what is said
+goes into a ``preload.warning`` event, English like every event's payload. ``--preload auto`` finds
+the modules itself: what the app imports from outside its folder and the watched paths, seen by
+importing the app once in a throwaway child.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from lab.config import Config
 from lab.errors import LabError
 from lab.fresh_imports import use_fresh_imports
+from lab.i18n import _
 from lab.supervisor import summarize_traceback
 
 AUTO = "auto"  # ``--preload auto``: the modules are found by importing the app in a throwaway child
@@ -88,11 +91,15 @@ def discover(config: Config) -> tuple[tuple[str, ...], str | None]:
         found = json.loads(child.stdout.decode().strip().splitlines()[-1])
     except subprocess.TimeoutExpired:
         raise LabError(
-            f"--preload auto: importing {target!r} in a throwaway child took over {DISCOVERY_TIMEOUT:g} s; "
-            "name the modules to preload instead"
+            _(
+                "--preload auto: importing {target!r} in a throwaway child took over {seconds:g} s; "
+                "name the modules to preload instead"
+            ).format(target=target, seconds=DISCOVERY_TIMEOUT)
         ) from None
     except (ValueError, IndexError):
-        raise LabError(f"--preload auto: the throwaway child that imports {target!r} ended without a list") from None
+        raise LabError(
+            _("--preload auto: the throwaway child that imports {target!r} ended without a list").format(target=target)
+        ) from None
     return tuple(found["modules"]), found["error"]
 
 
@@ -128,7 +135,8 @@ def preload(config: Config) -> Preloaded:
         try:
             importlib.import_module(name)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt at import too: refused
-            raise LabError(f"cannot preload {name!r}: {summarize_traceback(_import_traceback(exc))}") from None
+            why = summarize_traceback(_import_traceback(exc))
+            raise LabError(_("cannot preload {name!r}: {why}").format(name=name, why=why)) from None
         imported.append(name)
     report = Preloaded(tuple(imported), seconds=time.perf_counter() - started, warnings=warnings)
     _check_preloaded(config, report, tasks, fds)
@@ -158,15 +166,18 @@ def _check_preloaded(config: Config, report: Preloaded, tasks: int, fds: dict[in
     python_threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if python_threads:
         raise LabError(
-            f"preloading {names} started Python thread(s) {', '.join(python_threads)}: a forked "
-            "worker would have none of them (and any lock they hold stays locked); "
-            "start threads in the app (on_start), not at import"
+            _(
+                "preloading {names} started Python thread(s) {threads}: a forked worker would have none "
+                "of them (and any lock they hold stays locked); start threads in the app (on_start), not at import"
+            ).format(names=names, threads=", ".join(python_threads))
         )
     app_module = config.target.partition(":")[0]
     if app_module in sys.modules:
         raise LabError(
-            f"preloading {names} imported the app {app_module!r} itself: the master never imports "
-            "the app (it could never be reloaded); preload only what the app imports"
+            _(
+                "preloading {names} imported the app {app_module!r} itself: the master never imports "
+                "the app (it could never be reloaded); preload only what the app imports"
+            ).format(names=names, app_module=app_module)
         )
     native = len(os.listdir("/proc/self/task")) - tasks
     if native > 0:

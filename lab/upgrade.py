@@ -4,7 +4,8 @@ The supervisor decides (``Handover`` in lab/handover.py); ``Upgrade`` carries it
 master: it spawns the successor with the listening socket and one end of a socketpair, reads the
 successor's word (``ready``, ``failed``) and tells it ``drained``; in the new master it inherits
 the socket, tells the predecessor ``ready`` (or why it failed) and, once drained, takes over the
-pid file.
+pid file. Its own texts (a new master that could not start or exited, a word it did not expect)
+are events' payloads: English, like every event's.
 """
 
 from __future__ import annotations
@@ -56,6 +57,26 @@ def take_upgrade_env() -> tuple[Config, bool, Predecessor] | None:
     return Config(**handed["config"]), handed["quiet"], Predecessor(**handed["predecessor"])
 
 
+def inherit_listener(predecessor: Predecessor) -> socket.socket:
+    """The old master's listening socket, never closed: no client is refused meanwhile."""
+    listener = socket.socket(fileno=predecessor.listen_fd)
+    listener.set_inheritable(False)
+    listener.setblocking(False)
+    return listener
+
+
+@dataclass(frozen=True)
+class _Master:
+    """What ``Upgrade.attach`` is given once the master's loop exists."""
+
+    reactor: Reactor
+    events: EventSink
+    supervisor: Supervisor  # fed what the other master says
+    do: Callable[[list[Action]], None]  # carries out the supervisor's actions
+    listener: socket.socket  # handed to a successor
+    pidfile: PidFile | None  # taken over from a predecessor
+
+
 class Upgrade:
     """The master's side of both ends of a handover: toward its successor (an upgrade it starts)
     and toward its predecessor (if an upgrade started it). ``attach`` once the loop runs."""
@@ -69,24 +90,12 @@ class Upgrade:
         self._predecessor_channel: socket.socket | None = None
         self._successor_channel: socket.socket | None = None
         self._successor_inbox = b""
-        self._reactor: Reactor | None = None
-        self._events: EventSink | None = None
-        self._supervisor: Supervisor | None = None
-        self._do: Callable[[list[Action]], None] = lambda actions: None
-        self._listener: socket.socket | None = None
-        self._pidfile: PidFile | None = None
+        self._master: _Master | None = None
 
     def open(self) -> None:
         """First thing in a new master: the channel to the old one, to say why if the start fails."""
         if self.predecessor is not None:
             self._predecessor_channel = socket.socket(fileno=self.predecessor.channel_fd)
-
-    def inherit_listener(self) -> socket.socket:
-        """The old master's listening socket, never closed: no client is refused meanwhile."""
-        listener = socket.socket(fileno=self.predecessor.listen_fd)
-        listener.set_inheritable(False)
-        listener.setblocking(False)
-        return listener
 
     def attach(
         self,
@@ -97,27 +106,36 @@ class Upgrade:
         listener: socket.socket,
         pidfile: PidFile | None,
     ) -> None:
-        """The master's loop, events, supervisor (fed what the other master says), the carrier of
-        its actions, the listening socket (handed to a successor) and the pid file (taken over)."""
-        self._reactor, self._events, self._supervisor, self._do = reactor, events, supervisor, do
-        self._listener, self._pidfile = listener, pidfile
-        if self._predecessor_channel is not None:
-            self._predecessor_channel.setblocking(False)
-            reactor.add_reader(self._predecessor_channel.fileno(), self._on_predecessor)
+        """Once the master's loop exists: the master's side (``_Master``); a new master starts
+        listening to its predecessor."""
+        self._master = _Master(reactor, events, supervisor, do, listener, pidfile)
+        channel, predecessor = self._predecessor_channel, self.predecessor
+        if channel is not None and predecessor is not None:  # ``open`` made it: this is a new master
+            channel.setblocking(False)
+            reactor.add_reader(channel.fileno(), self._on_predecessor, channel, predecessor.pid)
+
+    @property
+    def _attached(self) -> _Master:
+        """The master's side: every use but ``open`` and ``tell_predecessor`` comes after ``attach``."""
+        if self._master is None:
+            raise RuntimeError("Upgrade.attach() has not been called")
+        return self._master
 
     # --- toward the successor (this is the old master) -----------------------------------------------
 
     def start_successor(self, generation: int) -> None:
         """Exec a new master with the listening socket and one end of a socketpair; ``posix_spawn``
         leaves the other fds closed, and this large process uncopied."""
+        master = self._attached
         ends: list[socket.socket] = []
         inherited: list[int] = []  # inheritable copies, only for the child: closed right after
         try:
             ends.extend(socket.socketpair())
-            for fd in (self._listener.fileno(), ends[1].fileno()):
+            for fd in (master.listener.fileno(), ends[1].fileno()):
                 inherited.append(os.dup(fd))
                 os.set_inheritable(inherited[-1], True)
-            handed = upgrade_env(self.config, self.quiet, Predecessor(os.getpid(), *inherited, generation))
+            listen_fd, channel_fd = inherited
+            handed = upgrade_env(self.config, self.quiet, Predecessor(os.getpid(), listen_fd, channel_fd, generation))
             argv = [sys.executable, "-m", "lab", "serve", self.config.target]
             self.successor = os.posix_spawn(
                 sys.executable, argv, {**os.environ, UPGRADE_ENV: handed}, setsigmask=()
@@ -125,7 +143,7 @@ class Upgrade:
         except OSError as exc:
             for end in ends:
                 end.close()
-            self._do(self._supervisor.successor_failed(f"cannot start a new master: {exc}\n"))
+            master.do(master.supervisor.successor_failed(f"cannot start a new master: {exc}\n"))
             return
         finally:
             for fd in inherited:
@@ -134,11 +152,12 @@ class Upgrade:
         child_end.close()
         parent_end.setblocking(False)
         self._successor_channel, self._successor_inbox = parent_end, b""
-        self._reactor.add_reader(parent_end.fileno(), self._on_successor)
+        master.reactor.add_reader(parent_end.fileno(), self._on_successor)
 
     def _on_successor(self) -> None:
         """The new master's word: ``ready``, or ``failed`` (its error); its end closed: it is gone."""
-        channel = self._successor_channel
+        master, channel = self._attached, self._successor_channel
+        assert channel is not None  # its reader is removed when it is closed
         try:
             data = channel.recv(65536)
         except BlockingIOError:
@@ -146,25 +165,26 @@ class Upgrade:
         except OSError:
             data = b""
         if not data:
-            self._reactor.remove_reader(channel.fileno())
+            master.reactor.remove_reader(channel.fileno())
             channel.close()
             self._successor_channel = None
-            self._do(self._supervisor.successor_failed("the new master exited before it was ready\n"))
+            master.do(master.supervisor.successor_failed("the new master exited before it was ready\n"))
             return
         lines, self._successor_inbox = take_lines(self._successor_inbox, data)
         for line in lines:
             message = json.loads(line)
             if "ready" in message:
-                self._do(self._supervisor.successor_ready())
+                master.do(master.supervisor.successor_ready())
             elif "failed" in message:
-                self._do(self._supervisor.successor_failed(message["failed"]))
+                master.do(master.supervisor.successor_failed(message["failed"]))
 
     def reaped(self, pid: int, how: dict[str, Any]) -> bool:
         """Whether ``pid`` was the successor (which exited before it was ready)."""
         if pid != self.successor:
             return False
         self.successor = None
-        self._do(self._supervisor.successor_failed(f"the new master exited ({how}) before it was ready\n"))
+        master = self._attached
+        master.do(master.supervisor.successor_failed(f"the new master exited ({how}) before it was ready\n"))
         return True
 
     def hand_over(self) -> None:
@@ -187,23 +207,24 @@ class Upgrade:
             except OSError:
                 pass  # the old master is gone: nobody waits for this word
 
-    def _on_predecessor(self) -> None:
+    def _on_predecessor(self, channel: socket.socket, old_pid: int) -> None:
         """The old master said ``drained`` (or is gone): this master's workers start accepting,
         and the pid file names this master."""
+        master = self._attached
         try:
-            data = self._predecessor_channel.recv(65536)
+            data = channel.recv(65536)
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        self._reactor.remove_reader(self._predecessor_channel.fileno())
-        self._predecessor_channel.close()
+        master.reactor.remove_reader(channel.fileno())
+        channel.close()
         self._predecessor_channel = None
         if data and b"drained" not in data:
-            self._events.emit(Kind.UPGRADE_ERROR, error=f"unexpected word from the old master: {data[:80]!r}")
-        self._do(self._supervisor.predecessor_drained())
-        if self._pidfile is not None:
+            master.events.emit(Kind.UPGRADE_ERROR, error=f"unexpected word from the old master: {data[:80]!r}")
+        master.do(master.supervisor.predecessor_drained())
+        if master.pidfile is not None:
             try:
-                self._pidfile.take_over(self.predecessor.pid)
+                master.pidfile.take_over(old_pid)
             except LabError as exc:
-                self._events.emit(Kind.PIDFILE_ERROR, error=str(exc))
+                master.events.emit(Kind.PIDFILE_ERROR, error=str(exc))

@@ -32,8 +32,9 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from lab import fresh_imports
 from lab.config import Config
@@ -41,8 +42,9 @@ from lab.errors import LabError
 from lab.events import EventSink, Kind
 from lab.fresh_imports import use_fresh_imports
 from lab.gate import AcceptGate
-from lab.heartbeat import make_tracker
+from lab.heartbeat import IdleTracker, make_tracker
 from lab.reactor import Reactor
+from lab.timers import TimerHandle
 
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded in the master, so a fork does not pay for it
 _PR_SET_PDEATHSIG = 1
@@ -146,6 +148,36 @@ class Connection:
         return f"<Connection {self.id} fd={self.fd} peer={self.peer}>"
 
 
+class Heartbeat:
+    """Idle connections for ``on_idle(fd, seconds idle)``: the tracker, and one reactor timer for
+    all connections, at the tracker's next check."""
+
+    def __init__(self, tracker: IdleTracker, reactor: Reactor, on_idle: Callable[[int, float], None]):
+        self.tracker = tracker
+        self.reactor = reactor
+        self._on_idle = on_idle
+        self._timer: TimerHandle | None = None
+
+    def touch(self, fd: int) -> None:
+        self.tracker.touch(fd, self.reactor.clock())
+        if self._timer is None:
+            self._arm()
+
+    def forget(self, fd: int) -> None:
+        self.tracker.forget(fd)
+
+    def _arm(self) -> None:
+        # Activity only moves deadlines later, so a timer already armed is never too late.
+        when = self.tracker.next_check(self.reactor.clock())
+        self._timer = None if when is None else self.reactor.call_at(when, self._check)
+
+    def _check(self) -> None:
+        now = self.reactor.clock()
+        for fd, last in self.tracker.expired(now):
+            self._on_idle(cast(int, fd), now - last)  # the keys are the fds it was given
+        self._arm()
+
+
 class Server:
     """What the app's callbacks get as ``server``: ``send``, ``close``, the reactor, connections."""
 
@@ -180,15 +212,15 @@ class Server:
         self._resume_at = config.buffer_budget * 3 // 4  # below this, held-back connections read again
         self._held = 0  # bytes in every connection's ``out`` and ``inbuf``
         self._held_back = False  # some connection is not read because of the budget
-        self._held_back_timer = None
+        self._held_back_timer: TimerHandle | None = None
         self._new_first_at = 0.0  # when to look for new connections next, between bulk reads
         self._on_receive = app.on_receive
         self._on_connect = getattr(app, "on_connect", None)
         self._on_close = getattr(app, "on_close", None)
-        self._tracker = None
-        self._heartbeat_timer = None
-        if config.heartbeat_idle is not None:
-            self._tracker = make_tracker(config.heartbeat_strategy, config.heartbeat_idle, config.heartbeat_interval)
+        self._heartbeat: Heartbeat | None = None
+        if config.heartbeat_idle is not None and config.heartbeat_interval is not None:  # both, or neither
+            tracker = make_tracker(config.heartbeat_strategy, config.heartbeat_idle, config.heartbeat_interval)
+            self._heartbeat = Heartbeat(tracker, reactor, self._close_idle)
 
     # --- the app's API ---------------------------------------------------------------------------
 
@@ -253,9 +285,9 @@ class Server:
             self.listener.close()
         self.accepting = False
 
-    def take_orders(self) -> None:
+    def take_orders(self, channel: Channel) -> None:
         """Carry out the master's orders: ``go`` accepts, ``drain`` drains (so does its absence)."""
-        self._carry_out(self.channel.read())
+        self._carry_out(channel.read())
 
     def _carry_out(self, orders: list[bytes] | None) -> None:
         if orders is None:  # the master is gone
@@ -318,13 +350,13 @@ class Server:
             self._conn_events.emit(
                 Kind.CONN_OPEN, conn=conn.id, peer=f"{peer[0]}:{peer[1]}", generation=self.generation
             )
-        if self._tracker is not None:
-            self._touch(conn)
+        if self._heartbeat is not None:
+            self._heartbeat.touch(conn.fd)
         if self._on_connect is not None:
             try:
                 self._on_connect(self, conn)
-            except BaseException:  # sys.exit() or KeyboardInterrupt too: never the worker
-                self._app_error(conn, "on_connect")
+            except BaseException as exc:  # sys.exit() or KeyboardInterrupt too: never the worker
+                self._app_error(conn, "on_connect", exc)
 
     def _accept_new(self) -> None:
         """Accept, then read the new connections at once: their first request is usually there,
@@ -364,12 +396,12 @@ class Server:
             return
         conn.fresh = False
         conn.awaiting = True
-        if self._tracker is not None:
-            self._touch(conn)
+        if self._heartbeat is not None:
+            self._heartbeat.touch(conn.fd)
         try:
             self._on_receive(self, conn, data)
-        except BaseException:  # sys.exit() or KeyboardInterrupt too: never the worker
-            self._app_error(conn, "on_receive")
+        except BaseException as exc:  # sys.exit() or KeyboardInterrupt too: never the worker
+            self._app_error(conn, "on_receive", exc)
             return
         if self.draining and not conn.closed:
             self._close_if_done(conn)
@@ -428,8 +460,8 @@ class Server:
         del conn.out[:sent]
         self._held -= sent
         self._release_if_room()
-        if self._tracker is not None and sent:
-            self._touch(conn)  # a client still taking a large answer is not idle
+        if self._heartbeat is not None and sent:
+            self._heartbeat.touch(conn.fd)  # a client still taking a large answer is not idle
         if conn.out:
             return
         self.reactor.remove_writer(conn.fd)
@@ -454,8 +486,8 @@ class Server:
         self._held -= len(conn.out) + conn.inlen
         self._release_if_room()
         self.reactor.remove(conn.fd)
-        if self._tracker is not None:
-            self._tracker.forget(conn.fd)
+        if self._heartbeat is not None:
+            self._heartbeat.forget(conn.fd)
         del self.connections[conn.fd]
         conn.sock.close()
         if self._conn_events is not None:
@@ -463,41 +495,27 @@ class Server:
         if self._on_close is not None:
             try:
                 self._on_close(self, conn)
-            except BaseException:
-                self._report_app_error(conn, "on_close")
+            except BaseException as exc:
+                self._report_app_error(conn, "on_close", exc)
         if self.draining and not self.connections:
             self.reactor.stop()
 
-    def _app_error(self, conn: Connection, callback: str) -> None:
+    def _app_error(self, conn: Connection, callback: str, exc: BaseException) -> None:
         """A failing callback costs its connection, never the worker."""
-        self._report_app_error(conn, callback)
+        self._report_app_error(conn, callback, exc)
         self._close(conn, "error")
 
-    def _report_app_error(self, conn: Connection, callback: str) -> None:
+    def _report_app_error(self, conn: Connection, callback: str, exc: BaseException) -> None:
         self.events.emit(
-            Kind.APP_ERROR, conn=conn.id, callback=callback, generation=self.generation, traceback=app_traceback()
+            Kind.APP_ERROR, conn=conn.id, callback=callback, generation=self.generation, traceback=app_traceback(exc)
         )
 
     # --- heartbeat -----------------------------------------------------------------------------------
 
-    def _touch(self, conn: Connection) -> None:
-        self._tracker.touch(conn.fd, self.reactor.clock())
-        if self._heartbeat_timer is None:
-            self._arm_heartbeat()
-
-    def _arm_heartbeat(self) -> None:
-        # One reactor timer for all connections, at the tracker's next check. Activity only moves
-        # deadlines later, so a timer already armed is never too late.
-        when = self._tracker.next_check(self.reactor.clock())
-        self._heartbeat_timer = None if when is None else self.reactor.call_at(when, self._heartbeat_check)
-
-    def _heartbeat_check(self) -> None:
-        now = self.reactor.clock()
-        for fd, last in self._tracker.expired(now):
-            conn = self.connections.get(fd)
-            if conn is not None:
-                self._close(conn, "idle", idle=round(now - last, 6))
-        self._arm_heartbeat()
+    def _close_idle(self, fd: int, idle: float) -> None:
+        conn = self.connections.get(fd)
+        if conn is not None:
+            self._close(conn, "idle", idle=round(idle, 6))
 
     # --- draining -------------------------------------------------------------------------------------
 
@@ -531,9 +549,8 @@ class Server:
 # --- importing the app ------------------------------------------------------------------------------
 
 
-def app_traceback() -> str:
-    """The exception being handled, with only the app's frames: not the lab's loading, not importlib's."""
-    exc = sys.exc_info()[1]
+def app_traceback(exc: BaseException) -> str:
+    """``exc`` with only the app's frames: not the lab's loading, not importlib's."""
     report = traceback.TracebackException.from_exception(exc)
     report.stack = traceback.StackSummary.from_list(
         [
@@ -619,7 +636,7 @@ def run(spec: WorkerSpec) -> int:
     try:
         app = load_app(config.target, config.app_dir)
     except BaseException as exc:
-        channel.tell(failed=f"LabError: {exc}\n" if isinstance(exc, LabError) else app_traceback())
+        channel.tell(failed=f"LabError: {exc}\n" if isinstance(exc, LabError) else app_traceback(exc))
         return 1
 
     spec.channel.setblocking(False)
@@ -628,10 +645,10 @@ def run(spec: WorkerSpec) -> int:
     if on_start is not None:
         try:
             on_start(server)
-        except BaseException:  # sys.exit() too: reported as the generation's failure
-            channel.tell(failed=app_traceback())
+        except BaseException as exc:  # sys.exit() too: reported as the generation's failure
+            channel.tell(failed=app_traceback(exc))
             return 1
-    reactor.add_reader(channel.fileno(), server.take_orders)
+    reactor.add_reader(channel.fileno(), server.take_orders, channel)
     if config.worker_timeout is not None:
         # The liveness signal is sent from the loop: a loop stuck in app code falls silent.
         reactor.call_every(config.worker_timeout / 4, lambda: channel.tell(alive=True))

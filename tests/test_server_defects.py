@@ -288,19 +288,19 @@ def test_a_master_callback_that_raises_is_an_event_and_the_loop_goes_on(tmp_path
 
     master = Master(Config(target="app"), echo=None)
     master.events = EventSink(tmp_path / "events.jsonl")
-    master.reactor = Reactor(on_error=master._on_loop_error)
+    reactor = Reactor(on_error=master._on_loop_error)
     calls = []
 
     def broken() -> None:
         calls.append("broken")
         raise KeyError("a bug in the master")
 
-    master.reactor.call_later(0, broken)
-    master.reactor.call_later(0.01, master.reactor.stop)
+    reactor.call_later(0, broken)
+    reactor.call_later(0.01, reactor.stop)
     try:
-        master.reactor.run()
+        reactor.run()
     finally:
-        master.reactor.close()
+        reactor.close()
         master.events.close()
     [event] = [e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == Kind.SERVER_ERROR]
     assert calls == ["broken"] and event["callback"].endswith("broken")
