@@ -139,8 +139,6 @@ def _shown(text: str) -> str:
 
 @command
 def _cmd_serve(sub: argparse._SubParsersAction) -> None:
-    from lab.heartbeat import DEFAULT_STRATEGY, STRATEGIES  # pure logic: cheap to import
-
     p = sub.add_parser(
         "serve",
         help="run the prefork reactor server with hot reload",
@@ -177,6 +175,15 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pidfile", metavar="PATH", help="write the master's pid here (for reload/stop)")
     p.add_argument("--events", metavar="PATH", help="append events as JSON lines to PATH")
+    _serve_limits(p)
+    p.add_argument("--quiet", action="store_true", help="no log lines on stderr")
+    p.set_defaults(func=_serve)
+
+
+def _serve_limits(p: argparse.ArgumentParser) -> None:
+    """``serve``'s options for the heartbeat, timeouts, buffers and preloading."""
+    from lab.heartbeat import DEFAULT_STRATEGY, STRATEGIES  # pure logic: cheap to import
+
     p.add_argument("--heartbeat-idle", type=float, metavar="S", help="close connections idle this long")
     p.add_argument("--heartbeat-interval", type=float, metavar="S", help="how often idleness is checked")
     p.add_argument(
@@ -220,8 +227,6 @@ def _cmd_serve(sub: argparse._SubParsersAction) -> None:
         "a change to them (repeatable); 'auto': what the app imports from outside its folder "
         "and the watched paths, found by importing it once in a throwaway child",
     )
-    p.add_argument("--quiet", action="store_true", help="no log lines on stderr")
-    p.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
