@@ -82,8 +82,9 @@ bench: $(PEERS)
 figures: $(STAMP)
 	LAB_LANG=en $(PY) -m lab figures
 
-## Message catalogs: extract the marked strings of lab/ into lab/locale/reactor-lab.pot, merge them
-## into each language's .po (new ones untranslated), compile the .mo files (pure Python, no gettext).
+## Message catalogs: extract the marked strings of lab/ and of the notebooks' code cells into
+## lab/locale/reactor-lab.pot, merge them into each language's .po (new ones untranslated), compile
+## the .mo files (pure Python, no gettext).
 i18n:
 	$(PYTHON) scripts/i18n.py
 

@@ -5,8 +5,9 @@ message every ``--period`` seconds), and the loop calls ``expired`` when ``next_
 little late (a uniform wake-up delay of up to ``--wake-delay``, as a real loop is). Measured in
 one run, for every strategy:
 
-* touch: ns per message, alone (random order, no checks) and within the steady state (the
-  cost of the same loop calling a no-op is subtracted),
+* touch: ns per message, alone (random order, no checks) and within the steady state (less the
+  cost of the same loop calling a no-op, timed right after over the same messages: a baseline
+  timed once, before the runs, made small costs negative whenever the machine's load changed),
 * check: µs per ``expired`` call, and checks per simulated second,
 * CPU: the share of one core the bookkeeping takes (touch + check time per simulated second),
 * memory: bytes per tracked connection (tracemalloc),
@@ -50,16 +51,6 @@ def _touch_loop(touch, keys, n, rate, start, stop) -> int:
     return time.perf_counter_ns() - t0
 
 
-def loop_cost(n: int, repeat: int = 7) -> tuple[float, float]:
-    """The cost of ``_touch_loop`` itself (calling a no-op), subtracted from touch costs:
-    (ns per call, ns per iteration). Minimums: the runs least disturbed by the machine."""
-    keys = list(range(n))
-    count = max(n, 200_000)
-    per_call = min(_touch_loop(_noop, keys, n, count, 0, 0) for _ in range(1000))
-    per_iter = min(_touch_loop(_noop, keys, n, count, 0, count) for _ in range(repeat))
-    return per_call, (per_iter - per_call) / count
-
-
 def steady_state(
     strategy: str,
     n: int,
@@ -69,7 +60,6 @@ def steady_state(
     seconds: float,
     wake_delay: float,
     seed: int,
-    loop_ns: tuple[float, float],
 ) -> dict:
     """Every connection sends a message every ``period`` s; nothing should expire."""
     rng = random.Random(seed)
@@ -85,7 +75,7 @@ def steady_state(
     batch = 0.01  # simulated seconds of messages between two looks at next_check
     end = warm_until + seconds
     j, now = 0, 0.0
-    touch_ns: float = 0  # ns, less the measured cost of the loop itself
+    touch_ns: float = 0  # ns, less the cost of the loop itself
     check_ns = touches = checks = 0
     check_us: list[float] = []
     batch_ns: list[float] = []  # ns per touch in each batch: the median shrugs off preemption
@@ -100,7 +90,7 @@ def steady_state(
             measuring = now > warm_until
             spent: float = _touch_loop(hb.touch, keys, n, rate, j, stop)
             if measuring and stop > j:
-                spent -= loop_ns[0] + loop_ns[1] * (stop - j)
+                spent -= _touch_loop(_noop, keys, n, rate, j, stop)  # the loop's own cost, same moment
                 touch_ns += spent
                 touches += stop - j
                 batch_ns.append(spent / (stop - j))
@@ -130,9 +120,7 @@ def steady_state(
     }
 
 
-def touch_alone(
-    strategy: str, n: int, idle: float, interval: float, seed: int, loop_ns: tuple[float, float], repeat: int = 7
-) -> float:
+def touch_alone(strategy: str, n: int, idle: float, interval: float, seed: int, repeat: int = 7) -> float:
     """ns per touch of a tracked connection, in random order, with no checks in between."""
     rng = random.Random(seed)
     keys = list(range(n))
@@ -143,14 +131,15 @@ def touch_alone(
     order = keys * rounds
     rng.shuffle(order)
     rate = len(order)  # all touches within the first second: nothing expires
-    best = math.inf  # the minimum: the run least disturbed by the machine
+    best = base = math.inf  # minimums: the runs least disturbed by the machine, taken in turn
     gc.disable()
     try:
         for _ in range(repeat):
             best = min(best, _touch_loop(hb.touch, order, len(order), rate, 0, len(order)))
+            base = min(base, _touch_loop(_noop, order, len(order), rate, 0, len(order)))
     finally:
         gc.enable()
-    return (best - loop_ns[0]) / len(order) - loop_ns[1]
+    return (best - base) / len(order)
 
 
 def lateness(
@@ -295,16 +284,15 @@ def main() -> int:
     results = []
     for n in sizes:
         best: dict[str, dict] = {}
-        loop_ns = loop_cost(n)
         for _ in range(args.repeat):  # interleaved, so a busy moment of the machine hits all
             for s in sorted(STRATEGIES):
                 row = steady_state(
-                    s, n, args.idle, args.interval, args.period, args.seconds, args.wake_delay, args.seed, loop_ns
+                    s, n, args.idle, args.interval, args.period, args.seconds, args.wake_delay, args.seed
                 )
                 if s not in best or row["cpu_percent"] < best[s]["cpu_percent"]:
                     best[s] = row
         for s, row in best.items():
-            row["touch_alone_ns"] = round(touch_alone(s, n, args.idle, args.interval, args.seed, loop_ns), 1)
+            row["touch_alone_ns"] = round(touch_alone(s, n, args.idle, args.interval, args.seed), 1)
             row["bytes_per_connection"] = round(memory_per_connection(s, n, args.idle, args.interval))
             results.append(row)
             print(

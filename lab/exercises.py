@@ -12,29 +12,30 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lab.events import RELOAD_PHASES, Kind
+from lab.i18n import N_, _, ngettext
 
 Failure = tuple[str, str]  # (case, what went wrong and why it probably did)
 
 WANTED_CASES = [  # (name, expected, why)
-    ("server.py", True, "Python code"),
-    ("app.test.py", True, "Python: the type is after the LAST dot (the tutorial's strchr takes the first)"),
-    ("__init__.py", True, "Python code"),
-    ("v1.2.3.py", True, "Python: the type is after the LAST dot"),
-    (".#server.py", False, "Emacs' lock file (a symlink), not code, though it ends in .py"),
-    ("server.py~", False, "an editor's backup"),
-    (".server.py.swp", False, "vim's swap file"),
-    ("4913", False, "vim's probe file (no dot: PHP's strchr gives false)"),
-    ("notes.txt", False, "another type"),
-    ("server.pyc", False, "compiled, not source"),
-    ("server.py.orig", False, "a merge tool's leftover"),
+    ("server.py", True, N_("Python code")),
+    ("app.test.py", True, N_("Python: the type is after the LAST dot (the tutorial's strchr takes the first)")),
+    ("__init__.py", True, N_("Python code")),
+    ("v1.2.3.py", True, N_("Python: the type is after the LAST dot")),
+    (".#server.py", False, N_("Emacs' lock file (a symlink), not code, though it ends in .py")),
+    ("server.py~", False, N_("an editor's backup")),
+    (".server.py.swp", False, N_("vim's swap file")),
+    ("4913", False, N_("vim's probe file (no dot: PHP's strchr gives false)")),
+    ("notes.txt", False, N_("another type")),
+    ("server.pyc", False, N_("compiled, not source")),
+    ("server.py.orig", False, N_("a merge tool's leftover")),
 ]
 
 DUE_CASES = [  # ((first, last, quiet, max_wait), due, why)
-    ((0.0, 0.0, 0.05, 0.5), 0.05, "one record: due after the quiet time"),
-    ((0.0, 0.03, 0.05, 0.5), 0.08, "a later record restarts the quiet time: last + quiet"),
-    ((0.0, 0.48, 0.05, 0.5), 0.5, "a stream that never pauses: max_wait after the first caps the delay"),
-    ((0.0, 9.0, 0.05, 0.5), 0.5, "max_wait caps the delay, however late the last record"),
-    ((10.0, 10.0, 0.2, 1.0), 10.2, "times are absolute: add to first/last, not to 0"),
+    ((0.0, 0.0, 0.05, 0.5), 0.05, N_("one record: due after the quiet time")),
+    ((0.0, 0.03, 0.05, 0.5), 0.08, N_("a later record restarts the quiet time: last + quiet")),
+    ((0.0, 0.48, 0.05, 0.5), 0.5, N_("a stream that never pauses: max_wait after the first caps the delay")),
+    ((0.0, 9.0, 0.05, 0.5), 0.5, N_("max_wait caps the delay, however late the last record")),
+    ((10.0, 10.0, 0.2, 1.0), 10.2, N_("times are absolute: add to first/last, not to 0")),
 ]
 
 STEPS = tuple(phase.step for phase in RELOAD_PHASES[1:])  # fork, import, switch, drain
@@ -46,11 +47,19 @@ SYNTHETIC_RELOAD = {
 SYNTHETIC_WANT = dict(zip(STEPS, (4.0, 46.0, 0.2, 49.8)))
 
 
+def _raised(exc: Exception) -> str:
+    return _("raised {type}: {exc}").format(type=type(exc).__name__, exc=exc)
+
+
 def _call(f: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
     try:
         return f(*args), None
     except Exception as exc:  # the learner's bug, shown as a failure
-        return None, f"raised {type(exc).__name__}: {exc}"
+        return None, _raised(exc)
+
+
+def _gave(got: Any) -> str:
+    return _("gave {got!r}").format(got=got)
 
 
 def check_wanted(wanted: Callable[[str], bool]) -> tuple[list[Failure], int]:
@@ -58,7 +67,10 @@ def check_wanted(wanted: Callable[[str], bool]) -> tuple[list[Failure], int]:
     for name, expected, why in WANTED_CASES:
         got, error = _call(wanted, name)
         if error or got != expected:
-            failures.append((f"wanted({name!r})", f"{error or f'gave {got!r}'}, should be {expected}: {why}"))
+            said = _("{result}, should be {expected}: {why}").format(
+                result=error or _gave(got), expected=expected, why=_(why)
+            )
+            failures.append((f"wanted({name!r})", said))
     return failures, len(WANTED_CASES)
 
 
@@ -67,19 +79,20 @@ def check_due(due_at: Callable[[float, float, float, float], float]) -> tuple[li
     for args, want, why in DUE_CASES:
         got, error = _call(due_at, *args)
         if error is None and not isinstance(got, (int, float)):
-            error = f"returned {got!r}, not a number of seconds"
+            error = _("returned {got!r}, not a number of seconds").format(got=got)
         if error or abs(got - want) > 1e-9:
-            failures.append((f"due_at{args}", f"{error or f'= {got:g}'}, should be {want:g}: {why}"))
+            said = _("{result}, should be {want:g}: {why}").format(result=error or f"= {got:g}", want=want, why=_(why))
+            failures.append((f"due_at{args}", said))
     return failures, len(DUE_CASES)
 
 
 def check_phases(phase_durations: Callable[[dict], dict], reloads: Sequence[dict] = ()) -> tuple[list[Failure], int]:
     """Against a made-up reload (exact values) and real ones (the steps add up to the total)."""
-    cases = [("a made-up reload", SYNTHETIC_RELOAD, SYNTHETIC_WANT)]
+    cases = [(_("a made-up reload"), SYNTHETIC_RELOAD, SYNTHETIC_WANT)]
     for e in reloads:
         p = e["phases"]
         total = (p[RELOAD_PHASES[-1].key] - p[RELOAD_PHASES[0].key]) * 1000
-        cases.append((f"generation {e['generation']}", e, {"total": total}))
+        cases.append((_("generation {n}").format(n=e["generation"]), e, {"total": total}))
     failures = [(name, why) for name, event, want in cases if (why := _phases_wrong(phase_durations, event, want))]
     return failures, len(cases)
 
@@ -89,20 +102,19 @@ def _phases_wrong(phase_durations: Callable[[dict], dict], event: dict, want: di
     if error:
         return error
     if not isinstance(got, dict) or set(got) != set(STEPS):
-        return f"gave {got!r}: want a dict with exactly the keys {', '.join(STEPS)}"
+        return _("gave {got!r}: want a dict with exactly the keys {keys}").format(got=got, keys=", ".join(STEPS))
     if min(got.values()) < 0:
-        return f"gave {got}: a negative step (the end minus the start, in phase order?)"
+        return _("gave {got}: a negative step (the end minus the start, in phase order?)").format(got=got)
     total = want.get("total", sum(want.values()))
     if abs(sum(got.values()) * 1000 - total) < 1e-6 * 1000:
-        return f"gave {got}: in seconds? The steps are wanted in milliseconds"
+        return _("gave {got}: in seconds? The steps are wanted in milliseconds").format(got=got)
     if "total" in want:
-        return (
-            None
-            if abs(sum(got.values()) - total) <= 1e-6
-            else f"gave {got}: the steps add up to {sum(got.values()):.3f} ms, not {total:.3f}"
-        )
+        if abs(sum(got.values()) - total) <= 1e-6:
+            return None
+        said = _("gave {got}: the steps add up to {sum:.3f} ms, not {total:.3f}")
+        return said.format(got=got, sum=sum(got.values()), total=total)
     off = [k for k in STEPS if abs(got[k] - want[k]) > 1e-6]
-    return f"gave {got}, want {want}: check {', '.join(off)}" if off else None
+    return _("gave {got}, want {want}: check {steps}").format(got=got, want=want, steps=", ".join(off)) if off else None
 
 
 def check_send_reload(
@@ -113,48 +125,52 @@ def check_send_reload(
     failures = []
     seen = len(server.read_events())
     pid, error = _call(send_reload, str(server.pidfile))
+    reads, reloads = _("reads the master's pid"), _("the master reloads")
     if error or pid != server.pid:
         hint = (
-            " (the file holds 'PID STARTTIME': take the first field, as pidGet(...)[0] does)"
+            _(" (the file holds 'PID STARTTIME': take the first field, as pidGet(...)[0] does)")
             if error and "ValueError" in error
             else ""
         )
-        failures.append(("reads the master's pid", f"{error or f'returned {pid!r}'}, want {server.pid}{hint}"))
-        failures.append(("the master reloads", "not tried: read the pid first"))
+        result = error or _("returned {got!r}").format(got=pid)
+        failures.append((reads, _("{result}, want {pid}{hint}").format(result=result, pid=server.pid, hint=hint)))
+        failures.append((reloads, _("not tried: read the pid first")))
     else:
         try:
             server.wait_for(Kind.RELOAD_DONE, timeout=timeout, after=seen)
         except Exception as exc:
-            failures.append(("the master reloads", f"no reload followed ({exc}): send SIGUSR1 to that pid"))
+            failures.append((reloads, _("no reload followed ({exc}): send SIGUSR1 to that pid").format(exc=exc)))
     with tempfile.TemporaryDirectory() as tmp:
         bad = os.path.join(tmp, "bad.pid")
         with open(bad, "w") as f:
             f.write("not a pid\n")
         for case, path in (
-            ("a missing pid file raises", os.path.join(tmp, "missing.pid")),
-            ("a pid file that holds no pid raises", bad),
+            (_("a missing pid file raises"), os.path.join(tmp, "missing.pid")),
+            (_("a pid file that holds no pid raises"), bad),
         ):
             got, error = _call(send_reload, path)
             if error is None:
-                failures.append(
-                    (
-                        case,
-                        f"returned {got!r}: raise (FileNotFoundError, ValueError): "
-                        f"a reload of nothing must not look like success",
-                    )
+                said = _(
+                    "returned {got!r}: raise (FileNotFoundError, ValueError): "
+                    "a reload of nothing must not look like success"
                 )
+                failures.append((case, said.format(got=got)))
     return failures, 4
 
 
 def report(failures: list[Failure], total: int, solution: str) -> None:
     """Print each failure, then the verdict: '✓ all N cases pass' or 'K of N cases fail'."""
     for case, why in failures:
-        print(f"✗ {case}: {why}")
-    print(
-        f"✓ all {total} cases pass"
-        if not failures
-        else f"{len(failures)} of {total} cases fail: keep going (a solution is in {solution})"
+        print(_("✗ {case}: {why}").format(case=case, why=why))
+    if not failures:
+        print(ngettext("✓ the {total} case passes", "✓ all {total} cases pass", total).format(total=total))
+        return
+    verdict = ngettext(
+        "{failed} of {total} case fails: keep going (a solution is in {solution})",
+        "{failed} of {total} cases fail: keep going (a solution is in {solution})",
+        total,
     )
+    print(verdict.format(failed=len(failures), total=total, solution=solution))
 
 
 # --- heartbeat trackers ----------------------------------------------------------------------
@@ -168,33 +184,40 @@ class Spin(Exception):
     nothing expired then."""
 
 
+def _spun(now: float, nxt: float) -> Spin:
+    return Spin(_("next_check({now:g}) = {nxt:g}, and expired({nxt:g}) returned nothing").format(now=now, nxt=nxt))
+
+
 def _pairs(out: Any) -> list[tuple]:
     if not isinstance(out, list) or not all(isinstance(p, tuple) and len(p) == 2 for p in out):
-        raise TypeError(f"expired(now) returned {out!r}: it must return a list of (key, last) pairs")
+        raise TypeError(_("expired(now) returned {out!r}: it must return a list of (key, last) pairs").format(out=out))
     return out
 
 
 def _follow(hb: Any, now: float, until: float) -> list[tuple]:
     """Call expired at the times next_check asks, up to ``until``: (key, last, when) reported."""
     out: list[tuple] = []
-    for _ in range(MAX_CHECKS):
+    for _check in range(MAX_CHECKS):
         nxt = hb.next_check(now)
         if nxt is None or nxt > until:
             return out
         got = _pairs(hb.expired(nxt))
         if nxt <= now and not got:
-            raise Spin(f"next_check({now:g}) = {nxt:g}, and expired({nxt:g}) returned nothing")
+            raise _spun(now, nxt)
         now = max(now, nxt)
         out += [(key, last, now) for key, last in got]
-    raise Spin(f"more than {MAX_CHECKS:,} checks before t = {until:g}")
+    raise Spin(_("more than {n:,} checks before t = {until:g}").format(n=MAX_CHECKS, until=until))
 
 
 def _late(report_: list[tuple], idle: float, interval: float) -> str | None:
     for key, last, when in report_:
         if when < last + idle - EPS:
-            return f"{key!r} closed at {when:g}, before last + idle = {last + idle:g}"
+            return _("{key!r} closed at {when:g}, before last + idle = {due:g}").format(
+                key=key, when=when, due=last + idle
+            )
         if when > last + idle + interval + EPS:
-            return f"{key!r} closed at {when:g}, more than one interval after last + idle = {last + idle:g}"
+            said = _("{key!r} closed at {when:g}, more than one interval after last + idle = {due:g}")
+            return said.format(key=key, when=when, due=last + idle)
     return None
 
 
@@ -202,7 +225,7 @@ def _returns_pairs(make: Callable[[float, float], Any]) -> str | None:
     hb = make(1.0, 0.25)
     hb.touch("a", 0.0)
     got = _pairs(hb.expired(1.0))
-    return None if got == [("a", 0.0)] else f"expired(1.0) gave {got}, want [('a', 0.0)]"
+    return None if got == [("a", 0.0)] else _("expired(1.0) gave {got}, want [('a', 0.0)]").format(got=got)
 
 
 def _boundary(make: Callable[[float, float], Any]) -> str | None:
@@ -210,9 +233,9 @@ def _boundary(make: Callable[[float, float], Any]) -> str | None:
     early.touch("a", 0.0)
     exact.touch("a", 0.0)
     if _pairs(early.expired(0.999)):
-        return "expired(0.999) closed 'a', idle only 0.999 s of 1"
+        return _("expired(0.999) closed 'a', idle only 0.999 s of 1")
     if not _pairs(exact.expired(1.0)):
-        return "expired(1.0) kept 'a', idle exactly 1 s: expired means last + idle <= now (not <)"
+        return _("expired(1.0) kept 'a', idle exactly 1 s: expired means last + idle <= now (not <)")
     return None
 
 
@@ -220,10 +243,11 @@ def _drops_what_it_returns(make: Callable[[float, float], Any]) -> str | None:
     hb = make(1.0, 0.25)
     hb.touch("a", 0.0)
     if not _pairs(hb.expired(1.5)):
-        return "expired(1.5) reported nothing for 'a', idle 1.5 s of 1"
+        return _("expired(1.5) reported nothing for 'a', idle 1.5 s of 1")
     again = _pairs(hb.expired(3.0))
     if again or len(hb):
-        return f"after 'a' was reported, len = {len(hb)} and expired(3.0) gave {again}: stop tracking what you return"
+        said = _("after 'a' was reported, len = {n} and expired(3.0) gave {again}: stop tracking what you return")
+        return said.format(n=len(hb), again=again)
     return None
 
 
@@ -233,7 +257,7 @@ def _touch_resets(make: Callable[[float, float], Any]) -> str | None:
     hb.touch("a", 0.6)
     got = _follow(hb, 0.0, 5.0)
     if [k for k, *_ in got] != ["a"] or got[0][1] != 0.6:
-        return f"reported {got}: want 'a' once, with its last touch 0.6"
+        return _("reported {got}: want 'a' once, with its last touch 0.6").format(got=got)
     return _late(got, 1.0, 0.25)
 
 
@@ -247,16 +271,17 @@ def _forget_and_reuse(make: Callable[[float, float], Any]) -> str | None:
     steps = [(1.0, [(8, 0.0)]), (1.4, []), (1.5, [(7, 0.5)])]
     for now, want in steps:
         if (got := _pairs(hb.expired(now))) != want:
-            return (
-                f"expired({now}) gave {got}, want {want} (7 and 9 were touched at 0, then "
-                f"forgotten; 7 was touched again at 0.5)"
+            said = _(
+                "expired({now}) gave {got}, want {want} (7 and 9 were touched at 0, then "
+                "forgotten; 7 was touched again at 0.5)"
             )
+            return said.format(now=now, got=got, want=want)
     return None
 
 
 def _empty_next_check(make: Callable[[float, float], Any]) -> str | None:
     hb = make(1.0, 0.25)
-    return None if hb.next_check(0.0) is None else "next_check(now) must be None when nothing is tracked"
+    return None if hb.next_check(0.0) is None else _("next_check(now) must be None when nothing is tracked")
 
 
 def _many_on_time(make: Callable[[float, float], Any]) -> str | None:
@@ -265,7 +290,7 @@ def _many_on_time(make: Callable[[float, float], Any]) -> str | None:
         hb.touch(k, k * 0.005)
     got = _follow(hb, 0.0, 100.0)
     if sorted(k for k, *_ in got) != list(range(2000)):
-        return f"{len(got)} of 2,000 keys reported once each"
+        return _("{n} of 2,000 keys reported once each").format(n=len(got))
     return _late(got, 5.0, 0.5)
 
 
@@ -278,15 +303,18 @@ def _steady_traffic(make: Callable[[float, float], Any]) -> str | None:
         t = k * 0.05
         if check is not None and check <= t:
             if "silent" in [key for key, _ in _pairs(hb.expired(check))]:
-                return None if check <= 1.1 + EPS else f"'silent' closed at {check:g}, more than one interval late"
+                late = _("'silent' closed at {check:g}, more than one interval late")
+                return None if check <= 1.1 + EPS else late.format(check=check)
         hb.touch("busy", t)
         check = hb.next_check(t)
     if check is not None and check <= 2.0:
-        return f"next_check asked for {check:g}, but expired({check:g}) kept 'silent' (idle since 0, idle = 1)"
-    return (
-        f"'silent' still open at 2 s: next_check(2.0) = {check}. A deadline of now + interval "
-        f"moves with every touch; ask for when the oldest key comes due"
+        said = _("next_check asked for {check:g}, but expired({check:g}) kept 'silent' (idle since 0, idle = 1)")
+        return said.format(check=check)
+    said = _(
+        "'silent' still open at 2 s: next_check(2.0) = {check}. A deadline of now + interval "
+        "moves with every touch; ask for when the oldest key comes due"
     )
+    return said.format(check=check)
 
 
 def _random_mix(make: Callable[[float, float], Any]) -> str | None:
@@ -297,21 +325,25 @@ def _random_mix(make: Callable[[float, float], Any]) -> str | None:
         while True:
             checks += 1
             if checks > 10 * MAX_CHECKS:  # the lab's strategies need a few thousand
-                raise Spin(f"more than {10 * MAX_CHECKS:,} checks by step {step} (t = {now:g})")
+                said = _("more than {n:,} checks by step {step} (t = {now:g})")
+                raise Spin(said.format(n=10 * MAX_CHECKS, step=step, now=now))
             nxt = hb.next_check(now)
             if nxt is None or nxt > target:
                 break
             out = _pairs(hb.expired(nxt))
             if nxt <= now and not out:
-                raise Spin(f"next_check({now:g}) = {nxt:g}, and expired({nxt:g}) returned nothing")
+                raise _spun(now, nxt)
             now = max(now, nxt)
             for k, last in out:
                 if model.pop(k, None) != last or not last + 1.0 - EPS <= now <= last + 1.1 + EPS:
-                    return (
-                        f"step {step}: expired({now:g}) reported ({k!r}, {last:g}), which the model does not agree with"
+                    said = _(
+                        "step {step}: expired({now:g}) reported ({key!r}, {last:g}), "
+                        "which the model does not agree with"
                     )
+                    return said.format(step=step, now=now, key=k, last=last)
             if overdue := [k for k, last in model.items() if last + 1.1 < now - EPS]:
-                return f"step {step}: at {now:g}, {overdue[:3]} idle more than idle + interval are still open"
+                said = _("step {step}: at {now:g}, {keys} idle more than idle + interval are still open")
+                return said.format(step=step, now=now, keys=overdue[:3])
         now, key = target, rng.randrange(30)
         if rng.random() < 0.8:
             hb.touch(key, now)
@@ -320,20 +352,21 @@ def _random_mix(make: Callable[[float, float], Any]) -> str | None:
             hb.forget(key)
             model.pop(key, None)
         if len(hb) != len(model):
-            return f"step {step}: len = {len(hb)}, but {len(model)} keys are tracked (forgotten keys do not count)"
+            said = _("step {step}: len = {n}, but {tracked} keys are tracked (forgotten keys do not count)")
+            return said.format(step=step, n=len(hb), tracked=len(model))
     return None
 
 
 TRACKER_CASES = [  # (name, scenario): each returns None or what went wrong
-    ("expired returns (key, last) pairs", _returns_pairs),
-    ("idle exactly `idle` seconds is expired", _boundary),
-    ("a reported key is no longer tracked", _drops_what_it_returns),
-    ("a touch resets the idle time", _touch_resets),
-    ("forget, and a reused key", _forget_and_reuse),
-    ("next_check is None when nothing is tracked", _empty_next_check),
-    ("2,000 keys, each on time", _many_on_time),
-    ("a silent key among busy ones", _steady_traffic),
-    ("random touches, forgets and checks", _random_mix),
+    (N_("expired returns (key, last) pairs"), _returns_pairs),
+    (N_("idle exactly `idle` seconds is expired"), _boundary),
+    (N_("a reported key is no longer tracked"), _drops_what_it_returns),
+    (N_("a touch resets the idle time"), _touch_resets),
+    (N_("forget, and a reused key"), _forget_and_reuse),
+    (N_("next_check is None when nothing is tracked"), _empty_next_check),
+    (N_("2,000 keys, each on time"), _many_on_time),
+    (N_("a silent key among busy ones"), _steady_traffic),
+    (N_("random touches, forgets and checks"), _random_mix),
 ]
 
 
@@ -344,14 +377,14 @@ def check_tracker(make: Callable[[float, float], Any]) -> tuple[list[Failure], i
         try:
             why = case(make)
         except Spin as exc:
-            why = (
-                f"the server would spin: {exc}. Does expired(now) return every key with "
-                f"last + idle <= now, and next_check ask for a time when one is due?"
-            )
+            why = _(
+                "the server would spin: {exc}. Does expired(now) return every key with "
+                "last + idle <= now, and next_check ask for a time when one is due?"
+            ).format(exc=exc)
         except Exception as exc:
-            why = f"raised {type(exc).__name__}: {exc}"
+            why = _raised(exc)
         if why:
-            failures.append((name, why))
+            failures.append((_(name), why))
     return failures, len(TRACKER_CASES)
 
 

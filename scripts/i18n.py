@@ -1,6 +1,7 @@
 """The message catalogs of lab/: extract, update, compile (pure Python: a fresh machine has no gettext).
 
-    python scripts/i18n.py          # lab/locale/reactor-lab.pot from lab/**/*.py, merged into each
+    python scripts/i18n.py          # lab/locale/reactor-lab.pot from lab/**/*.py and the code cells of
+                                    # notebooks/*.ipynb (notebooks/zh/ has the same code), merged into each
                                     # lab/locale/<lang>/LC_MESSAGES/reactor-lab.po, compiled to .mo
 
 Messages are the string literals given to ``_``, ``_f``, ``N_`` (one), ``ngettext``, ``_nf``
@@ -13,12 +14,15 @@ code is dropped. The .mo is the GNU format ``gettext`` reads, written like ``msg
 from __future__ import annotations
 
 import ast
+import json
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "lab"
+NOTEBOOKS = ROOT / "notebooks"
 LOCALEDIR = PACKAGE / "locale"
 DOMAIN = "reactor-lab"
 # name -> the positions (from 1) of the message arguments, as in ``xgettext --keyword=Phase:2``.
@@ -48,18 +52,42 @@ def _messages(call: ast.Call) -> list[Key]:
     return [(text, None) for text in texts if text is not None]
 
 
-def extract(package: Path = PACKAGE) -> dict[Key, list[str]]:
-    """Every message in ``package``'s modules, in order of first use, with the files that use it."""
-    found: dict[Key, list[str]] = {}
+def _cells(notebook: Path) -> Iterator[ast.Module]:
+    """The syntax trees of ``notebook``'s code cells; a cell with IPython syntax (``%magic``, ``!shell``)
+    is skipped. A cell may ``await`` at the top level, as the kernel allows."""
+    flags = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    for cell in json.loads(notebook.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])  # a list of lines in the file, or one string
+        try:
+            yield compile(source, str(notebook), "exec", flags=flags, dont_inherit=True)
+        except SyntaxError:
+            continue
+
+
+def trees(package: Path = PACKAGE, notebooks: Path = NOTEBOOKS) -> Iterator[tuple[str, ast.Module]]:
+    """(file, syntax tree) of each module of ``package`` and each code cell of the notebooks directly
+    in ``notebooks``, the file named from the repository (both directories are at its top)."""
     for path in sorted(package.rglob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
+        yield str(path.relative_to(package.parent)), ast.parse(path.read_text(), str(path))
+    for path in sorted(notebooks.glob("*.ipynb")):
+        for tree in _cells(path):
+            yield str(path.relative_to(notebooks.parent)), tree
+
+
+def extract(package: Path = PACKAGE, notebooks: Path = NOTEBOOKS) -> dict[Key, list[str]]:
+    """Every message in ``package``'s modules and the notebooks' code cells, in order of first use,
+    with the files that use it."""
+    found: dict[Key, list[str]] = {}
+    for file, tree in trees(package, notebooks):
         for node in sorted(ast.walk(tree), key=lambda n: getattr(n, "lineno", 0)):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
                 continue
             for key in _messages(node):
                 where = found.setdefault(key, [])
-                if str(path.relative_to(ROOT)) not in where:  # files only: line numbers churn on every edit
-                    where.append(str(path.relative_to(ROOT)))
+                if file not in where:  # files only: line numbers churn on every edit
+                    where.append(file)
     return found
 
 

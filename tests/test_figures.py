@@ -15,7 +15,15 @@ from PIL import Image
 
 from lab.errors import LabError
 from lab.events import Kind
-from lab.figures import Plan, bench_connections, heartbeat_lifetimes, reload_timeline, render
+from lab.figures import (
+    HEARTBEAT_FLOORS,
+    Plan,
+    bench_connections,
+    bench_heartbeat,
+    heartbeat_lifetimes,
+    reload_timeline,
+    render,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -166,3 +174,34 @@ def test_bench_connections_shows_the_bounds_and_the_cost_of_holding():
     assert "wheel: 0.25 % of one core, 1,200 B per connection" in box and "queue: 0.00 %" in box
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels == ["wheel (default): 99 of 100 in bounds", "queue: 99 of 100 in bounds"]
+
+
+def test_bench_heartbeat_draws_costs_below_the_floor_at_it_hollow_and_says_so():
+    """A cost less the loop's own can come out at or below 0; on a log axis it would vanish."""
+    rows = [
+        {"strategy": s, "connections": n, "cpu_percent": cpu, "touch_ns": touch}
+        for s, n, cpu, touch in (
+            ("scan", 1000, 0.06, -4.9),
+            ("scan", 10000, 0.6, 0.0),
+            ("scan", 100000, 30.0, 392.1),
+            ("wheel", 1000, 0.005, 3.9),
+            ("wheel", 10000, 0.07, 16.0),
+        )
+    ]
+    fig = bench_heartbeat({"steady_state": rows, "default_strategy": "wheel"})
+    cpu, cost = fig.axes
+    floor = HEARTBEAT_FLOORS["touch_ns"]
+    drawn = [(x, y) for line in cost.get_lines() for x, y in line.get_xydata()]
+    assert min(y for _, y in drawn) == floor
+    hollow = [line for line in cost.get_lines() if line.get_markerfacecolor() == "white" and len(line.get_xdata())]
+    assert [list(line.get_xdata()) for line in hollow] == [[1000, 10000]]  # scan's two, and nothing else
+    assert [t.get_text() for t in cost.get_legend().get_texts()] == [
+        "hollow: measured below 1 (timing noise), drawn at 1"
+    ]
+    assert all(not t.get_text().startswith("hollow") for t in cpu.get_legend().get_texts())  # none below there
+
+
+def test_bench_heartbeat_of_the_committed_results_keeps_every_point_on_the_axis():
+    fig = bench_heartbeat(json.loads((RESULTS / "heartbeat.json").read_text()))
+    for ax in fig.axes:
+        assert all(y > 0 for line in ax.get_lines() for y in line.get_ydata())

@@ -16,6 +16,7 @@ import tomllib
 import warnings
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from lab import i18n
@@ -50,7 +51,7 @@ def _fields(text: str) -> set[tuple[str, str | None, str | None]]:
     return {(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(text) if name is not None}
 
 
-def test_every_message_in_lab_has_a_chinese_translation_with_the_same_placeholders():
+def test_every_message_in_lab_and_the_notebooks_has_a_chinese_translation_with_the_same_placeholders():
     entries = TOOL.read_po(PO)
     for (msgid, plural), where in TOOL.extract().items():
         forms = entries.get((msgid, plural))
@@ -60,13 +61,43 @@ def test_every_message_in_lab_has_a_chinese_translation_with_the_same_placeholde
             assert msgid in SAME_IN_CHINESE or CJK.search(form), f"English left in the zh catalog: {form!r}"
 
 
+def test_the_figure_texts_of_the_notebooks_code_cells_are_extracted():
+    """A notebook's own plots are labelled through the catalog too, cells with top-level await included."""
+    found = TOOL.extract()
+    for message, notebook in (
+        ("Reload latency seen by a client, per edit", "02_hot_reload"),
+        ("slow reader", "03_heartbeat"),  # N_() in a cell that awaits
+        ("heartbeat (never closed: no dot)", "04_check_any_server"),
+    ):
+        assert f"notebooks/{notebook}.ipynb" in found.get((message, None), []), message
+
+
+def test_extraction_reads_code_cells_skips_ipython_syntax_and_the_chinese_copies(tmp_path):
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "m.py").write_text('_("in a module")\n')
+    cells = [
+        nbformat.v4.new_code_cell('%time _f("after a magic")'),
+        nbformat.v4.new_code_cell('!ls\nx = N_("after a shell escape")'),
+        nbformat.v4.new_code_cell('got = await until(_f("awaited"))\nprint("printed")'),
+        nbformat.v4.new_markdown_cell('_("in markdown")'),
+    ]
+    (tmp_path / "notebooks" / "zh").mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), tmp_path / "notebooks" / "01_x.ipynb")
+    chinese = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('_f("a copy")')])
+    nbformat.write(chinese, tmp_path / "notebooks" / "zh" / "01_x.ipynb")
+    assert TOOL.extract(tmp_path / "lab", tmp_path / "notebooks") == {
+        ("in a module", None): ["lab/m.py"],
+        ("awaited", None): ["notebooks/01_x.ipynb"],
+    }
+
+
 def test_messages_are_literals_so_extraction_finds_them():
     """``_(f"...")`` or ``_("..." .format())`` would look a message up that no catalog holds."""
-    for path in (ROOT / "lab").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+    for where, tree in TOOL.trees():
+        for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in TOOL.SINGULAR | TOOL.PLURAL:
                 assert node.args and not isinstance(node.args[0], (ast.JoinedStr, ast.Call, ast.BinOp)), (
-                    f"{path.relative_to(ROOT)}:{node.lineno}: give {node.func.id}() a string literal"
+                    f"{where}:{node.lineno}: give {node.func.id}() a string literal"
                 )
 
 
