@@ -80,12 +80,13 @@ def _figures(sections: dict[str, dict[str, Any] | None]) -> list[str]:
         )
     if h := sections.get("heartbeat"):
         late = h["lateness_ms"]
-        span = f"{min(late)} .. {max(late)} ms" if late else _("none closed")
-        out.append(
-            _("heartbeat: idle {idle} s, interval {interval} s, silent closed {span} after the idle time").format(
-                idle=h["idle_s"], interval=h["interval_s"], span=span
-            )
+        told = (
+            _("heartbeat: idle {idle} s, interval {interval} s, silent closed {span} after the idle time")
+            if late
+            else _("heartbeat: idle {idle} s, interval {interval} s, no silent connection closed")
         )
+        span = f"{min(late)} .. {max(late)} ms" if late else ""
+        out.append(told.format(idle=h["idle_s"], interval=h["interval_s"], span=span))
     if s := sections.get("stop"):
         out.append(_("stop: exit after {s} s (status {code})").format(s=s["exit_s"], code=s["exit_code"]))
     return out

@@ -195,7 +195,7 @@ EXPLAIN = {
     ),
     "heartbeat.closed_early": N_(
         "silent connections closed before the idle time: the idle clock starts too soon "
-        "or the check is too eager (notebooks/03_heartbeat.ipynb, 'Four strategies')"
+        "or the check is too eager (notebooks/03_heartbeat.ipynb, 'Five strategies, one interface')"
     ),
     "heartbeat.closed_late": N_(
         "silent connections closed later than idle + interval: the check runs late "
