@@ -672,35 +672,43 @@ def bench_connections(data: dict[str, Any]) -> Figure:
     ax = fig.subplots()
     held = []
     for run in runs:
-        hist, name = run["expiry"]["histogram"], run["strategy"]
+        hist, name, expiry, h = run["expiry"]["histogram"], run["strategy"], run["expiry"], run["holding"]
         default = name == settings.get("default_strategy")
+        label = (
+            _f("{name} (default): {ok:,} of {n:,} in bounds") if default else _f("{name}: {ok:,} of {n:,} in bounds")
+        )
         ax.stairs(
             hist["counts"],
             hist["edges"],
             linewidth=2.2 if default else 1.3,
-            label=f"{name}{' (default)' if default else ''}: {run['expiry']['within_bounds']:,} of "
-            f"{run['expiry']['connections']:,} in bounds",
+            label=label.format(name=name, ok=expiry["within_bounds"], n=expiry["connections"]),
         )
-        h = run["holding"]
         held.append(
-            f"{name}: {h['cpu_percent_of_one_core']:.2f} % of one core, "
-            f"{h['uss_per_connection_bytes']:,} B per connection"
+            _f("{name}: {cpu:.2f} % of one core, {bytes:,} B per connection").format(
+                name=name, cpu=h["cpu_percent_of_one_core"], bytes=h["uss_per_connection_bytes"]
+            )
         )
     idle = settings["expiry_idle"]
-    for x, text in ((idle, f"idle ({idle:g} s)"), (4.95, "4.95 s"), (5.35, "5.35 s")):
+    for x, text in ((idle, _f("idle ({s:g} s)").format(s=idle)), (4.95, "4.95 s"), (5.35, "5.35 s")):
         ax.axvline(x, color="grey", linestyle=":" if x == idle else "--")
         ax.text(x, 0.97, " " + text, transform=ax.get_xaxis_transform(), fontsize=9, va="top")
-    ax.set_xlabel("open to close, from the client kernel's TCP_INFO (SYN-ACK to FIN) [s]; later ones in the last bin")
-    ax.set_ylabel("connections per 10 ms")
+    ax.set_xlabel(
+        _f("open to close, from the client kernel's TCP_INFO (SYN-ACK to FIN) [s]; later ones in the last bin")
+    )
+    ax.set_ylabel(_f("connections per 10 ms"))
     ax.set_yscale("log")  # the few late ones show
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     connections = runs[0]["holding"]["connections"] if runs else 0
+    processes = runs[0]["holding"]["server_processes"] if runs else "?"
     ax.text(
         0.99,
         0.80,
-        f"{connections:,} held, idle {settings['hold_idle']:g} s, all "
-        f"{runs[0]['holding']['server_processes'] if runs else '?'} server processes:\n" + "\n".join(held),
+        _f("{n:,} held, idle {idle:g} s, all {processes} server processes:").format(
+            n=connections, idle=settings["hold_idle"], processes=processes
+        )
+        + "\n"
+        + "\n".join(held),
         transform=ax.transAxes,
         ha="right",
         va="top",
@@ -710,8 +718,10 @@ def bench_connections(data: dict[str, Any]) -> Figure:
     ax.legend(loc="lower left", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(
-        f"python -m lab serve, {settings['workers']} workers: {connections:,} idle loopback connections, "
-        f"closed after {idle:g} s idle, checked every {settings['interval']:g} s",
+        _f(
+            "python -m lab serve, {workers} workers: {n:,} idle loopback connections, "
+            "closed after {idle:g} s idle, checked every {interval:g} s"
+        ).format(workers=settings["workers"], n=connections, idle=idle, interval=settings["interval"]),
         fontsize=10.5,
     )
     fig.tight_layout()
