@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lab.events import RELOAD_PHASES, Kind
+from lab.i18n import _
 
 Failure = tuple[str, str]  # (case, what went wrong and why it probably did)
 
@@ -150,11 +151,11 @@ def report(failures: list[Failure], total: int, solution: str) -> None:
     """Print each failure, then the verdict: '✓ all N cases pass' or 'K of N cases fail'."""
     for case, why in failures:
         print(f"✗ {case}: {why}")
-    print(
-        f"✓ all {total} cases pass"
-        if not failures
-        else f"{len(failures)} of {total} cases fail: keep going (a solution is in {solution})"
-    )
+    if not failures:
+        print(_("✓ all {total} cases pass").format(total=total))
+    else:
+        verdict = _("{failed} of {total} cases fail: keep going (a solution is in {solution})")
+        print(verdict.format(failed=len(failures), total=total, solution=solution))
 
 
 # --- heartbeat trackers ----------------------------------------------------------------------
@@ -177,7 +178,7 @@ def _pairs(out: Any) -> list[tuple]:
 def _follow(hb: Any, now: float, until: float) -> list[tuple]:
     """Call expired at the times next_check asks, up to ``until``: (key, last, when) reported."""
     out: list[tuple] = []
-    for _ in range(MAX_CHECKS):
+    for _check in range(MAX_CHECKS):
         nxt = hb.next_check(now)
         if nxt is None or nxt > until:
             return out
