@@ -50,13 +50,10 @@ def drift(english: nbformat.NotebookNode, edition: nbformat.NotebookNode) -> lis
     return problems
 
 
-def sync(english: nbformat.NotebookNode, edition: nbformat.NotebookNode) -> bool:
-    """Copy ``english``'s code cells onto ``edition``'s (same number of them); True when any changed."""
-    changed = False
+def sync(english: nbformat.NotebookNode, edition: nbformat.NotebookNode) -> None:
+    """Copy the source and metadata of ``english``'s code cells onto ``edition``'s (as many)."""
     for a, b in zip(code_cells(english), code_cells(edition)):
-        if a.source != b.source or a.metadata != b.metadata:
-            b.source, b.metadata, changed = a.source, copy.deepcopy(a.metadata), True
-    return changed
+        b.source, b.metadata = a.source, copy.deepcopy(a.metadata)
 
 
 def _one(root: Path, name: str, lang: str, check: bool) -> str | None:
@@ -64,7 +61,10 @@ def _one(root: Path, name: str, lang: str, check: bool) -> str | None:
     path, target = Path("notebooks", name), Path("notebooks", lang, name)
     if not (root / target).exists():
         return f"{target}: missing (translate {path})"
-    english, edition = nbformat.read(root / path, as_version=4), nbformat.read(root / target, as_version=4)
+    try:
+        english, edition = nbformat.read(root / path, as_version=4), nbformat.read(root / target, as_version=4)
+    except (OSError, ValueError) as exc:  # not JSON, not a notebook
+        return f"{target}: cannot read it: {exc}".splitlines()[0]
     problems = drift(english, edition)
     if not problems:
         return None

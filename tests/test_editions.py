@@ -163,7 +163,11 @@ def test_sync_refuses_a_different_number_of_code_cells_and_leaves_the_file(tmp_p
     assert target.read_bytes() == before
 
 
-def test_sync_names_a_missing_translation(tmp_path, english, capsys):
-    _tree(tmp_path, english, english).unlink()
+def test_sync_names_a_missing_or_broken_translation(tmp_path, english, capsys):
+    target = _tree(tmp_path, english, english)
+    target.write_text('{"cells": [')
+    assert SYNC.main([], root=tmp_path) == 1 and target.read_text() == '{"cells": ['
+    assert capsys.readouterr().err.startswith("notebooks/zh/01_inotify.ipynb: cannot read it: ")
+    target.unlink()
     assert SYNC.main(["--check"], root=tmp_path) == 1
     assert "notebooks/zh/01_inotify.ipynb: missing" in capsys.readouterr().err
