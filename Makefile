@@ -10,6 +10,10 @@ SYSTEM := PYTHON=$(PYTHON) scripts/install-system-packages.sh
 # `make lab LANG=zh` (or LANG=en). A bare `zh` is no locale, so the kernel gets C.UTF-8 beside it.
 LANGUAGE_SWITCH := $(if $(filter command line,$(origin LANG)),LAB_LANG=$(LANG) \
 	LANG=$(or $(filter %.UTF-8 %.utf8,$(LANG)),C.UTF-8))
+# The notebook `make lab` opens: the edition of that language (lab/i18n.py decides, with the switch),
+# notebooks/zh/ for Chinese. Expanded only when the recipe runs (system python3: no venv needed).
+EDITION = $(filter-out en,$(shell env $(LANGUAGE_SWITCH) $(PYTHON) -c 'from lab.i18n import detect; print(detect())'))
+START = notebooks/$(addsuffix /,$(EDITION))00_start_here.ipynb
 
 .PHONY: lab slides test lint system bench figures i18n clean
 
@@ -40,12 +44,12 @@ $(LAB_SETTINGS): $(STAMP)
 	printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $@
 
 ## Set up and open the playground: JupyterLab on the repository (notebooks/, solutions/, docs/),
-## opened at notebooks/00_start_here.ipynb (loopback only), in the machine's language.
+## opened at 00_start_here.ipynb of the machine's language (notebooks/zh/ in Chinese; loopback only).
 lab: $(STAMP) $(LAB_SETTINGS)
 	$(SYSTEM) lab
 	env $(LANGUAGE_SWITCH) $(VENV)/bin/jupyter lab --ServerApp.root_dir=. --ServerApp.ip=127.0.0.1 \
 		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
-		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(if $(filter 0,$(shell id -u)),--allow-root)
+		--LabApp.default_url=/lab/tree/$(START) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## Slides for a projector, from the notebooks (run, then one slide per section; cells tagged
 ## `optional` left out): build/slides/*.slides.html.

@@ -3,8 +3,12 @@
     from lab.i18n import _, ngettext      # text a learner reads: _("server stopped")
     from lab.i18n import _f, N_           # text drawn in a figure; N_ marks a string translated later
 
-The language is, first to last: ``set_language()``, ``LAB_LANG``, then the locale (``LANGUAGE``,
+The language is, first to last: ``set_language()``; the notebook edition (a process whose working
+directory is ``notebooks/zh``, as a notebook's kernel is, speaks Chinese: the editions share their
+code cells, so the folder is what tells them apart); ``LAB_LANG``; then the locale (``LANGUAGE``,
 ``LC_ALL``, ``LC_MESSAGES``, ``LANG``: one starting with ``zh`` means Chinese); English otherwise.
+The English notebooks in ``notebooks/`` are no edition folder: their kernels follow ``LAB_LANG``
+and the locale.
 Catalogs are ``lab/locale/<lang>/LC_MESSAGES/reactor-lab.mo``, built by ``make i18n``.
 
 Figures need a font with Chinese glyphs: in Chinese, ``register_cjk_font()`` adds one (WenQuanYi
@@ -26,6 +30,7 @@ from typing import Any
 DOMAIN = "reactor-lab"
 LOCALEDIR = Path(__file__).parent / "locale"
 LANGUAGES = ("en", "zh")
+EDITIONS = tuple(lang for lang in LANGUAGES if lang != "en")  # notebooks/<lang>/ (English: notebooks/)
 LOCALE_VARIABLES = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
 CJK_FONTS = ("WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC")
 CJK_FILES = ("wqy-zenhei", "notosanscjk", "notosanssc", "sourcehansans")  # their files' names, lower case
@@ -34,8 +39,22 @@ CJK_FILES = ("wqy-zenhei", "notosanscjk", "notosanssc", "sourcehansans")  # thei
 _state: dict[str, Any] = {"lang": None, "catalog": None, "font": None}
 
 
-def detect(environ: Mapping[str, str] = os.environ) -> str:
-    """The language the environment asks for: ``LAB_LANG``, else the first locale variable set."""
+def edition(cwd: Path) -> str | None:
+    """The language of the notebook edition folder ``cwd`` is (``notebooks/zh``), else None."""
+    if cwd.parent.name == "notebooks" and cwd.name in EDITIONS:
+        return cwd.name
+    return None
+
+
+def detect(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> str:
+    """The language asked for: the edition of the working directory ``cwd`` (default: this process's),
+    else ``LAB_LANG``, else the first locale variable set."""
+    try:
+        folder = edition(Path.cwd() if cwd is None else cwd)
+    except OSError:  # a working directory removed under the process
+        folder = None
+    if folder:
+        return folder
     wanted = environ.get("LAB_LANG", "")
     if not wanted:
         wanted = next((environ[v] for v in LOCALE_VARIABLES if environ.get(v)), "")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import gettext
 import importlib.util
+import re
 import time
 from pathlib import Path
+from types import ModuleType
 
 import nbformat
 from nbclient import NotebookClient
+
+from lab import i18n
+from lab.i18n import EDITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -15,15 +21,34 @@ SOLUTIONS = ROOT / "solutions"
 
 
 def notebook_paths() -> list[Path]:
+    """The English notebooks (the source of every edition)."""
     return sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
-def load_strip():
-    """``strip(nb)`` from scripts/strip_notebooks.py (a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("strip_notebooks", ROOT / "scripts" / "strip_notebooks.py")
+def editions() -> list[tuple[str, Path]]:
+    """(edition, path) of every notebook of every edition: a translation's path is there whether or
+    not its file exists, so a missing one fails the tests that read it."""
+    english = notebook_paths()
+    return [("en", p) for p in english] + [(lang, NOTEBOOKS / lang / p.name) for lang in EDITIONS for p in english]
+
+
+def edition_id(lang: str, path: Path) -> str:
+    """A test id: ``01_inotify``, ``zh-01_inotify``."""
+    return path.stem if lang == "en" else f"{lang}-{path.stem}"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` as a module (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec and spec.loader, name
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.strip
+    return module
+
+
+def load_strip():
+    """``strip(nb)`` from scripts/strip_notebooks.py."""
+    return load_script("strip_notebooks").strip
 
 
 def execute(
@@ -79,3 +104,18 @@ def solution(name: str) -> dict[str, str]:
         elif tag is not None:
             cells[tag] += line
     return {t: src.strip() + "\n" for t, src in cells.items()}
+
+
+def widget_text(nb: nbformat.NotebookNode) -> str:
+    """The text values of a run's widgets as they were left (nbclient stores their state)."""
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    values = (model.get("state", {}).get("value") for model in state.values())
+    return "\n".join(v for v in values if isinstance(v, str))
+
+
+def shown(msgid: str | tuple[str, str], lang: str) -> str:
+    """The longest literal part of the lab's message ``msgid`` in ``lang`` (a (singular, plural)
+    pair: its plural): what a run shows of it whatever its numbers (``{n} events``: ``个事件``)."""
+    catalog = gettext.translation(i18n.DOMAIN, i18n.LOCALEDIR, languages=[lang], fallback=True)
+    text = catalog.ngettext(*msgid, 2) if isinstance(msgid, tuple) else catalog.gettext(msgid)
+    return max(re.split(r"\{[^}]*\}", text), key=len).strip()

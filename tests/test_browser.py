@@ -1,14 +1,16 @@
 """The notebooks in a real JupyterLab, driven by headless Chromium: they run, plot, and update live.
 
-JupyterLab serves a temporary copy of notebooks/ (so no output is ever written to the repo) on a
-free loopback port with a token; Debian's Chromium runs through Playwright. Screenshots go to
-test-artifacts/screenshots/.
+JupyterLab serves a temporary copy of notebooks/ with its editions (notebooks/zh/; so no output is
+ever written to the repo) on a free loopback port with a token; Debian's Chromium runs through
+Playwright. Each notebook of each edition runs; a Chinese one must show Chinese, in glyphs.
+Screenshots go to test-artifacts/screenshots/ (``zh-02_hot_reload-done.png`` for an edition's).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -55,6 +57,21 @@ KERNEL_READY = """() => {
   return Boolean(panel && panel.sessionContext.isReady && kernel && kernel.name === 'python3'
                  && kernel.connectionStatus === 'connected' && kernel.status === 'idle');
 }"""
+
+# Draws two different Chinese strings in the font of the rendered markdown: without a CJK font
+# Chromium draws each character as the same empty box, so the two pictures come out identical.
+CJK_GLYPHS = """([a, b]) => {
+  const font = getComputedStyle(document.querySelector('.jp-RenderedMarkdown') || document.body).fontFamily;
+  const draw = text => {
+    const ctx = Object.assign(document.createElement('canvas'), {width: 160, height: 48}).getContext('2d');
+    ctx.font = `32px ${font}`;
+    ctx.fillText(text, 4, 38);
+    return ctx.getImageData(0, 0, 160, 48).data;
+  };
+  const [x, y] = [draw(a), draw(b)];
+  return {font, inked: x.some(v => v > 0), same: x.every((v, i) => v === y[i])};
+}"""
+CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 def _free_port() -> int:
@@ -208,12 +225,25 @@ def _screenshot(page, name: str) -> Path:
     return path
 
 
+def _speaks_chinese(page) -> None:
+    """The notebook's markdown is rendered in Chinese, with glyphs (not boxes) for it."""
+    page.wait_for_selector(".jp-RenderedMarkdown :is(h1, h2)", timeout=60_000)
+    headings = page.locator(".jp-RenderedMarkdown :is(h1, h2)").all_inner_texts()
+    assert any(CJK.search(h) for h in headings), headings
+    drawn = page.evaluate(CJK_GLYPHS, ["热加载", "心跳检"])
+    assert drawn["inked"] and not drawn["same"], f"Chromium has no CJK font for {drawn['font']} (fonts-wqy-zenhei)"
+
+
 @pytest.mark.timeout(RUN_TIMEOUT + 90)
-@pytest.mark.parametrize("name", [p.stem for p in nbutil.notebook_paths()])
-def test_notebook_runs_in_jupyterlab_with_live_views(jupyterlab, page, name):
+@pytest.mark.parametrize("lang, path", nbutil.editions(), ids=[nbutil.edition_id(*e) for e in nbutil.editions()])
+def test_notebook_runs_in_jupyterlab_with_live_views(jupyterlab, page, lang, path):
+    assert path.exists(), f"{path.relative_to(nbutil.ROOT)} is missing"
     base, token = jupyterlab
-    page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}")
+    name = nbutil.edition_id(lang, path)  # the screenshots' names
+    page.goto(f"{base}/lab/tree/{path.relative_to(nbutil.NOTEBOOKS)}?token={token}")
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
+    if lang == "zh":
+        _speaks_chinese(page)
     page.wait_for_function(KERNEL_READY, timeout=60_000)
     page.evaluate(WATCH_IMAGES)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -234,6 +264,10 @@ def test_notebook_runs_in_jupyterlab_with_live_views(jupyterlab, page, name):
     # so a loaded machine redraws less often: twice is the least that shows it is live)
     changes = page.evaluate("() => Math.max(0, ...window.__imageChanges.values())")
     assert changes >= 2, f"the live views redrew only {changes} times"
+
+    # the kernel speaks the edition's language: a live view's status line (lab/live.py)
+    status = nbutil.shown("{n} events", lang)
+    assert any(status in t for t in page.locator(".widget-html").all_inner_texts()), f"no live view says {status!r}"
 
     views = page.locator("img.widget-image")
     late = {i: views.nth(i).screenshot(path=str(SCREENSHOTS / f"{name}-view{i}-end.png")) for i in early}

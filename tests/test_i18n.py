@@ -169,7 +169,40 @@ def test_the_catalog_ships_with_the_package():
     ],
 )
 def test_the_language_comes_from_lab_lang_then_the_locale(environ, lang):
-    assert i18n.detect(environ) == lang
+    assert i18n.detect(environ, cwd=ROOT) == lang
+
+
+@pytest.mark.parametrize(
+    "cwd, environ, lang",
+    [
+        ("/r/notebooks/zh", {"LAB_LANG": "en", "LANG": "en_US.UTF-8"}, "zh"),  # the edition wins
+        ("notebooks/zh", {}, "zh"),
+        ("/r/notebooks", {"LANG": "zh_CN.UTF-8"}, "zh"),  # the English notebooks: as before
+        ("/r/notebooks", {"LAB_LANG": "en", "LANG": "zh_CN.UTF-8"}, "en"),
+        ("/r/notebooks", {}, "en"),
+        ("/r/notebooks/en", {"LAB_LANG": "zh"}, "zh"),  # English is no edition folder
+        ("/r/notebooks/de", {}, "en"),  # nor a language the lab does not speak
+        ("/r/zh", {}, "en"),  # nor a zh folder outside notebooks/
+        ("/r/notebooks/zh/scratch", {}, "en"),  # nor a folder inside an edition
+    ],
+)
+def test_a_notebook_edition_folder_decides_before_lab_lang_and_the_locale(cwd, environ, lang):
+    assert i18n.detect(environ, cwd=Path(cwd)) == lang
+
+
+def test_a_kernel_started_in_the_chinese_edition_speaks_chinese(tmp_path):
+    """As JupyterLab and nbclient start it: the working directory is the notebook's folder."""
+    folder = tmp_path / "notebooks" / "zh"
+    folder.mkdir(parents=True)
+    said = subprocess.run(
+        [sys.executable, "-c", "from lab.i18n import _, language; print(language(), _('server stopped'))"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LAB_LANG": "en"},
+    )
+    assert said.stdout.split() == ["zh", "服务已停止"], said.stderr
 
 
 def test_messages_follow_the_language(chinese):
@@ -295,6 +328,30 @@ def test_make_lab_passes_the_language_switch_to_the_kernel(switch, kernel_env):
     )
     jupyter = [line for line in done.stdout.splitlines() if "jupyter lab" in line]
     assert jupyter and jupyter[0].startswith(kernel_env + ".venv/bin/jupyter lab"), done.stdout
+
+
+@pytest.mark.skipif(not shutil.which("make"), reason="no make here")
+@pytest.mark.parametrize(
+    "switch, locale, start",
+    [
+        ([], {"LANG": "C.UTF-8"}, "notebooks/00_start_here.ipynb"),
+        ([], {"LANG": "zh_CN.UTF-8"}, "notebooks/zh/00_start_here.ipynb"),
+        ([], {"LANG": "zh_CN.UTF-8", "LAB_LANG": "en"}, "notebooks/00_start_here.ipynb"),
+        (["LANG=zh"], {"LANG": "C.UTF-8"}, "notebooks/zh/00_start_here.ipynb"),
+        (["LANG=en"], {"LANG": "zh_CN.UTF-8"}, "notebooks/00_start_here.ipynb"),
+    ],
+)
+def test_make_lab_opens_the_edition_of_the_language(switch, locale, start):
+    environ = {k: v for k, v in os.environ.items() if k not in ("LAB_LANG", *i18n.LOCALE_VARIABLES)}
+    done = subprocess.run(
+        ["make", "-n", "-W", "pyproject.toml", "lab", *switch],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**environ, **locale},
+    )
+    assert f"--LabApp.default_url=/lab/tree/{start} " in done.stdout, done.stdout + done.stderr
 
 
 def test_a_fresh_process_in_chinese_draws_every_figure_without_a_missing_glyph(tmp_path):

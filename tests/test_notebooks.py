@@ -1,22 +1,44 @@
-"""The notebooks run top to bottom headless, are committed without outputs, and their exercises check."""
+"""The notebooks of every edition run top to bottom headless, are committed without outputs, and
+their exercises check; a translated edition's kernel speaks its language with glyphs for it."""
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
 
 import nbformat
 import nbutil
 import pytest
 
+from lab import i18n
+
 PATHS = nbutil.notebook_paths()
+EDITIONS = nbutil.editions()
+EDITION_IDS = [nbutil.edition_id(lang, path) for lang, path in EDITIONS]
 BUDGET = 180  # seconds a notebook may take, whole
+# matplotlib's warning for a character its fonts cannot draw (the figure shows a box instead)
+MISSING_GLYPH = re.compile(r"Glyph \d+ .*missing from (current )?font")
+# A message of the lab each notebook shows when it runs, in the kernel's language: a live view's
+# status line (lab/live.py), the check cells' verdict of a starter (lab/exercises.py), the header
+# of the check's report (lab/check/report.py).
+VERDICT = (
+    "{failed} of {total} case fails: keep going (a solution is in {solution})",
+    "{failed} of {total} cases fail: keep going (a solution is in {solution})",
+)
+SHOWN: dict[str, str | tuple[str, str]] = {
+    "00_start_here": "{n} events",
+    "01_inotify": VERDICT,
+    "02_hot_reload": VERDICT,
+    "03_heartbeat": VERDICT,
+    "04_check_any_server": "check",
+}
 
 
 @functools.cache
-def run(name: str, solved: bool = False):
-    """Each notebook is executed once per session (with its solutions: once more)."""
-    path = nbutil.NOTEBOOKS / f"{name}.ipynb"
+def run(name: str, solved: bool = False, lang: str = "en"):
+    """Each notebook of each edition is executed once per session (with its solutions: once more)."""
+    path = nbutil.NOTEBOOKS / ("" if lang == "en" else lang) / f"{name}.ipynb"
     return nbutil.execute(path, replace=nbutil.solution(name) if solved else None)
 
 
@@ -24,8 +46,8 @@ def test_there_are_notebooks():
     assert [p.name for p in PATHS][:2] == ["00_start_here.ipynb", "01_inotify.ipynb"]
 
 
-@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_committed_notebook_has_no_outputs(path):
+@pytest.mark.parametrize("lang, path", EDITIONS, ids=EDITION_IDS)
+def test_committed_notebook_has_no_outputs(lang, path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert not nbutil.load_strip()(nb), (
@@ -47,14 +69,19 @@ def test_strip_removes_outputs_and_keeps_tags():
 
 @pytest.mark.notebook
 @pytest.mark.timeout(BUDGET + 60)
-@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_notebook_runs_headless(path):
-    nb, seconds = run(path.stem)
+@pytest.mark.parametrize("lang, path", EDITIONS, ids=EDITION_IDS)
+def test_notebook_runs_headless(lang, path):
+    nb, seconds = run(path.stem, lang=lang)
     outs = nbutil.outputs(nb)
     assert not [o for o in outs if o.output_type == "error"]
-    assert "Traceback" not in nbutil.text(outs)
-    # every figure a notebook draws reaches a headless run as a PNG
+    text = nbutil.text(outs)
+    assert "Traceback" not in text
+    # every figure a notebook draws reaches a headless run as a PNG, every glyph of it drawn
     assert any("image/png" in o.get("data", {}) for o in outs), "no static figure in the outputs"
+    assert not MISSING_GLYPH.search(text), MISSING_GLYPH.search(text).group(0)
+    # the kernel speaks the edition's language (the folder decides: the code cells are the same)
+    marker = nbutil.shown(SHOWN[path.stem], lang)
+    assert marker in text + nbutil.widget_text(nb), f"{marker!r} not shown by a run of {path}"
     assert seconds < BUDGET, f"{path.name} took {seconds:.0f} s"
 
 
@@ -89,3 +116,9 @@ def test_exercises_are_checked_and_the_solutions_pass(name, checks):
     for check in checks:
         assert "cases fail" in nbutil.text(nbutil.outputs(starter, check))
         assert "✓ all" in nbutil.text(nbutil.outputs(solved, check))
+    # the translations run the same code: their check cells judge it, in their language
+    for lang in i18n.EDITIONS:
+        starter, _ = run(name, lang=lang)
+        for check in checks:
+            fail = nbutil.shown(SHOWN[name], lang)
+            assert fail in nbutil.text(nbutil.outputs(starter, check)), f"{lang}: {check} does not say {fail!r}"

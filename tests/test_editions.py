@@ -1,0 +1,173 @@
+"""The editions of the notebooks (English in notebooks/, Chinese in notebooks/zh/) stay one notebook:
+the same code cells, exercises and check cells; translated markdown; links that lead somewhere.
+``scripts/sync_editions.py`` copies the English code onto the translations; ``drift`` is its check."""
+
+from __future__ import annotations
+
+import copy
+import re
+import urllib.parse
+from pathlib import Path
+
+import nbformat
+import nbutil
+import pytest
+
+from lab.i18n import EDITIONS
+
+SYNC = nbutil.load_script("sync_editions")
+NAMES = [p.stem for p in nbutil.notebook_paths()]
+START = "00_start_here.ipynb"
+
+# The brief's measure of a Chinese notebook's markdown: CJK characters among the non-space ones.
+CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+LINK = re.compile(r"\]\(\s*<?([^)\s>]+)")  # [text](target), ![alt](target), [text](<target> "title")
+HTML_LINK = re.compile(r"""(?:href|src)\s*=\s*["']([^"']+)""")
+CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)  # code is shown, not followed
+SCHEME = re.compile(r"[a-z][a-z0-9+.-]*:", re.I)  # https:, mailto:...
+
+
+def cjk_ratio(markdown: str) -> float:
+    chars = [c for c in markdown if not c.isspace()]
+    return sum(bool(CJK.match(c)) for c in chars) / len(chars)
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    assert path.exists(), f"{path.relative_to(nbutil.ROOT)} is missing: translate notebooks/{path.name}"
+    return nbformat.read(path, as_version=4)
+
+
+def markdown(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+
+
+def relative_links(text: str) -> list[str]:
+    """The relative link targets of some markdown (file paths, without #anchors)."""
+    text = CODE.sub("", text)
+    targets = LINK.findall(text) + HTML_LINK.findall(text)
+    return [
+        urllib.parse.unquote(t.split("#")[0].split("?")[0]) for t in targets if not (SCHEME.match(t) or t[0] == "#")
+    ]
+
+
+@pytest.mark.parametrize("lang", EDITIONS)
+@pytest.mark.parametrize("name", NAMES)
+def test_each_edition_has_the_english_code_exercises_and_checks(name, lang):
+    english = read(nbutil.NOTEBOOKS / f"{name}.ipynb")
+    problems = SYNC.drift(english, read(nbutil.NOTEBOOKS / lang / f"{name}.ipynb"))
+    assert not problems, f"notebooks/{lang}/{name}.ipynb: {problems} (python scripts/sync_editions.py copies the code)"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_chinese_markdown_is_mostly_chinese(name):
+    ratio = cjk_ratio(markdown(read(nbutil.NOTEBOOKS / "zh" / f"{name}.ipynb")))
+    assert ratio >= 0.60, f"notebooks/zh/{name}.ipynb: {ratio:.2f} of its markdown characters are CJK (at least 0.60)"
+
+
+@pytest.mark.parametrize("lang", EDITIONS)
+def test_start_here_of_each_edition_links_to_the_other(lang):
+    assert f"{lang}/{START}" in relative_links(markdown(read(nbutil.NOTEBOOKS / START)))
+    assert f"../{START}" in relative_links(markdown(read(nbutil.NOTEBOOKS / lang / START)))
+
+
+@pytest.mark.parametrize("lang, path", nbutil.editions(), ids=[nbutil.edition_id(*e) for e in nbutil.editions()])
+def test_every_relative_link_leads_to_a_file(lang, path):
+    broken = [t for t in relative_links(markdown(read(path))) if not (path.parent / t).exists()]
+    assert not broken, f"{path.relative_to(nbutil.ROOT)} links to files that do not exist: {broken}"
+
+
+def test_links_are_found_in_markdown_and_html_but_not_in_code():
+    text = "[a](01_x.ipynb) ![p](../pic/a.png \"t\") <img src='b.png'> [w](https://x.org) [s](#top) `[c](no.md)`"
+    assert relative_links(text) == ["01_x.ipynb", "../pic/a.png", "b.png"]
+
+
+# --- the check catches drift (on in-memory copies of a notebook with exercises) ---------------
+
+
+@pytest.fixture
+def english() -> nbformat.NotebookNode:
+    return read(nbutil.NOTEBOOKS / "01_inotify.ipynb")
+
+
+def _code(nb: nbformat.NotebookNode, tag: str | None = None) -> list[nbformat.NotebookNode]:
+    return [c for c in SYNC.code_cells(nb) if tag is None or any(t.startswith(tag) for t in c.metadata.get("tags", []))]
+
+
+def test_a_copy_does_not_drift_and_its_markdown_is_its_own(english):
+    edition = copy.deepcopy(english)
+    for cell in edition.cells:
+        if cell.cell_type == "markdown":
+            cell.source = "热加载"
+    assert SYNC.drift(english, edition) == []
+
+
+@pytest.mark.parametrize("side", ["english", "edition"])
+def test_one_code_cell_changed_in_one_edition_alone_is_drift(english, side):
+    edition = copy.deepcopy(english)
+    changed = english if side == "english" else edition
+    _code(changed)[3].source += "\nprint('only here')"
+    assert SYNC.drift(english, edition) == ["code cell 4 differs from the English in its source"]
+
+
+def test_a_changed_tag_is_drift(english):
+    edition = copy.deepcopy(english)
+    _code(edition, "check-")[0].metadata["tags"] = ["optional"]
+    assert any("check cells" in p for p in SYNC.drift(english, edition))
+
+
+def test_a_missing_exercise_is_drift(english):
+    edition = copy.deepcopy(english)
+    edition.cells.remove(_code(edition, "exercise")[0])
+    problems = SYNC.drift(english, edition)
+    assert any("exercises" in p for p in problems) and any("code cells" in p for p in problems), problems
+
+
+def test_a_missing_check_cell_is_drift(english):
+    edition = copy.deepcopy(english)
+    edition.cells.remove(_code(edition, "check-")[-1])
+    problems = SYNC.drift(english, edition)
+    assert any("check cells" in p for p in problems) and any("code cells" in p for p in problems), problems
+
+
+# --- the script ------------------------------------------------------------------------------
+
+
+def _tree(tmp_path: Path, english: nbformat.NotebookNode, edition: nbformat.NotebookNode) -> Path:
+    (tmp_path / "notebooks" / "zh").mkdir(parents=True)
+    nbformat.write(english, tmp_path / "notebooks" / "01_inotify.ipynb")
+    nbformat.write(edition, tmp_path / "notebooks" / "zh" / "01_inotify.ipynb")
+    return tmp_path / "notebooks" / "zh" / "01_inotify.ipynb"
+
+
+def test_sync_copies_changed_code_and_keeps_the_markdown(tmp_path, english, capsys):
+    edition = copy.deepcopy(english)
+    edition.cells[0].source = "# 热加载"
+    _code(edition)[0].source = "print('stale')"
+    _code(edition)[1].metadata["tags"] = ["stale"]
+    target = _tree(tmp_path, english, edition)
+    assert SYNC.main(["--check"], root=tmp_path) == 1 and "code cell 1" in capsys.readouterr().err
+    assert SYNC.main([], root=tmp_path) == 0
+    synced = nbformat.read(target, as_version=4)
+    assert SYNC.drift(english, synced) == [] and synced.cells[0].source == "# 热加载"
+    assert SYNC.main(["--check"], root=tmp_path) == 0
+
+
+def test_sync_refuses_a_different_number_of_code_cells_and_leaves_the_file(tmp_path, english, capsys):
+    edition = copy.deepcopy(english)
+    edition.cells.remove(_code(edition)[-1])
+    target = _tree(tmp_path, english, edition)
+    before = target.read_bytes()
+    assert SYNC.main([], root=tmp_path) == 1
+    error = capsys.readouterr().err
+    assert len(error.splitlines()) == 1 and "code cells" in error, error
+    assert target.read_bytes() == before
+
+
+def test_sync_names_a_missing_or_broken_translation(tmp_path, english, capsys):
+    target = _tree(tmp_path, english, english)
+    target.write_text('{"cells": [')
+    assert SYNC.main([], root=tmp_path) == 1 and target.read_text() == '{"cells": ['
+    assert capsys.readouterr().err.startswith("notebooks/zh/01_inotify.ipynb: cannot read it: ")
+    target.unlink()
+    assert SYNC.main(["--check"], root=tmp_path) == 1
+    assert "notebooks/zh/01_inotify.ipynb: missing" in capsys.readouterr().err
