@@ -25,7 +25,7 @@ from typing import Any, Self
 
 from lab.errors import LabError
 from lab.events import Event, EventTail, Kind, matches
-from lab.i18n import _
+from lab.i18n import _, language
 
 # Run in the new process before it becomes the server: die with the parent, then exec.
 _DIE_WITH_PARENT = """\
@@ -120,7 +120,9 @@ class ServerProcess:
         return self
 
     def spawn(self, **popen: Any) -> subprocess.Popen:
+        """Start the process; it speaks the language of this one (``LAB_LANG``), unless ``env`` says."""
         argv = self.argv
+        popen.setdefault("env", {**os.environ, "LAB_LANG": language()})
         if self.die_with_parent:
             argv = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
         out = open(self.output_path, "ab") if self.output_path is not None else subprocess.DEVNULL

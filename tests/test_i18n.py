@@ -20,6 +20,7 @@ import nbformat
 import pytest
 
 from lab import i18n
+from lab.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]")
@@ -375,3 +376,17 @@ def test_a_fresh_process_in_chinese_draws_every_figure_without_a_missing_glyph(t
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list(tmp_path.glob("*.png"))) == len(figures.BENCHMARKS)
+
+
+def test_a_server_started_from_a_chinese_kernel_speaks_chinese(tmp_path, chinese):
+    # a zh notebook's kernel is Chinese by its folder; the servers it starts run in scratch folders
+    out = tmp_path / "out.txt"
+    probe = ServerProcess(
+        [sys.executable, "-c", "from lab.i18n import language; print(language())"],
+        tmp_path / "events.jsonl",
+        cwd=tmp_path,
+        output=out,
+        merge_stdout=True,
+    )
+    assert probe.spawn().wait(30) == 0
+    assert out.read_text().strip() == "zh"

@@ -86,6 +86,13 @@ def test_notebook_runs_headless(lang, path):
 
 
 @pytest.mark.notebook
+def test_the_live_watcher_holds_a_save_until_its_file_is_closed():
+    # notebook 01's live view: three saves, each written in five chunks with the file open
+    nb, _ = run("01_inotify")
+    assert "15 writes -> 3 reported changes" in nbutil.text(nbutil.outputs(nb))
+
+
+@pytest.mark.notebook
 def test_start_here_runs_in_the_venv_kernel():
     nb, _ = run("00_start_here")
     assert f"at {sys.executable}" in nbutil.text(nbutil.outputs(nb))
