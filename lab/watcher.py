@@ -219,8 +219,8 @@ class Watcher:
 
     def timeout(self, now: float | None = None) -> float | None:
         """Seconds until ``poll`` may return a batch, or 0 while raw records wait to be
-        interpreted or set-up's files to be signed (call ``poll`` again soon, after other
-        work); None when nothing is pending."""
+        interpreted or set-up's files to be put in the snapshot and signed (call ``poll`` again
+        soon, after other work); None when nothing is pending."""
         if (self._unsigned or self._listed) and not self._backlog:
             return 0.0
         return self._interp.timeout(self._clock() if now is None else now, self._backlog)
