@@ -76,14 +76,26 @@ class NameFilter:
         return f"not a watched type {self.types}"
 
 
+# Characters that make a pattern a wildcard one; as its first or last character, one that may
+# match something else (``]`` ends a class such as ``[ab]``, ``[`` may be literal: both count).
+_WILD = "*?[]"
+
+
 def _name_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    """name -> ignored? Plain names are a set lookup; only wildcard patterns need the regex."""
-    plain = frozenset(p for p in patterns if not any(c in p for c in "*?["))
+    """name -> ignored? Plain names are a set lookup. The wildcard patterns' regex costs most
+    per name, so it is tried only on names that could match one: a pattern ending in a literal
+    character matches only names ending in it; one ending in a wildcard but starting with a
+    literal, only names starting with it (most names, such as ``m.py``, pass neither test)."""
+    plain = frozenset(p for p in patterns if not any(c in p for c in _WILD))
     wild = [p for p in patterns if p not in plain]
     if not wild:
         return plain.__contains__
     match = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in wild)).match
-    return lambda name: name in plain or match(name) is not None
+    if any(p[0] in _WILD and p[-1] in _WILD for p in wild):  # no test tells: ask the regex
+        return lambda name: name in plain or match(name) is not None
+    tails = frozenset(p[-1] for p in wild if p[-1] not in _WILD)
+    heads = frozenset(p[0] for p in wild if p[-1] in _WILD)
+    return lambda name: name in plain or (name[-1:] in tails or name[:1] in heads) and match(name) is not None
 
 
 def _check_types(types: Iterable[str] | None) -> tuple[str, ...] | None:

@@ -119,6 +119,17 @@ class WatchIndex:
                 paths[path] = None
         self.files[path] = sig
 
+    def remember_unsigned(self, directory: str, paths: list[str]) -> None:
+        """The files ``paths``, listed in ``directory``, are known from now on, to be signed
+        later (set-up lists tens of thousands: one call per directory, not per file)."""
+        listed = dict.fromkeys(paths)
+        known = self.dir_files.get(directory)
+        if known is None:
+            self.dir_files[directory] = listed
+        else:
+            known.update(listed)
+        self.files.update(dict.fromkeys(paths, UNSIGNED))
+
     def sign(self, path: str, sig: Signature) -> None:
         """The signature of a file known UNSIGNED; nothing if it was signed or forgotten since
         (a batch signs what it reports, a later state than this one may be)."""

@@ -19,9 +19,10 @@ What the tutorial's class misses and this one does:
   the snapshot and the pending batch are indexed by directory, so the work is linear;
 - ``IN_Q_OVERFLOW`` (events lost) is answered by a rescan against a snapshot of
   ``path -> (inode, size, mtime_ns)`` and a ``Change(kind="rescan")`` that says so. Set-up only
-  lists files; their signatures are taken by the first polls, ``SIGNS_PER_POLL`` at a time (a
-  change after the watch is in place has its record, so a later signature loses nothing; one
-  taken while records may already be lost is withdrawn, and the rescan reports that file);
+  watches and lists; the first poll puts the listing in the snapshot (before it interprets a
+  record) and the first polls take the signatures, ``SIGNS_PER_POLL`` at a time (a change
+  after the watch is in place has its record, so a later signature loses nothing; one taken
+  while records may already be lost is withdrawn, and the rescan reports that file);
 - the file type is the real suffix (``a.b.py`` is ``.py``); editor swap/backup files and
   directories such as ``.git`` are ignored by name, and ignored directories get no watch at all;
 - the kernel's limits are read at run time; running out of watches is a clear ``LabError``.
@@ -38,6 +39,7 @@ import math
 import os
 import select
 import stat
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -47,7 +49,7 @@ from inotify_simple import Event, INotify, parse_events
 from lab.debounce import DEFAULT_DEBOUNCE, Change
 from lab.errors import LabError
 from lab.watch_filter import DEFAULT_IGNORE, NameFilter
-from lab.watch_index import UNSIGNED, Signature
+from lab.watch_index import Signature
 from lab.watch_interpreter import Action, Interpreter, Mask, Scan, Unwatch
 
 __all__ = ["DEFAULT_IGNORE", "RECORDS_PER_POLL", "Change", "Watcher", "inotify_limits"]
@@ -76,10 +78,11 @@ RECORDS_PER_POLL = 4096
 # At most this many set-up files are signed (stat) per poll, once nothing else is to be done.
 SIGNS_PER_POLL = 2048
 
-# inotify_add_watch called directly (bytes in, int out): set-up makes one call per directory.
+# inotify_add_watch called directly (fd, bytes path, mask -> wd): set-up makes one call per
+# directory. No argtypes: ctypes' own conversion of int and bytes costs half as much per call,
+# and DIR_MASK (a plain int) fits in a C int.
 _libc = ctypes.CDLL(None, use_errno=True)
 _inotify_add_watch = _libc.inotify_add_watch
-_inotify_add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
 _inotify_add_watch.restype = ctypes.c_int
 
 
@@ -159,6 +162,9 @@ class Watcher:
         self.problems: deque[tuple[str, str]] = self._interp.problems
         self._records: deque[Event] = deque()  # read, not yet interpreted (see RECORDS_PER_POLL)
         self._backlog = False  # the last poll stopped at RECORDS_PER_POLL: more may be readable
+        # Set-up's listing, (directory, files): the first poll puts it in the snapshot, before
+        # it interprets any record, so every record still meets the snapshot of set-up's time.
+        self._listed: list[tuple[str, list[str]]] = []
         self._unsigned: list[str] = []  # files found at set-up, to sign (stat) in later polls
         # Signatures taken since the kernel's queue was last seen empty: should that read find
         # IN_Q_OVERFLOW, they may include changes whose records were lost, and are withdrawn.
@@ -186,6 +192,7 @@ class Watcher:
     @property
     def watched_files(self) -> int:
         """Files of the watched types known now (the tutorial's ``getWatchedFileCount``)."""
+        self._index_listed()
         return len(self._index.files)
 
     @property
@@ -202,6 +209,7 @@ class Watcher:
         if self.closed:
             raise LabError("the watcher is closed; create a new Watcher")
         now = self._clock() if now is None else now
+        self._index_listed()
         self._backlog = not self._read(now)
         if self._unsigned and not self._backlog and not self._interp.due(now, False):
             self._sign_some()
@@ -211,9 +219,9 @@ class Watcher:
 
     def timeout(self, now: float | None = None) -> float | None:
         """Seconds until ``poll`` may return a batch, or 0 while raw records wait to be
-        interpreted or set-up's files to be signed (call ``poll`` again soon, after other
-        work); None when nothing is pending."""
-        if self._unsigned and not self._backlog:
+        interpreted or set-up's files to be put in the snapshot and signed (call ``poll`` again
+        soon, after other work); None when nothing is pending."""
+        if (self._unsigned or self._listed) and not self._backlog:
             return 0.0
         return self._interp.timeout(self._clock() if now is None else now, self._backlog)
 
@@ -272,12 +280,10 @@ class Watcher:
                 gc.enable()
 
     def _setup_walk(self) -> None:
-        remember, unsigned = self._index.remember, self._unsigned
+        listed = self._listed
 
-        def found(directory: str, entry: os.DirEntry) -> None:
-            path = entry.path
-            remember(path, UNSIGNED, directory)
-            unsigned.append(path)
+        def found(directory: str, paths: list[str]) -> None:
+            listed.append((directory, paths))
 
         for root in self._dir_roots:
             try:
@@ -294,7 +300,7 @@ class Watcher:
             except OSError as exc:
                 raise LabError(f"{path}: cannot watch it: {exc.strerror}") from None
             try:
-                remember(path, _signature_of(path))
+                self._index.remember(path, _signature_of(path))
             except OSError:
                 pass
 
@@ -305,18 +311,19 @@ class Watcher:
             return  # inside a watched tree already
         self._index.add_only(self._add_watch(directory), name)
 
-    def _walk(self, top: str, found: Callable[[str, os.DirEntry], None], strict: bool = False) -> int:
+    def _walk(self, top: str, found: Callable[[str, list[str]], None], strict: bool = False) -> int:
         """Watches ``top`` and every directory below it that is not ignored, and calls
-        ``found(directory, entry)`` for each wanted file. Watch first, then list: whatever is
-        created in a directory after its listing is reported by its watch. Returns how many
-        directories it watched. (The hot loop of set-up: names are bound to locals.)"""
-        names, fd, fsencode, index_add = self._names, self._fd, os.fsencode, self._index.add
+        ``found(directory, paths)`` with each directory's wanted files. Watch first, then list:
+        whatever is created in a directory after its listing is reported by its watch. Returns
+        how many directories it watched. (The hot loop of set-up: names are bound to locals.)"""
+        names, fd, index_add = self._names, self._fd, self._index.add
         ignored, types, explicit = names.ignored, names.types, names.explicit
+        encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
         stack, count = [(top, os.path.dirname(top))], 0
         while stack:
             directory, parent = stack.pop()
             try:  # self._add_watch, inlined: one Python call less per directory
-                wd = _inotify_add_watch(fd, fsencode(directory), DIR_MASK)
+                wd = _inotify_add_watch(fd, directory.encode(encoding, errors), DIR_MASK)
                 if wd < 0:
                     raise _add_watch_error(directory)
                 index_add(wd, directory, parent)
@@ -331,6 +338,7 @@ class Watcher:
                 self._interp.problem("unwatched", f"not watched: {directory}: {exc.strerror}")
                 continue
             count += 1
+            files = []
             with entries:
                 for entry in entries:
                     name = entry.name
@@ -349,7 +357,9 @@ class Watcher:
                         or explicit
                         and entry.path in explicit
                     ):
-                        found(directory, entry)
+                        files.append(entry.path)
+            if files:
+                found(directory, files)
         return count
 
     def _add_watch(self, directory: str, parent: str | None = None) -> int:
@@ -399,8 +409,9 @@ class Watcher:
         """A new directory: watch and list it; its files have appeared."""
         appeared, why = self._interp.appeared, scan.why
 
-        def found(directory: str, entry: os.DirEntry) -> None:
-            appeared(entry.path, now, why)
+        def found(directory: str, paths: list[str]) -> None:
+            for path in paths:
+                appeared(path, now, why)
 
         try:
             self._walk(scan.path, found)
@@ -428,10 +439,12 @@ class Watcher:
         old_wds, held = self._interp.lose_all()
         current: dict[str, Signature] = {}
 
-        def found(directory: str, entry: os.DirEntry) -> None:
-            sig = _signature(entry)
-            if sig is not None:
-                current[entry.path] = sig
+        def found(directory: str, paths: list[str]) -> None:
+            for path in paths:
+                try:
+                    current[path] = _signature_of(path)
+                except OSError:
+                    continue  # gone again: its record follows
 
         dirs = 0
         try:
@@ -464,6 +477,16 @@ class Watcher:
                 except OSError:
                     index.forget_file(change.path)  # gone again: its record follows
         return changes
+
+    def _index_listed(self) -> None:
+        """Set-up's listing into the snapshot, unsigned (see ``_listed``)."""
+        if not self._listed:
+            return
+        remember, unsigned = self._index.remember_unsigned, self._unsigned
+        for directory, paths in self._listed:
+            remember(directory, paths)
+            unsigned.extend(paths)
+        self._listed = []
 
     def _sign_some(self) -> None:
         """Signs up to SIGNS_PER_POLL of set-up's files (a file gone meanwhile stays UNSIGNED:
@@ -531,14 +554,6 @@ def _add_watch_error(directory: str) -> Exception:
     if code in (errno.ENOENT, errno.ENOTDIR):
         return FileNotFoundError(code, os.strerror(code), directory)
     return OSError(code, os.strerror(code), directory)
-
-
-def _signature(entry: os.DirEntry) -> Signature | None:
-    try:
-        st = entry.stat(follow_symlinks=False)
-    except OSError:
-        return None
-    return hash((st.st_ino, st.st_size, st.st_mtime_ns))
 
 
 def _signature_of(path: str) -> Signature:

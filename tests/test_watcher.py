@@ -344,7 +344,7 @@ def test_forgetting_a_deleted_file_is_not_a_search_of_its_directory(tmp_path: Pa
     """The snapshot's index by directory is a hash table: with a list, each deletion searched
     it (40,000 files deleted from one directory took 5 s of CPU, 200,000 blocked a server)."""
     paths = _files(tmp_path / "many", 200)
-    with Watcher(tmp_path, clock=clock) as w:
+    with signed(Watcher(tmp_path, clock=clock)) as w:  # set-up's listing is in the snapshot
         index = w._index.dir_files[str(tmp_path / "many")]
         assert isinstance(index, dict)  # path -> None: O(1) to forget, insertion-ordered
         listed = list(index)
