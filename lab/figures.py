@@ -699,22 +699,14 @@ def bench_connections(data: dict[str, Any]) -> Figure:
     ax.set_yscale("log")  # the few late ones show
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    connections = runs[0]["holding"]["connections"] if runs else 0
-    processes = runs[0]["holding"]["server_processes"] if runs else "?"
-    ax.text(
-        0.99,
-        0.80,
-        _f("{n:,} held, idle {idle:g} s, all {processes} server processes:").format(
-            n=connections, idle=settings["hold_idle"], processes=processes
-        )
-        + "\n"
-        + "\n".join(held),
-        transform=ax.transAxes,
-        ha="right",
-        va="top",
-        fontsize=9,
-        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
+    connections, processes = (
+        (runs[0]["holding"]["connections"], runs[0]["holding"]["server_processes"]) if runs else (0, "?")
     )
+    heading = _f("{n:,} held, idle {idle:g} s, all {processes} server processes:").format(
+        n=connections, idle=settings["hold_idle"], processes=processes
+    )
+    box = {"boxstyle": "round", "facecolor": "white", "alpha": 0.9}
+    ax.text(0.99, 0.80, "\n".join([heading, *held]), transform=ax.transAxes, ha="right", va="top", fontsize=9, bbox=box)
     ax.legend(loc="lower left", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(

@@ -43,6 +43,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from inotify_simple import Event, INotify, parse_events
 
@@ -312,55 +313,8 @@ class Watcher:
         self._index.add_only(self._add_watch(directory), name)
 
     def _walk(self, top: str, found: Callable[[str, list[str]], None], strict: bool = False) -> int:
-        """Watches ``top`` and every directory below it that is not ignored, and calls
-        ``found(directory, paths)`` with each directory's wanted files. Watch first, then list:
-        whatever is created in a directory after its listing is reported by its watch. Returns
-        how many directories it watched. (The hot loop of set-up: names are bound to locals.)"""
-        names, fd, index_add = self._names, self._fd, self._index.add
-        ignored, types, explicit = names.ignored, names.types, names.explicit
-        encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-        stack, count = [(top, os.path.dirname(top))], 0
-        while stack:
-            directory, parent = stack.pop()
-            try:  # self._add_watch, inlined: one Python call less per directory
-                wd = _inotify_add_watch(fd, directory.encode(encoding, errors), DIR_MASK)
-                if wd < 0:
-                    raise _add_watch_error(directory)
-                index_add(wd, directory, parent)
-                entries = os.scandir(directory)
-            except FileNotFoundError:
-                if strict and directory == top:
-                    raise LabError(f"{directory}: no such directory") from None
-                continue  # gone again: its IN_DELETE follows
-            except OSError as exc:  # unreadable, replaced by a file, ...: say so, go on
-                if strict and directory == top:
-                    raise
-                self._interp.problem("unwatched", f"not watched: {directory}: {exc.strerror}")
-                continue
-            count += 1
-            files = []
-            with entries:
-                for entry in entries:
-                    name = entry.name
-                    if ignored(name):
-                        continue
-                    try:
-                        is_dir = entry.is_dir(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if is_dir:
-                        stack.append((entry.path, directory))
-                    elif (
-                        types is None
-                        or name.endswith(types)
-                        and name not in types  # is_type
-                        or explicit
-                        and entry.path in explicit
-                    ):
-                        files.append(entry.path)
-            if files:
-                found(directory, files)
-        return count
+        """``walk_tree`` with this watcher's fd, names and index."""
+        return walk_tree(self._fd, self._names, self._index.add, self._interp.problem, top, found, strict)
 
     def _add_watch(self, directory: str, parent: str | None = None) -> int:
         wd = _inotify_add_watch(self._fd, os.fsencode(directory), DIR_MASK)
@@ -499,6 +453,66 @@ class Watcher:
             except OSError:
                 continue
             suspects.append(path)
+
+
+def walk_tree(
+    fd: int,
+    names: NameFilter,
+    index_add: Callable[[int, str, str | None], Any],
+    problem: Callable[[str, str], Any],
+    top: str,
+    found: Callable[[str, list[str]], None],
+    strict: bool = False,
+) -> int:
+    """Watches ``top`` and every directory below it that is not ignored (on inotify ``fd``, each
+    watch given to ``index_add``), and calls ``found(directory, paths)`` with each directory's
+    wanted files; an unreadable directory is a ``problem``. Watch first, then list: whatever is
+    created in a directory after its listing is reported by its watch. Returns how many
+    directories it watched. (The hot loop of set-up: names are bound to locals.)"""
+    ignored, types, explicit = names.ignored, names.types, names.explicit
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    stack, count = [(top, os.path.dirname(top))], 0
+    while stack:
+        directory, parent = stack.pop()
+        try:  # Watcher._add_watch, inlined: one Python call less per directory
+            wd = _inotify_add_watch(fd, directory.encode(encoding, errors), DIR_MASK)
+            if wd < 0:
+                raise _add_watch_error(directory)
+            index_add(wd, directory, parent)
+            entries = os.scandir(directory)
+        except FileNotFoundError:
+            if strict and directory == top:
+                raise LabError(f"{directory}: no such directory") from None
+            continue  # gone again: its IN_DELETE follows
+        except OSError as exc:  # unreadable, replaced by a file, ...: say so, go on
+            if strict and directory == top:
+                raise
+            problem("unwatched", f"not watched: {directory}: {exc.strerror}")
+            continue
+        count += 1
+        files = []
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if ignored(name):
+                    continue
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if is_dir:
+                    stack.append((entry.path, directory))
+                elif (
+                    types is None
+                    or name.endswith(types)
+                    and name not in types  # is_type
+                    or explicit
+                    and entry.path in explicit
+                ):
+                    files.append(entry.path)
+        if files:
+            found(directory, files)
+    return count
 
 
 def _open_inotify(limits: dict[str, int]) -> INotify:
