@@ -41,6 +41,7 @@ from lab.gate import AcceptGate
 from lab.pidfile import PidFile
 from lab.preload import Preloaded, preload
 from lab.reactor import Reactor
+from lab.standby import Standbys
 from lab.supervisor import Supervisor, summarize_traceback
 from lab.upgrade import Predecessor, Upgrade
 from lab.watching import Watching
@@ -190,6 +191,7 @@ class Master:
         self.watching: Watching | None = None
         self.supervisor: Supervisor | None = None
         self.workers: dict[int, WorkerProcess] = {}  # by pid, until reaped
+        self.standbys: Standbys | None = None  # forked ahead of the next reload (lab/standby.py)
         self.gate: AcceptGate | None = None
         self._gate_due = False  # a drain was sent: pass the gate before the next ``go``
         self._behind_gate: list[Action] = []  # ``go`` (or "drained") waiting for the gate, in order
@@ -243,6 +245,7 @@ class Master:
                 first_generation=predecessor.generation if predecessor else 1,
                 successor=predecessor is not None,
             )
+            self.standbys = Standbys(config.workers, self.reactor, self._fork_standbys, self.supervisor.quiet)
             self.upgrade.attach(self.reactor, self.events, self.supervisor, self._do, self.listener, self.pidfile)
             if config.watch:
                 self.watching = Watching(
@@ -318,15 +321,18 @@ class Master:
         return f"the app {self.config.target!r} failed to start: {self.supervisor.failed_start}"
 
     def _cleanup(self) -> None:
-        for w in list(self.workers.values()):
+        standbys = self.standbys.idle if self.standbys is not None else []
+        children = [*self.workers.values(), *standbys]
+        for w in children:
             _kill_group(w.pid)
-        for w in list(self.workers.values()):
+        for w in children:
             try:
                 os.waitpid(w.pid, 0)
             except ChildProcessError:
                 pass
             w.channel.close()
         self.workers.clear()
+        standbys.clear()
         _kill_orphans(keep={self.upgrade.successor})
         if self.watching is not None:
             self.watching.close()
@@ -425,16 +431,33 @@ class Master:
     # --- workers -------------------------------------------------------------------------------------
 
     def _spawn(self, generation: int, indexes: tuple[int, ...]) -> None:
-        _collect_garbage()
+        """Workers for these slots: standbys told to start, else forked now."""
+        if len(self.standbys.idle) < len(indexes):
+            _collect_garbage()
         for index in indexes:
             try:
-                pid = self._fork(generation, index)
+                w = self.standbys.take(generation, index) or self._fork(generation, index)
             except OSError as exc:
                 self._do(self.supervisor.fork_failed(generation, index, str(exc)))
                 return
-            self._do(self.supervisor.spawned(pid, generation, index))
+            self.workers[w.pid] = w
+            self.reactor.add_reader(w.channel.fileno(), self._on_channel, w)
+            self._do(self.supervisor.spawned(w.pid, generation, index))
+        self.standbys.refill_later()
 
-    def _fork(self, generation: int, index: int) -> int:
+    def _fork_standbys(self, count: int) -> list[WorkerProcess]:
+        """``count`` standbys (fewer if a fork fails: a ``Spawn`` forks then, and says why)."""
+        _collect_garbage()
+        forked = []
+        for _ in range(count):
+            try:
+                forked.append(self._fork(None, None))
+            except OSError:
+                break
+        return forked
+
+    def _fork(self, generation: int | None, index: int | None) -> WorkerProcess:
+        """A worker of that generation, or (None) a standby."""
         parent_end, child_end = socket.socketpair()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the child would print the parent's buffered text again
@@ -477,10 +500,7 @@ class Master:
             pass  # it has already exited (SIGCHLD tells)
         child_end.close()
         parent_end.setblocking(False)
-        w = WorkerProcess(pid, parent_end)
-        self.workers[pid] = w
-        self.reactor.add_reader(parent_end.fileno(), self._on_channel, w)
-        return pid
+        return WorkerProcess(pid, parent_end)
 
     def _become_worker(self) -> None:
         """In the child: drop the master's handlers, loop, watcher and channels (never unregister)."""
@@ -491,7 +511,7 @@ class Master:
         if self.watching is not None:
             self.watching.close()
             self.watching = None
-        for w in self.workers.values():
+        for w in [*self.workers.values(), *self.standbys.idle]:
             w.channel.close()
         self.events.close()
 
@@ -538,13 +558,13 @@ class Master:
                 return
             if info is None:
                 return
-            if info.si_pid in self.workers:
+            if info.si_pid in self.workers or info.si_pid in self.standbys.pids():
                 _kill_group(info.si_pid)
             try:
                 pid, status = os.waitpid(info.si_pid, 0)
             except ChildProcessError:
                 continue
-            if self.upgrade.reaped(pid, _describe_exit(status)):
+            if self.upgrade.reaped(pid, _describe_exit(status)) or self.standbys.reaped(pid):
                 continue
             w = self.workers.pop(pid, None)  # first: its pid is free for reuse, never to be killed
             if w is not None:

@@ -98,8 +98,8 @@ class WorkerSpec:
     """What the master hands a freshly forked worker."""
 
     config: Config
-    generation: int
-    index: int
+    generation: int | None  # None: a standby, told its generation and index later
+    index: int | None
     listener: socket.socket
     channel: socket.socket  # this worker's end of its socketpair with the master
     gate: AcceptGate  # the master's handle, inherited (the worker opens its own)
@@ -587,7 +587,8 @@ def _die_with_master(master_pid: int) -> None:
 
 
 def run(spec: WorkerSpec) -> int:
-    """The worker's main; returns its exit code (the caller ends the process with ``os._exit``)."""
+    """The worker's main; returns its exit code (the caller ends the process with ``os._exit``).
+    A standby (``spec.generation`` None) waits for its ``start`` before it imports the app."""
     _die_with_master(spec.master_pid)
     # A process group of its own (the master sets it too, whichever runs first): what the app
     # forks is in it, and the master kills the group when this worker leaves.
@@ -614,13 +615,61 @@ def run(spec: WorkerSpec) -> int:
     for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN):
         signal.signal(ignored, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, spec.sigmask)
+    if spec.generation is None and not _await_start(spec, reactor, channel, events):
+        return 0
     events.emit(Kind.WORKER_START, generation=spec.generation, index=spec.index)
+    server = _start_app(spec, reactor, channel, events, conn_events, gate)
+    if server is None:
+        return 1
+    reactor.add_reader(channel.fileno(), server.take_orders)
+    if config.worker_timeout is not None:
+        # The liveness signal is sent from the loop: a loop stuck in app code falls silent.
+        reactor.call_every(config.worker_timeout / 4, lambda: channel.tell(alive=True))
+    events.emit(Kind.WORKER_READY, generation=spec.generation, index=spec.index)
+    channel.tell(ready=True)
+    reactor.run()
+    return 0
 
+
+def _await_start(spec: WorkerSpec, reactor: Reactor, channel: Channel, events: EventSink) -> bool:
+    """A standby (lab/standby.py), set up ahead of a reload, waits for ``start GENERATION INDEX``
+    (then in ``spec``) before it imports anything of the app; False if stopped first (SIGTERM, or
+    the master gone)."""
+    events.emit(Kind.WORKER_STANDBY)
+    use_fresh_imports()  # the app's loader, as ``load_app`` would install it: no import of the app
+    spec.channel.setblocking(False)
+
+    def take_order() -> None:
+        orders = channel.read()
+        for order in orders or ():
+            word, _, numbers = order.partition(b" ")
+            if word == b"start":
+                spec.generation, spec.index = (int(n) for n in numbers.split())
+        if orders is None or spec.generation is not None:
+            reactor.stop()
+
+    reactor.add_reader(channel.fileno(), take_order)
+    reactor.run()
+    reactor.remove_reader(channel.fileno())
+    spec.channel.setblocking(True)  # as in a fresh worker: a long traceback waits for room
+    return spec.generation is not None
+
+
+def _start_app(
+    spec: WorkerSpec,
+    reactor: Reactor,
+    channel: Channel,
+    events: EventSink,
+    conn_events: EventSink | None,
+    gate: AcceptGate,
+) -> Server | None:
+    """Import the app and run its ``on_start``; None once the failure is told to the master."""
+    config = spec.config
     try:
         app = load_app(config.target, config.app_dir)
     except BaseException as exc:
         channel.tell(failed=f"LabError: {exc}\n" if isinstance(exc, LabError) else app_traceback())
-        return 1
+        return None
 
     spec.channel.setblocking(False)
     server = Server(reactor, spec.listener, app, config, spec.generation, events, conn_events, channel, gate)
@@ -630,12 +679,5 @@ def run(spec: WorkerSpec) -> int:
             on_start(server)
         except BaseException:  # sys.exit() too: reported as the generation's failure
             channel.tell(failed=app_traceback())
-            return 1
-    reactor.add_reader(channel.fileno(), server.take_orders)
-    if config.worker_timeout is not None:
-        # The liveness signal is sent from the loop: a loop stuck in app code falls silent.
-        reactor.call_every(config.worker_timeout / 4, lambda: channel.tell(alive=True))
-    events.emit(Kind.WORKER_READY, generation=spec.generation, index=spec.index)
-    channel.tell(ready=True)
-    reactor.run()
-    return 0
+            return None
+    return server
