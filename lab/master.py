@@ -343,6 +343,8 @@ class Master:
         self.listener.close()
         if self.gate is not None:
             self.gate.close()
+        if self.standbys is not None:
+            self.standbys.latch.close()
         if self.events is not None:
             if self._started:  # a start-up error says its one line, without a log of a stop
                 upgraded = {"upgraded_to": self.upgrade.successor} if self.upgrade.handed_over else {}
@@ -431,19 +433,26 @@ class Master:
     # --- workers -------------------------------------------------------------------------------------
 
     def _spawn(self, generation: int, indexes: tuple[int, ...]) -> None:
-        """Workers for these slots: standbys told to start, else forked now."""
-        if len(self.standbys.idle) < len(indexes):
+        """Workers for these slots: standbys told to start (all at once), the rest forked now."""
+        started = self.standbys.start(generation, indexes)
+        for index, w in started.items():
+            self._spawned(w, generation, index)
+        missing = [index for index in indexes if index not in started]
+        if missing:
             _collect_garbage()
-        for index in indexes:
+        for index in missing:
             try:
-                w = self.standbys.take(generation, index) or self._fork(generation, index)
+                w = self._fork(generation, index)
             except OSError as exc:
                 self._do(self.supervisor.fork_failed(generation, index, str(exc)))
                 return
-            self.workers[w.pid] = w
-            self.reactor.add_reader(w.channel.fileno(), self._on_channel, w)
-            self._do(self.supervisor.spawned(w.pid, generation, index))
+            self._spawned(w, generation, index)
         self.standbys.refill_later()
+
+    def _spawned(self, w: WorkerProcess, generation: int, index: int) -> None:
+        self.workers[w.pid] = w
+        self.reactor.add_reader(w.channel.fileno(), self._on_channel, w)
+        self._do(self.supervisor.spawned(w.pid, generation, index))
 
     def _fork_standbys(self, count: int) -> list[WorkerProcess]:
         """``count`` standbys (fewer if a fork fails: a ``Spawn`` forks then, and says why)."""
@@ -487,6 +496,7 @@ class Master:
                         os.getppid(),
                         mask,
                         self.echo,
+                        self.standbys.latch,
                     )
                 )
             except BaseException:

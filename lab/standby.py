@@ -6,7 +6,13 @@ milliseconds each on an idle machine, and many more on a busy one, one worker af
 standby is such a worker made in advance, while nothing else is under way: set up, it waits on its
 channel and has imported nothing of the app. A ``Spawn`` takes a standby (``start GENERATION
 INDEX``) before it forks: the standby imports the app then, so it loads the code on disk at that
-moment, as a worker forked then would. Every worker of a generation starts its import at once.
+moment, as a worker forked then would.
+
+Every standby of a generation starts at once: each waits first for a shared lock on a latch (an
+unnamed file, like the accept gate of lab/gate.py) that the master holds exclusive while they are
+idle. The master writes every ``start`` order, then releases the latch, which wakes them all in one
+system call. Woken one by one through their channels, the first would often run (its whole import)
+before the master, preempted on a busy machine, had told the second.
 
 The master forks one standby per worker slot ``STANDBY_AFTER`` s after it took some, once no reload
 waits for its ``go`` (``Supervisor.quiet``): the forks never compete with a reload for the CPU. A
@@ -19,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from lab.gate import AcceptGate
 from lab.reactor import Reactor
 from lab.timers import TimerHandle
 
@@ -43,19 +50,25 @@ class Standbys:
         self.fork = fork
         self.quiet = quiet  # no reload, upgrade or stop under way: forks take nothing from them
         self.idle: list[WorkerProcess] = []
+        self.latch = AcceptGate.create()  # held by the master while standbys wait: see the module doc
         self._timer: TimerHandle | None = None
 
-    def take(self, generation: int, index: int) -> WorkerProcess | None:
-        """A standby told to start as worker ``index`` of ``generation``; None if none is left."""
-        while self.idle:
-            w = self.idle.pop(0)
-            try:
-                w.channel.send(f"start {generation} {index}\n".encode())
-            except OSError:  # it died (its exit is reaped like any child's): the next one
-                w.channel.close()
-                continue
-            return w
-        return None
+    def start(self, generation: int, indexes: tuple[int, ...]) -> dict[int, WorkerProcess]:
+        """Standbys told to start as these workers of ``generation``, by index (as many as there
+        are), then let go all at once."""
+        started: dict[int, WorkerProcess] = {}
+        for index in indexes:
+            while self.idle and index not in started:
+                w = self.idle.pop(0)
+                try:
+                    w.channel.send(f"start {generation} {index}\n".encode())
+                except OSError:  # it died (its exit is reaped like any child's): the next one
+                    w.channel.close()
+                    continue
+                started[index] = w
+        if started:
+            self.latch.leave()  # those not told wait on their channel instead
+        return started
 
     def refill_later(self) -> None:
         """Make up for those taken, STANDBY_AFTER s from now (or later, once things are quiet)."""
@@ -67,8 +80,12 @@ class Standbys:
         if not self.quiet():
             self.refill_later()
             return
-        if len(self.idle) < self.size:
-            self.idle += self.fork(self.size - len(self.idle))
+        if len(self.idle) >= self.size:
+            return
+        if not self.latch.hold():  # a standby let go last time is passing it this instant
+            self.refill_later()
+            return
+        self.idle += self.fork(self.size - len(self.idle))
 
     def reaped(self, pid: int) -> bool:
         """True if ``pid`` was a standby (now forgotten)."""

@@ -106,6 +106,7 @@ class WorkerSpec:
     master_pid: int
     sigmask: set[int]  # the signal mask to restore once handlers are in place
     echo: TextIO | None  # where readable log lines go (the master's choice)
+    latch: AcceptGate  # the standbys' latch (lab/standby.py), the master's handle, inherited
 
 
 class Connection:
@@ -617,6 +618,7 @@ def run(spec: WorkerSpec) -> int:
     signal.pthread_sigmask(signal.SIG_SETMASK, spec.sigmask)
     if spec.generation is None and not _await_start(spec, reactor, channel, events):
         return 0
+    spec.latch.close()
     events.emit(Kind.WORKER_START, generation=spec.generation, index=spec.index)
     server = _start_app(spec, reactor, channel, events, conn_events, gate)
     if server is None:
@@ -637,6 +639,9 @@ def _await_start(spec: WorkerSpec, reactor: Reactor, channel: Channel, events: E
     the master gone)."""
     events.emit(Kind.WORKER_STANDBY)
     use_fresh_imports()  # the app's loader, as ``load_app`` would install it: no import of the app
+    latch = spec.latch.reopen()
+    latch.enter()  # blocks while the master holds it: it lets every standby go at once
+    latch.close()
     spec.channel.setblocking(False)
 
     def take_order() -> None:

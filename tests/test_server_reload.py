@@ -247,3 +247,15 @@ def test_a_reload_starts_standbys_forked_ahead_that_import_the_app_only_then(ser
     server.reload()
     assert max(spares) in server.worker_pids(3) and min(spares) not in server.worker_pids(3)
     assert len(server.worker_pids(3)) == 2 and server.ask() == "v3"
+
+
+def test_a_standby_not_needed_by_a_replacement_starts_when_told_later(serve, app_dir):
+    server = serve(app_dir=app_dir)
+    standbys = wait_until(lambda: len(_standbys(server)) == 2 and _standbys(server), message="standbys forked ahead")
+    os.kill(server.worker_pids(1)[0], signal.SIGKILL)
+    replacement = server.wait_event(Kind.WORKER_START, count=3)
+    assert replacement["generation"] == 1 and replacement["pid"] in standbys
+    write_app(app_dir, "v2")
+    server.reload()
+    assert standbys - {replacement["pid"]} <= set(server.worker_pids(2)), "the other one, let go without an order"
+    assert server.ask() == "v2"
