@@ -269,6 +269,7 @@ class Master:
             self._started = True
             _freeze_start_heap()
             self._trigger("upgrade" if predecessor else "start")
+            self.standbys.fill()  # while the first generation imports: ready with it
             self.reactor.run()
         finally:
             self._cleanup()

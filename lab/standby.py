@@ -14,10 +14,12 @@ idle. The master writes every ``start`` order, then releases the latch, which wa
 system call. Woken one by one through their channels, the first would often run (its whole import)
 before the master, preempted on a busy machine, had told the second.
 
-The master forks one standby per worker slot ``STANDBY_AFTER`` s after it took some, once no reload
-waits for its ``go`` (``Supervisor.quiet``): the forks never compete with a reload for the CPU. A
-standby that dies is forgotten (a ``Spawn`` then forks, as before); the master kills the rest when
-it stops (and a standby dies with its master, like any worker).
+The master forks one standby per worker slot as it starts (with its first generation), and again
+``STANDBY_AFTER`` s after it took some, once no reload waits for its ``go`` (``Supervisor.quiet``):
+those forks never compete with a reload for the CPU. A standby that dies is forgotten (a ``Spawn``
+then forks, as before); the master kills the rest when it stops (and a standby dies with its
+master, like any worker). A standby also compiles a module of the lab once (``_warm_compiler`` in
+lab/worker.py), so that its import of the app does not first copy the master's pages.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ class Standbys:
         if not self.quiet():
             self.refill_later()
             return
+        self.fill()
+
+    def fill(self) -> None:
+        """A standby for every slot that has none, now (at the start: the server is ready with them)."""
         if len(self.idle) >= self.size:
             return
         if not self.latch.hold():  # a standby let go last time is passing it this instant

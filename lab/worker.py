@@ -639,6 +639,7 @@ def _await_start(spec: WorkerSpec, reactor: Reactor, channel: Channel, events: E
     the master gone)."""
     events.emit(Kind.WORKER_STANDBY)
     use_fresh_imports()  # the app's loader, as ``load_app`` would install it: no import of the app
+    _warm_compiler()
     latch = spec.latch.reopen()
     latch.enter()  # blocks while the master holds it: it lets every standby go at once
     latch.close()
@@ -658,6 +659,17 @@ def _await_start(spec: WorkerSpec, reactor: Reactor, channel: Channel, events: E
     reactor.remove_reader(channel.fileno())
     spec.channel.setblocking(True)  # as in a fresh worker: a long traceback waits for room
     return spec.generation is not None
+
+
+def _warm_compiler() -> None:
+    """Compile (never run) this module's source once, so that the memory the compiler works in
+    is this process's own before the app's import needs it: not pages still shared with the
+    master, each copied on its first write. The app's import is then about 1 ms shorter."""
+    try:
+        with open(__file__, "rb") as f:
+            compile(f.read(), __file__, "exec", dont_inherit=True)
+    except OSError:
+        pass  # no source to compile (a frozen lab): the import only takes that much longer
 
 
 def _start_app(
