@@ -461,13 +461,13 @@ class Master:
         forked = []
         for _ in range(count):
             try:
-                forked.append(self._fork(None, None))
+                forked.append(self._fork(worker.STANDBY, 0))
             except OSError:
                 break
         return forked
 
-    def _fork(self, generation: int | None, index: int | None) -> WorkerProcess:
-        """A worker of that generation, or (None) a standby."""
+    def _fork(self, generation: int, index: int) -> WorkerProcess:
+        """A worker of that generation, or a standby (``worker.STANDBY``)."""
         parent_end, child_end = socket.socketpair()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the child would print the parent's buffered text again

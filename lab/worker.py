@@ -53,6 +53,7 @@ _READ_SIZE = 65536
 _FIRST_READ = 4096  # on accept: enough for a request head; a bulk sender's rest waits for its turn
 _NEW_FIRST_EVERY = 0.01  # between full reads of bulk senders, look for new connections this often
 _HELD_BACK_CHECK = 0.25  # held-back connections are looked at this often, even if nothing frees
+STANDBY = 0  # the generation of a standby (lab/standby.py) until it is told its own (from 1 on)
 
 
 def take_lines(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
@@ -98,8 +99,8 @@ class WorkerSpec:
     """What the master hands a freshly forked worker."""
 
     config: Config
-    generation: int | None  # None: a standby, told its generation and index later
-    index: int | None
+    generation: int  # STANDBY: told its generation and index when a reload needs it
+    index: int
     listener: socket.socket
     channel: socket.socket  # this worker's end of its socketpair with the master
     gate: AcceptGate  # the master's handle, inherited (the worker opens its own)
@@ -589,7 +590,7 @@ def _die_with_master(master_pid: int) -> None:
 
 def run(spec: WorkerSpec) -> int:
     """The worker's main; returns its exit code (the caller ends the process with ``os._exit``).
-    A standby (``spec.generation`` None) waits for its ``start`` before it imports the app."""
+    A standby (generation STANDBY) waits for its ``start`` before it imports the app."""
     _die_with_master(spec.master_pid)
     # A process group of its own (the master sets it too, whichever runs first): what the app
     # forks is in it, and the master kills the group when this worker leaves.
@@ -616,7 +617,7 @@ def run(spec: WorkerSpec) -> int:
     for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN):
         signal.signal(ignored, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, spec.sigmask)
-    if spec.generation is None and not _await_start(spec, reactor, channel, events):
+    if spec.generation == STANDBY and not _await_start(spec, reactor, channel, events):
         return 0
     spec.latch.close()
     events.emit(Kind.WORKER_START, generation=spec.generation, index=spec.index)
@@ -651,14 +652,14 @@ def _await_start(spec: WorkerSpec, reactor: Reactor, channel: Channel, events: E
             word, _, numbers = order.partition(b" ")
             if word == b"start":
                 spec.generation, spec.index = (int(n) for n in numbers.split())
-        if orders is None or spec.generation is not None:
+        if orders is None or spec.generation != STANDBY:
             reactor.stop()
 
     reactor.add_reader(channel.fileno(), take_order)
     reactor.run()
     reactor.remove_reader(channel.fileno())
     spec.channel.setblocking(True)  # as in a fresh worker: a long traceback waits for room
-    return spec.generation is not None
+    return spec.generation != STANDBY
 
 
 def _warm_compiler() -> None:
