@@ -44,11 +44,18 @@ class AcceptGate:
 
     def try_pass(self) -> bool:
         """(Master) True once no worker is inside (it held the gate for an instant); never blocks."""
+        if not self.hold():
+            return False
+        self.leave()
+        return True
+
+    def hold(self) -> bool:
+        """(Master) take it exclusive and keep it until ``leave``; never blocks: False while a
+        worker is inside. (A standby's latch, lab/standby.py, is held this way.)"""
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
         return True
 
     def close(self) -> None:

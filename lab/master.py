@@ -42,6 +42,7 @@ from lab.gate import AcceptGate
 from lab.pidfile import PidFile
 from lab.preload import Preloaded, preload
 from lab.reactor import Reactor
+from lab.standby import Standbys
 from lab.supervisor import Supervisor, summarize_traceback
 from lab.upgrade import Predecessor, Upgrade, inherit_listener
 from lab.watching import Watching
@@ -211,6 +212,7 @@ class Master:
         )
         self.workers: dict[int, WorkerProcess] = {}  # by pid, until reaped
         self._gate: AcceptGate | None = None
+        self._standbys: Standbys | None = None  # forked ahead of the next reload (lab/standby.py)
         self._gate_due = False  # a drain was sent: pass the gate before the next ``go``
         self._behind_gate: list[Action] = []  # ``go`` (or "drained") waiting for the gate, in order
         self._own_files: set[str] = set()
@@ -229,6 +231,10 @@ class Master:
     @property
     def gate(self) -> AcceptGate:
         return _made_at_start(self._gate)
+
+    @property
+    def standbys(self) -> Standbys:
+        return _made_at_start(self._standbys)
 
     # --- start and stop ----------------------------------------------------------------------------
 
@@ -265,6 +271,7 @@ class Master:
             ):
                 self.reactor.add_signal_handler(signum, handler)
             predecessor = self.upgrade.predecessor
+            self._standbys = Standbys(config.workers, self.reactor, self._fork_standbys, self.supervisor.quiet)
             self.upgrade.attach(self.reactor, self.events, self.supervisor, self._do, self.listener, self.pidfile)
             if config.watch:
                 self.watching = Watching(
@@ -288,6 +295,7 @@ class Master:
             self._started = True
             _freeze_start_heap()
             self._trigger("upgrade" if predecessor else "start")
+            self.standbys.fill()  # while the first generation imports: ready with it
             self.reactor.run()
         finally:
             self._cleanup()
@@ -340,15 +348,18 @@ class Master:
         return f"the app {self.config.target!r} failed to start: {self.supervisor.failed_start}"
 
     def _cleanup(self) -> None:
-        for w in list(self.workers.values()):
+        standbys = self._standbys.idle if self._standbys is not None else []
+        children = [*self.workers.values(), *standbys]
+        for w in children:
             _kill_group(w.pid)
-        for w in list(self.workers.values()):
+        for w in children:
             try:
                 os.waitpid(w.pid, 0)
             except ChildProcessError:
                 pass
             w.channel.close()
         self.workers.clear()
+        standbys.clear()
         _kill_orphans(keep=self.upgrade.successor)
         if self.watching is not None:
             self.watching.close()
@@ -359,6 +370,8 @@ class Master:
         self.listener.close()
         if self._gate is not None:
             self._gate.close()
+        if self._standbys is not None:
+            self._standbys.latch.close()
         if self._started:  # a start-up error says its one line, without a log of a stop
             upgraded = {"upgraded_to": self.upgrade.successor} if self.upgrade.handed_over else {}
             self.events.emit(Kind.SERVER_STOP, fatal=self._fatal(), **upgraded)
@@ -446,16 +459,40 @@ class Master:
     # --- workers -------------------------------------------------------------------------------------
 
     def _spawn(self, generation: int, indexes: tuple[int, ...]) -> None:
-        _collect_garbage()
-        for index in indexes:
+        """Workers for these slots: standbys told to start (all at once), the rest forked now."""
+        started = self.standbys.start(generation, indexes)
+        for index, w in started.items():
+            self._spawned(w, generation, index)
+        missing = [index for index in indexes if index not in started]
+        if missing:
+            _collect_garbage()
+        for index in missing:
             try:
-                pid = self._fork(generation, index)
+                w = self._fork(generation, index)
             except OSError as exc:
                 self._do(self.supervisor.fork_failed(generation, index, str(exc)))
                 return
-            self._do(self.supervisor.spawned(pid, generation, index))
+            self._spawned(w, generation, index)
+        self.standbys.refill_later()
 
-    def _fork(self, generation: int, index: int) -> int:
+    def _spawned(self, w: WorkerProcess, generation: int, index: int) -> None:
+        self.workers[w.pid] = w
+        self.reactor.add_reader(w.channel.fileno(), self._on_channel, w)
+        self._do(self.supervisor.spawned(w.pid, generation, index))
+
+    def _fork_standbys(self, count: int) -> list[WorkerProcess]:
+        """``count`` standbys (fewer if a fork fails: a ``Spawn`` forks then, and says why)."""
+        _collect_garbage()
+        forked = []
+        for _ in range(count):
+            try:
+                forked.append(self._fork(worker.STANDBY, 0))
+            except OSError:
+                break
+        return forked
+
+    def _fork(self, generation: int, index: int) -> WorkerProcess:
+        """A worker of that generation, or a standby (``worker.STANDBY``)."""
         parent_end, child_end = socket.socketpair()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the child would print the parent's buffered text again
@@ -485,6 +522,7 @@ class Master:
                         os.getppid(),
                         mask,
                         self.echo,
+                        self.standbys.latch,
                     )
                 )
             except BaseException:
@@ -498,10 +536,7 @@ class Master:
             pass  # it has already exited (SIGCHLD tells)
         child_end.close()
         parent_end.setblocking(False)
-        w = WorkerProcess(pid, parent_end)
-        self.workers[pid] = w
-        self.reactor.add_reader(parent_end.fileno(), self._on_channel, w)
-        return pid
+        return WorkerProcess(pid, parent_end)
 
     def _become_worker(self) -> None:
         """In the child: drop the master's handlers, loop, watcher and channels (never unregister)."""
@@ -512,7 +547,7 @@ class Master:
         if self.watching is not None:
             self.watching.close()
             self.watching = None
-        for w in self.workers.values():
+        for w in [*self.workers.values(), *self.standbys.idle]:
             w.channel.close()
         self.events.close()
 
@@ -559,13 +594,13 @@ class Master:
                 return
             if info is None:
                 return
-            if info.si_pid in self.workers:
+            if info.si_pid in self.workers or info.si_pid in self.standbys.pids():
                 _kill_group(info.si_pid)
             try:
                 pid, status = os.waitpid(info.si_pid, 0)
             except ChildProcessError:
                 continue
-            if self.upgrade.reaped(pid, _describe_exit(status)):
+            if self.upgrade.reaped(pid, _describe_exit(status)) or self.standbys.reaped(pid):
                 continue
             w = self.workers.pop(pid, None)  # first: its pid is free for reuse, never to be killed
             if w is not None:

@@ -179,6 +179,12 @@ class Supervisor:
         self.stopping = False
         self.failed_start: str | None = None  # why the first generation failed (the server ends)
 
+    def quiet(self) -> bool:
+        """Serving, with no reload before its ``go``, no upgrade and no stop under way: a moment
+        for the master's own chores (forking standbys) that takes nothing from a reload."""
+        busy = self.stopping or self.handover is not None or self.pending is not None
+        return self.generation != 0 and not busy and all(r.went for r in self.finishing)
+
     # --- events --------------------------------------------------------------------------------------
 
     def trigger(self, name: str, seen: float) -> list[Action]:

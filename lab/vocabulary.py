@@ -27,6 +27,7 @@ class Kind(StrEnum):
     RELOAD_FAILED = "reload.failed"
     RELOAD_SLOW = "reload.slow"
     RELOAD_SUPERSEDED = "reload.superseded"
+    WORKER_STANDBY = "worker.standby"
     WORKER_START = "worker.start"
     WORKER_READY = "worker.ready"
     WORKER_EXIT = "worker.exit"

@@ -55,6 +55,7 @@ _READ_SIZE = 65536
 _FIRST_READ = 4096  # on accept: enough for a request head; a bulk sender's rest waits for its turn
 _NEW_FIRST_EVERY = 0.01  # between full reads of bulk senders, look for new connections this often
 _HELD_BACK_CHECK = 0.25  # held-back connections are looked at this often, even if nothing frees
+STANDBY = 0  # the generation of a standby (lab/standby.py) until it is told its own (from 1 on)
 
 
 def take_lines(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
@@ -100,7 +101,7 @@ class WorkerSpec:
     """What the master hands a freshly forked worker."""
 
     config: Config
-    generation: int
+    generation: int  # STANDBY: told its generation and index when a reload needs it
     index: int
     listener: socket.socket
     channel: socket.socket  # this worker's end of its socketpair with the master
@@ -108,6 +109,7 @@ class WorkerSpec:
     master_pid: int
     sigmask: set[int]  # the signal mask to restore once handlers are in place
     echo: TextIO | None  # where readable log lines go (the master's choice)
+    latch: AcceptGate  # the standbys' latch (lab/standby.py), the master's handle, inherited
 
 
 class Connection:
@@ -604,7 +606,8 @@ def _die_with_master(master_pid: int) -> None:
 
 
 def run(spec: WorkerSpec) -> int:
-    """The worker's main; returns its exit code (the caller ends the process with ``os._exit``)."""
+    """The worker's main; returns its exit code (the caller ends the process with ``os._exit``).
+    A standby (generation STANDBY) waits for its ``start`` before it imports the app."""
     _die_with_master(spec.master_pid)
     # A process group of its own (the master sets it too, whichever runs first): what the app
     # forks is in it, and the master kills the group when this worker leaves.
@@ -631,13 +634,77 @@ def run(spec: WorkerSpec) -> int:
     for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN):
         signal.signal(ignored, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, spec.sigmask)
+    if spec.generation == STANDBY and not _await_start(spec, reactor, channel, events):
+        return 0
+    spec.latch.close()
     events.emit(Kind.WORKER_START, generation=spec.generation, index=spec.index)
+    server = _start_app(spec, reactor, channel, events, conn_events, gate)
+    if server is None:
+        return 1
+    reactor.add_reader(channel.fileno(), server.take_orders, channel)
+    if config.worker_timeout is not None:
+        # The liveness signal is sent from the loop: a loop stuck in app code falls silent.
+        reactor.call_every(config.worker_timeout / 4, lambda: channel.tell(alive=True))
+    events.emit(Kind.WORKER_READY, generation=spec.generation, index=spec.index)
+    channel.tell(ready=True)
+    reactor.run()
+    return 0
 
+
+def _await_start(spec: WorkerSpec, reactor: Reactor, channel: Channel, events: EventSink) -> bool:
+    """A standby (lab/standby.py), set up ahead of a reload, waits for ``start GENERATION INDEX``
+    (then in ``spec``) before it imports anything of the app; False if stopped first (SIGTERM, or
+    the master gone)."""
+    events.emit(Kind.WORKER_STANDBY)
+    use_fresh_imports()  # the app's loader, as ``load_app`` would install it: no import of the app
+    _warm_compiler()
+    latch = spec.latch.reopen()
+    latch.enter()  # blocks while the master holds it: it lets every standby go at once
+    latch.close()
+    spec.channel.setblocking(False)
+
+    def take_order() -> None:
+        orders = channel.read()
+        for order in orders or ():
+            word, _, numbers = order.partition(b" ")
+            if word == b"start":
+                spec.generation, spec.index = (int(n) for n in numbers.split())
+        if orders is None or spec.generation != STANDBY:
+            reactor.stop()
+
+    reactor.add_reader(channel.fileno(), take_order)
+    reactor.run()
+    reactor.remove_reader(channel.fileno())
+    spec.channel.setblocking(True)  # as in a fresh worker: a long traceback waits for room
+    return spec.generation != STANDBY
+
+
+def _warm_compiler() -> None:
+    """Compile (never run) this module's source once, as the app's import will (lab/fresh_imports.py),
+    so that the memory the compiler works in is this process's own before the app's import needs
+    it: not pages still shared with the master, each copied on its first write. The app's import is
+    then about 1 ms shorter."""
+    try:
+        fresh_imports.FreshSourceLoader(__name__, __file__).get_code(__name__)
+    except OSError:
+        pass  # no source to compile (a frozen lab): the import only takes that much longer
+
+
+def _start_app(
+    spec: WorkerSpec,
+    reactor: Reactor,
+    channel: Channel,
+    events: EventSink,
+    conn_events: EventSink | None,
+    gate: AcceptGate,
+) -> Server | None:
+    """Import the app and run its ``on_start``; None once the failure is told to the master."""
+    config = spec.config
     try:
         app = load_app(config.target, config.app_dir)
     except BaseException as exc:
         channel.tell(failed=f"LabError: {exc}\n" if isinstance(exc, LabError) else app_traceback(exc))
-        return 1
+        return None
 
     spec.channel.setblocking(False)
     server = Server(reactor, spec.listener, app, config, spec.generation, events, conn_events, channel, gate)
@@ -647,12 +714,5 @@ def run(spec: WorkerSpec) -> int:
             on_start(server)
         except BaseException as exc:  # sys.exit() too: reported as the generation's failure
             channel.tell(failed=app_traceback(exc))
-            return 1
-    reactor.add_reader(channel.fileno(), server.take_orders, channel)
-    if config.worker_timeout is not None:
-        # The liveness signal is sent from the loop: a loop stuck in app code falls silent.
-        reactor.call_every(config.worker_timeout / 4, lambda: channel.tell(alive=True))
-    events.emit(Kind.WORKER_READY, generation=spec.generation, index=spec.index)
-    channel.tell(ready=True)
-    reactor.run()
-    return 0
+            return None
+    return server

@@ -4,6 +4,7 @@ held between reading its orders and accepting (ptrace holds it there, at ``accep
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import platform
 import signal
@@ -90,6 +91,28 @@ def test_the_master_passes_the_gate_only_when_no_worker_is_inside():
         inside.leave()
     finally:
         inside.close()
+        gate.close()
+
+
+def test_a_held_gate_keeps_every_worker_out_until_it_is_left():
+    """Held (the standbys' latch, lab/standby.py): nobody enters; left: everybody does."""
+    gate = AcceptGate.create()
+    waiting = [gate.reopen() for _ in range(2)]
+    try:
+        assert gate.hold()
+        for other in waiting:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        gate.leave()
+        for other in waiting:
+            other.enter()
+        assert not gate.hold(), "held while workers are inside"
+        for other in waiting:
+            other.leave()
+        assert gate.hold()
+    finally:
+        for other in waiting:
+            other.close()
         gate.close()
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from server_helpers import ask, run_cli, wait_until, write_app
+from server_helpers import VERSIONED_APP, ask, run_cli, wait_until, write_app
 
 from lab.events import Kind
 
@@ -214,3 +214,48 @@ def test_a_refused_generation_shows_the_apps_frames_only(serve, app_dir):
     failed = server.wait_event(Kind.RELOAD_FAILED)
     assert "SyntaxError" in failed["traceback"] and "app.py" in failed["traceback"]
     assert "lab/" not in failed["traceback"] and "Traceback (most recent call last)" not in failed["traceback"]
+
+
+# The app notes each process that imports it (in the server's folder: not watched, not the lab's).
+NOTING_APP = 'with open("imported.txt", "a") as _f:\n    _f.write("%d\\n" % __import__("os").getpid())\n\n'
+
+
+def _standbys(server) -> set[int]:
+    return {e["pid"] for e in server.find(Kind.WORKER_STANDBY)}
+
+
+def test_a_reload_starts_standbys_forked_ahead_that_import_the_app_only_then(serve, app_dir):
+    write_app(app_dir, "v1", source=NOTING_APP + VERSIONED_APP)
+    server = serve(app_dir=app_dir)
+    standbys = wait_until(lambda: len(_standbys(server)) == 2 and _standbys(server), message="standbys forked ahead")
+
+    def imported() -> set[int]:
+        return {int(pid) for pid in (server.tmp / "imported.txt").read_text().split()}
+
+    assert len(imported()) == 2 and not standbys & imported(), "a standby has imported nothing of the app"
+    write_app(app_dir, "v2", source=NOTING_APP + VERSIONED_APP)
+    server.reload()
+    assert set(server.worker_pids(2)) == standbys and standbys <= imported()
+    assert server.ask() == "v2"
+    # A standby that dies is forgotten: the next reload forks what it lacks, and loads the new code.
+    spares = wait_until(
+        lambda: len(_standbys(server) - standbys) == 2 and _standbys(server) - standbys, message="spares"
+    )
+    os.kill(min(spares), signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{min(spares)}"), message="the standby reaped by the master")
+    write_app(app_dir, "v3", source=NOTING_APP + VERSIONED_APP)
+    server.reload()
+    assert max(spares) in server.worker_pids(3) and min(spares) not in server.worker_pids(3)
+    assert len(server.worker_pids(3)) == 2 and server.ask() == "v3"
+
+
+def test_a_standby_not_needed_by_a_replacement_starts_when_told_later(serve, app_dir):
+    server = serve(app_dir=app_dir)
+    standbys = wait_until(lambda: len(_standbys(server)) == 2 and _standbys(server), message="standbys forked ahead")
+    os.kill(server.worker_pids(1)[0], signal.SIGKILL)
+    replacement = server.wait_event(Kind.WORKER_START, count=3)
+    assert replacement["generation"] == 1 and replacement["pid"] in standbys
+    write_app(app_dir, "v2")
+    server.reload()
+    assert standbys - {replacement["pid"]} <= set(server.worker_pids(2)), "the other one, let go without an order"
+    assert server.ask() == "v2"

@@ -209,6 +209,28 @@ def test_no_go_before_every_old_worker_stopped_accepting(h):
     assert done["generation"] == 2 and list(done["phases"]) == ["seen", "forked", "ready", "serving", "old_gone"]
 
 
+def test_quiet_only_while_serving_with_nothing_under_way(h):
+    """The master forks its standbys only then: never while a reload waits for ``go``."""
+    assert not h.sup.quiet(), "not serving yet"
+    old = h.start()
+    assert h.sup.quiet()
+    h.trigger()
+    assert not h.sup.quiet(), "a generation imports"
+    h.ready(*h.of(2))
+    assert not h.sup.quiet(), "old workers have not confirmed their drain"
+    h.draining(*old)
+    assert h.sup.quiet(), "told go: old workers finishing their requests hold nothing up"
+    h.trigger()
+    h.do(h.sup.failed(h.of(3)[0], TRACEBACK))
+    assert h.sup.quiet(), "a failed reload is over"
+    h.do(h.sup.upgrade("SIGUSR2"))
+    assert not h.sup.quiet(), "a new master starts"
+    h.do(h.sup.successor_failed(TRACEBACK))
+    assert h.sup.quiet()
+    h.do(h.sup.stop(graceful=True))
+    assert not h.sup.quiet()
+
+
 def test_an_old_worker_that_exits_without_confirming_cannot_accept_either(h):
     old = h.start()
     h.trigger()
