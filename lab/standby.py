@@ -53,6 +53,7 @@ class Standbys:
         self.quiet = quiet  # no reload, upgrade or stop under way: forks take nothing from them
         self.idle: list[WorkerProcess] = []
         self.latch = AcceptGate.create()  # held by the master while standbys wait: see the module doc
+        self._spent = False  # the latch was let go: standbys told then may not all have passed it
         self._timer: TimerHandle | None = None
 
     def start(self, generation: int, indexes: tuple[int, ...]) -> dict[int, WorkerProcess]:
@@ -70,6 +71,7 @@ class Standbys:
                 started[index] = w
         if started:
             self.latch.leave()  # those not told wait on their channel instead
+            self._spent = True
         return started
 
     def refill_later(self) -> None:
@@ -88,7 +90,13 @@ class Standbys:
         """A standby for every slot that has none, now (at the start: the server is ready with them)."""
         if len(self.idle) >= self.size:
             return
-        if not self.latch.hold():  # a standby let go last time is passing it this instant
+        if self._spent:
+            # A latch is let go once: a standby told to start may not have been scheduled since
+            # (a busy machine), and must never find it held again. New standbys get a new one.
+            self.latch.close()
+            self.latch = AcceptGate.create()
+            self._spent = False
+        if not self.latch.hold():  # never held yet, and no standby has it: cannot fail
             self.refill_later()
             return
         self.idle += self.fork(self.size - len(self.idle))

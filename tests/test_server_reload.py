@@ -259,3 +259,24 @@ def test_a_standby_not_needed_by_a_replacement_starts_when_told_later(serve, app
     server.reload()
     assert standbys - {replacement["pid"]} <= set(server.worker_pids(2)), "the other one, let go without an order"
     assert server.ask() == "v2"
+
+
+def test_a_standby_told_to_start_but_not_yet_run_is_never_locked_out(serve, app_dir):
+    # A busy machine, made on demand: the standbys are stopped when one is told to replace a dead
+    # worker, and stay stopped while the master forks new standbys (which holds a latch again).
+    server = serve(app_dir=app_dir)
+    standbys = wait_until(lambda: len(_standbys(server)) == 2 and _standbys(server), message="standbys forked ahead")
+    for pid in standbys:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        os.kill(server.worker_pids(1)[0], signal.SIGKILL)
+        wait_until(lambda: _standbys(server) - standbys, timeout=15, message="a new standby forked meanwhile")
+    finally:
+        for pid in standbys:
+            os.kill(pid, signal.SIGCONT)
+    wait_until(
+        lambda: any(e["pid"] in standbys for e in server.find(Kind.WORKER_READY)),
+        timeout=15,
+        message="the told standby ready as the replacement",
+    )
+    assert len(server.worker_pids(1)) == 2
