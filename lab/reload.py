@@ -137,6 +137,7 @@ class Finishing:
             self._progress(reload)
 
     def exited(self, pid: int) -> None:
+        """The worker is gone: no reload waits for it to leave any more."""
         for reload in self.reloads:
             reload.old.discard(pid)
 
@@ -147,6 +148,7 @@ class Finishing:
             self._progress(reload)
 
     def tick(self, now: float) -> None:
+        """Past a reload's ``give_up_at``: its old workers that did not confirm are given up on."""
         for reload in list(self.reloads):
             if reload.give_up_at is not None and now >= reload.give_up_at:
                 # Old workers that did not confirm their drain in time are stuck: go without them.
@@ -154,6 +156,7 @@ class Finishing:
                 self._progress(reload)
 
     def deadlines(self) -> Iterator[float]:
+        """When to give up on old workers that did not confirm their drain."""
         return (r.give_up_at for r in self.reloads if r.give_up_at is not None)
 
     def _progress(self, reload: Reload) -> None:
