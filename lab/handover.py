@@ -16,6 +16,17 @@ from lab.pool import Pool, WorkerState
 from lab.vocabulary import Kind
 
 
+def refusal(stopping: bool, upgrading: bool, serving: bool) -> str | None:
+    """Why an upgrade cannot start now (said in ``upgrade.refused``), or None if it can."""
+    if stopping:
+        return "stopping"
+    if upgrading:
+        return "an upgrade is under way"
+    if not serving:
+        return "not serving yet"
+    return None
+
+
 class Handover:
     """One upgrade under way, from ``upgrade`` until the new master serves or fails."""
 

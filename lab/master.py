@@ -3,25 +3,27 @@ supervisor decides.
 
 Read it top to bottom like gunicorn's ``arbiter.py``. Every decision about workers (when to fork,
 drain, tell ``go``, kill, back off; see the reload step by step in ``lab/supervisor.py``) is made by
-``Supervisor``, a pure state machine; this module is its I/O: fork, the workers' channels, reaping,
-signals, timers, the pid file and the watcher. Each event is fed to the supervisor and the actions
-it returns are carried out by ``_do``. The master never imports the app: each worker does, after
-the fork, so a new generation runs the code as it is on disk now. It may import heavy, unchanging
-modules first (``--preload``, ``preload``), which every generation then inherits; a reload cannot
-pick up a change to those, so such a change (or SIGUSR2, ``python -m lab upgrade``) starts a new
-master instead (``Upgrade`` in lab/upgrade.py), which takes over the listening socket and the pid
-file. The watcher's glue is ``Watching`` (lab/watching.py); the imports, ``preload`` (lab/preload.py).
+``Supervisor``, a pure state machine; this module is its I/O: fork, the workers' channels, reaping
+(their mechanics in lab/children.py), signals, timers, the pid file and the watcher. Each event is
+fed to the supervisor and the actions it returns are carried out by ``_do`` (a ``go`` waits until
+the accept gate is passed: ``BehindGate`` in lab/gate.py). The master never imports the app: each
+worker does, after the fork, so a new generation runs the code as it is on disk now. It may import
+heavy, unchanging modules first (``--preload``, ``preload``), which every generation then inherits;
+a reload cannot pick up a change to those, so such a change (or SIGUSR2, ``python -m lab upgrade``)
+starts a new master instead (``Upgrade`` in lab/upgrade.py), which takes over the listening socket
+and the pid file. The watcher's glue is ``Watching`` (lab/watching.py); the imports, ``preload``
+(lab/preload.py).
 
 All signal handling goes through the reactor: a handler only notes the signal; the work is done in
 the loop. Each worker has a process group of its own, killed when the worker leaves, and the master
-is a child subreaper: whatever the app starts dies with its worker, or at the latest with the server.
+is a child subreaper: whatever the app starts dies with its worker, or at the latest with the server
+(lab/children.py).
 """
 
 from __future__ import annotations
 
 import errno
 import gc
-import json
 import os
 import random
 import resource
@@ -30,15 +32,23 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
 from lab import worker
 from lab.actions import Action, CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Tell
+from lab.children import (
+    WorkerProcess,
+    become_subreaper,
+    fork_worker,
+    kill_all,
+    kill_group,
+    kill_orphans,
+    reap,
+)
 from lab.config import Config, format_bind
 from lab.errors import LabError
 from lab.events import EventSink, Kind
-from lab.gate import AcceptGate
+from lab.gate import AcceptGate, BehindGate
 from lab.pidfile import PidFile
 from lab.preload import Preloaded, preload
 from lab.reactor import Reactor
@@ -47,31 +57,10 @@ from lab.supervisor import Supervisor, summarize_traceback
 from lab.upgrade import Predecessor, Upgrade, inherit_listener
 from lab.watching import Watching
 
-HANDLED_SIGNALS = (
-    signal.SIGCHLD,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGHUP,
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGQUIT,
-)
 # Old workers that have not confirmed their drain by then are unresponsive (stuck in app code): the
 # new generation accepts without them. The accept gate (lab/gate.py), passed before ``go``, keeps
 # their accepts before the new generation's whatever this wait: it only bounds the wait for a word.
 DRAIN_CONFIRM_WAIT = 0.075
-GATE_RETRY = 0.001  # a worker is inside the accept gate: try to pass it again this much later
-_PR_SET_CHILD_SUBREAPER = 36
-ORPHAN_ROUNDS = 10  # at stop: orphans killed, then the orphans they leave, this many times at most
-
-
-@dataclass(eq=False)
-class WorkerProcess:
-    """The master's side of a worker: its pid and its channel (the supervisor keeps the rest)."""
-
-    pid: int
-    channel: socket.socket  # the master's end of the socketpair
-    inbox: bytes = b""  # a partial line read from the channel
 
 
 def bind_listener(config: Config) -> socket.socket:
@@ -98,6 +87,13 @@ def bind_listener(config: Config) -> socket.socket:
         raise LabError(f"cannot bind {where}: {exc.strerror}") from None
     sock.setblocking(False)  # shared by the workers: one accept never blocks a worker
     return sock
+
+
+def listen(config: Config, predecessor: Predecessor | None) -> socket.socket:
+    """The listening socket: bound here, or the old master's, inherited by an upgrade."""
+    if predecessor is None:
+        return bind_listener(config)
+    return inherit_listener(predecessor)
 
 
 def raise_fd_limit() -> None:
@@ -130,44 +126,17 @@ def _freeze_start_heap() -> None:
     gc.freeze()
 
 
-def _kill_group(pid: int) -> None:
-    """SIGKILL a worker and every process its app started in the worker's process group."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:  # no group (yet): the worker alone
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _children() -> list[int]:
-    """This single-threaded process's children (Linux's /proc/PID/task/TID/children)."""
-    pid = os.getpid()
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN: the groups must do
-        return []
-
-
-def _kill_orphans(keep: int | None) -> None:
-    """At the end: the app's processes that left their worker's group (``setsid``) are this
-    master's children by now; kill them (all but ``keep``), and the orphans they leave in turn."""
-    for _ in range(ORPHAN_ROUNDS):
-        orphans = [pid for pid in _children() if pid != keep]
-        if not orphans:
-            return
-        for pid in orphans:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for pid in orphans:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+def _say_preloaded(preloaded: Preloaded, events: EventSink) -> None:
+    """What ``--preload`` imported, and how long it took; its warnings (threads or fds left behind)."""
+    if preloaded.modules:
+        events.emit(
+            Kind.PRELOAD_DONE,
+            modules=list(preloaded.modules),
+            seconds=round(preloaded.seconds, 6),
+            files=len(preloaded.files),
+        )
+    for text in preloaded.warnings:
+        events.emit(Kind.PRELOAD_WARNING, modules=list(preloaded.modules), warning=text)
 
 
 _T = TypeVar("_T")
@@ -178,13 +147,6 @@ def _made_at_start(value: _T | None) -> _T:
     if value is None:
         raise RuntimeError("the master has not started")
     return value
-
-
-def _describe_exit(status: int) -> dict[str, Any]:
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        return {"signal": signal.Signals(-code).name}
-    return {"code": code}
 
 
 class Master:
@@ -213,8 +175,7 @@ class Master:
         self.workers: dict[int, WorkerProcess] = {}  # by pid, until reaped
         self._gate: AcceptGate | None = None
         self._standbys: Standbys | None = None  # forked ahead of the next reload (lab/standby.py)
-        self._gate_due = False  # a drain was sent: pass the gate before the next ``go``
-        self._behind_gate: list[Action] = []  # ``go`` (or "drained") waiting for the gate, in order
+        self._behind_gate: BehindGate | None = None  # ``go`` orders held until the gate is passed
         self._own_files: set[str] = set()
         self.preloaded = Preloaded()
         self._started = False
@@ -251,15 +212,14 @@ class Master:
         if not os.path.isdir(config.app_dir):
             raise LabError(f"app dir {config.app_dir} is not a directory: give --app-dir the folder of the app")
         raise_fd_limit()
-        # Processes the app starts and leaves behind become this master's children, not init's:
-        # it can find and kill them, so none keeps the port (or anything else) after a stop.
-        worker.prctl(_PR_SET_CHILD_SUBREAPER, 1)
-        self._listener = self._listen()
+        become_subreaper()
+        self._listener = listen(config, self.upgrade.predecessor)
         try:
             self._gate = AcceptGate.create()
             self._open_files()
             self._preload()
             self._reactor = Reactor(clock=self.supervisor.clock, on_error=self._on_loop_error)
+            self._behind_gate = BehindGate(self.gate, self.reactor, self._do)
             for signum, handler in (
                 (signal.SIGCHLD, self._reap),
                 (signal.SIGUSR1, lambda: self._trigger("SIGUSR1")),
@@ -303,12 +263,6 @@ class Master:
             raise LabError(self._fatal())
         return 0
 
-    def _listen(self) -> socket.socket:
-        """The listening socket: bound here, or the old master's, inherited by an upgrade."""
-        if self.upgrade.predecessor is None:
-            return bind_listener(self.config)
-        return inherit_listener(self.upgrade.predecessor)
-
     def _open_files(self) -> None:
         """The pid file and the events file (both the lab's own: never a reason to reload)."""
         config = self.config
@@ -331,15 +285,7 @@ class Master:
     def _preload(self) -> None:
         """``--preload``: imported once here, so that no generation pays for these imports."""
         self.preloaded = preload(self.config)
-        if self.preloaded.modules:
-            self.events.emit(
-                Kind.PRELOAD_DONE,
-                modules=list(self.preloaded.modules),
-                seconds=round(self.preloaded.seconds, 6),
-                files=len(self.preloaded.files),
-            )
-        for text in self.preloaded.warnings:
-            self.events.emit(Kind.PRELOAD_WARNING, modules=list(self.preloaded.modules), warning=text)
+        _say_preloaded(self.preloaded, self.events)
 
     def _fatal(self) -> str | None:
         """Why the server ended on its own: the first generation could not load the app."""
@@ -349,18 +295,10 @@ class Master:
 
     def _cleanup(self) -> None:
         standbys = self._standbys.idle if self._standbys is not None else []
-        children = [*self.workers.values(), *standbys]
-        for w in children:
-            _kill_group(w.pid)
-        for w in children:
-            try:
-                os.waitpid(w.pid, 0)
-            except ChildProcessError:
-                pass
-            w.channel.close()
+        kill_all([*self.workers.values(), *standbys])
         self.workers.clear()
         standbys.clear()
-        _kill_orphans(keep=self.upgrade.successor)
+        kill_orphans(keep=self.upgrade.successor)
         if self.watching is not None:
             self.watching.close()
         if self._reactor is not None:
@@ -392,17 +330,14 @@ class Master:
     # --- carrying out the supervisor's decisions --------------------------------------------------
 
     def _do(self, actions: list[Action]) -> None:
+        behind_gate = _made_at_start(self._behind_gate)
         for action in actions:
+            if behind_gate.holds(action):
+                continue
             match action:
-                # What lets a new generation accept waits for the gate; so does an exit behind it.
-                case Send(_, "go") | Tell("drained") if self._behind_gate or not self._gate_passed():
-                    self._hold(action)
-                case Exit() if self._behind_gate:
-                    self._hold(action)
                 case Emit(kind, fields):
                     self.events.emit(kind, **fields)
                 case Send(pid, order):
-                    self._gate_due |= order == "drain"
                     w = self.workers.get(pid)
                     if w is not None:
                         try:
@@ -411,7 +346,7 @@ class Master:
                             pass  # it died: SIGCHLD tells
                 case Kill(pid):
                     if pid in self.workers:  # never a reaped pid: the number may be reused
-                        _kill_group(pid)
+                        kill_group(pid)
                 case Spawn(generation, indexes):
                     self._spawn(generation, indexes)
                 case CallLater(delay):
@@ -427,27 +362,6 @@ class Master:
                     self.upgrade.tell_predecessor(ready=True)
                 case Tell("drained"):
                     self.upgrade.hand_over()
-
-    def _gate_passed(self) -> bool:
-        """No old worker can accept any more: the accept gate was passed after the last drain sent
-        (lab/gate.py), now or before. Never blocks: False while a worker is inside."""
-        if self._gate_due and not self.gate.try_pass():
-            return False
-        self._gate_due = False
-        return True
-
-    def _hold(self, action: Action) -> None:
-        """A ``go`` (or what must follow one) waits, in order, and the gate is tried again soon."""
-        if not self._behind_gate:
-            self.reactor.call_later(GATE_RETRY, self._retry_gate)
-        self._behind_gate.append(action)
-
-    def _retry_gate(self) -> None:
-        if not self._gate_passed():
-            self.reactor.call_later(GATE_RETRY, self._retry_gate)
-            return
-        waiting, self._behind_gate = self._behind_gate, []
-        self._do(waiting)
 
     def _tick(self) -> None:
         # What the workers said while this loop was not running (a stall) counts before any
@@ -493,56 +407,24 @@ class Master:
 
     def _fork(self, generation: int, index: int) -> WorkerProcess:
         """A worker of that generation, or a standby (``worker.STANDBY``)."""
-        parent_end, child_end = socket.socketpair()
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()  # or the child would print the parent's buffered text again
-        # Signals stay blocked across the fork, so none reaches the child while it still has the
-        # master's handlers (which would wake the master's loop with the child's signal).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            parent_end.close()
-            child_end.close()
-            raise
-        if pid == 0:
-            code = 1
-            try:
-                parent_end.close()
-                self._become_worker()
-                code = worker.run(
-                    worker.WorkerSpec(
-                        self.config,
-                        generation,
-                        index,
-                        self.listener,
-                        child_end,
-                        self.gate,
-                        os.getppid(),
-                        mask,
-                        self.echo,
-                        self.standbys.latch,
-                    )
-                )
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        try:
-            os.setpgid(pid, pid)  # the worker does it too: its group exists whoever runs first
-        except OSError:
-            pass  # it has already exited (SIGCHLD tells)
-        child_end.close()
-        parent_end.setblocking(False)
-        return WorkerProcess(pid, parent_end)
+        return fork_worker(
+            lambda channel, mask: worker.WorkerSpec(
+                self.config,
+                generation,
+                index,
+                self.listener,
+                channel,
+                self.gate,
+                os.getppid(),
+                mask,
+                self.echo,
+                self.standbys.latch,
+            ),
+            self._become_worker,
+        )
 
     def _become_worker(self) -> None:
-        """In the child: drop the master's handlers, loop, watcher and channels (never unregister)."""
-        for signum in HANDLED_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
+        """In the child: drop the master's loop, watcher and channels (never unregister)."""
         self.reactor.forget()
         if self.watching is not None:
             self.watching.close()
@@ -552,26 +434,18 @@ class Master:
         self.events.close()
 
     def _on_channel(self, w: WorkerProcess) -> None:
-        while True:
-            try:
-                data = w.channel.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self.reactor.remove_reader(w.channel.fileno())  # the worker is gone; SIGCHLD follows
-                return
+        messages, heard = w.receive()
+        if heard:
             self._do(self.supervisor.heard(w.pid))
-            lines, w.inbox = worker.take_lines(w.inbox, data)
-            for line in lines:
-                message = json.loads(line)
-                if "ready" in message:
-                    self._do(self.supervisor.ready(w.pid))
-                elif "failed" in message:
-                    self._do(self.supervisor.failed(w.pid, message["failed"]))
-                elif "draining" in message:
-                    self._do(self.supervisor.draining(w.pid))
+        for message in messages:
+            if "ready" in message:
+                self._do(self.supervisor.ready(w.pid))
+            elif "failed" in message:
+                self._do(self.supervisor.failed(w.pid, message["failed"]))
+            elif "draining" in message:
+                self._do(self.supervisor.draining(w.pid))
+        if w.closed:
+            self.reactor.remove_reader(w.channel.fileno())  # the worker is gone; SIGCHLD follows
 
     def _on_loop_error(self, callback: Any, exc: Exception) -> None:
         """A bug in a callback costs that callback, not the server (gunicorn's arbiter logs it and
@@ -585,26 +459,13 @@ class Master:
         )
 
     def _reap(self) -> None:
-        """Reap exited children: workers (and what their app left in their process group), and
-        orphans of the app adopted by this master (a subreaper)."""
-        while True:
-            try:  # WNOWAIT: a worker's pid, so its group id, stays taken until the group is killed
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return
-            if info is None:
-                return
-            if info.si_pid in self.workers or info.si_pid in self.standbys.pids():
-                _kill_group(info.si_pid)
-            try:
-                pid, status = os.waitpid(info.si_pid, 0)
-            except ChildProcessError:
-                continue
-            if self.upgrade.reaped(pid, _describe_exit(status)) or self.standbys.reaped(pid):
+        """Reap exited children: workers, standbys, a new master, and orphans of the app."""
+        for pid, how in reap(lambda pid: pid in self.workers or pid in self.standbys.pids()):
+            if self.upgrade.reaped(pid, how) or self.standbys.reaped(pid):
                 continue
             w = self.workers.pop(pid, None)  # first: its pid is free for reuse, never to be killed
             if w is not None:
                 self._on_channel(w)  # its last words (a traceback) may still be in the channel
                 self.reactor.remove_reader(w.channel.fileno())
                 w.channel.close()
-                self._do(self.supervisor.exited(pid, _describe_exit(status)))
+                self._do(self.supervisor.exited(pid, how))

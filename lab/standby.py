@@ -32,7 +32,7 @@ from lab.reactor import Reactor
 from lab.timers import TimerHandle
 
 if TYPE_CHECKING:
-    from lab.master import WorkerProcess
+    from lab.children import WorkerProcess
 
 STANDBY_AFTER = 0.1  # s after standbys were taken: make new ones (the reload is past its ``go`` by then)
 

@@ -5,14 +5,15 @@ the I/O around it: it forks, reads the workers' channels, reaps, signals and kee
 timers, and carries out the actions returned here. Nothing in this module touches a process, a
 socket or a signal, so every promise below has a unit test with a fake clock (tests/test_supervisor.py).
 
-Workers, their replacement and its backoff are ``Pool`` (lab/pool.py); the actions, lab/actions.py.
+Workers, their replacement and its backoff are ``Pool`` (lab/pool.py); a reload's own bookkeeping,
+``Reload`` and ``Finishing`` (lab/reload.py); the actions, lab/actions.py.
 
 Events: ``trigger``, ``spawned``/``fork_failed`` (the answer to a ``Spawn``), ``heard``, ``ready``,
 ``failed``, ``draining``, ``exited``, ``stop`` and ``tick`` (a ``CallLater`` came due). Each returns
 a list of actions: ``Spawn``, ``Send`` (``go`` or ``drain``), ``Kill``, ``Emit`` (an event line),
 ``CallLater`` (call ``tick`` then) and ``Exit`` (every worker is gone after a stop).
 
-Reload, step by step (``_start_reload`` -> ``ready`` -> ``_commit`` -> ``_progress``):
+Reload, step by step (``_start_reload`` -> ``ready`` -> ``_commit`` -> ``Finishing``):
 
 1. a trigger (a watched change, SIGUSR1, SIGHUP, ``python -m lab reload``) forks generation N+1;
 2. each new worker imports the app and reports ``ready`` or its traceback;
@@ -44,92 +45,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from lab.actions import Action, Exit, KillSuccessor, Outbox, Send, Spawn, StartUpgrade, Tell
-from lab.handover import Handover
+from lab.actions import Action, Exit, KillSuccessor, Outbox, Send, Spawn, StartUpgrade
+from lab.handover import Handover, refusal
 from lab.pool import Pool, WorkerState
+from lab.reload import READY_TIMEOUT, SLOW_IMPORT, SUPERSEDE_AFTER, Finishing, Reload
 from lab.vocabulary import Kind
 
-READY_TIMEOUT = 60.0  # a new generation that is not ready by then (an import that hangs) fails
-SLOW_IMPORT = 2.0  # a new generation not ready by then is reported (reload.slow)
-# A trigger that comes while a generation has been importing this long supersedes it at once
-# (the code on disk is newer than what it imports); before that the trigger waits in the queue,
-# so that a burst of triggers cannot keep every generation from becoming ready.
-SUPERSEDE_AFTER = 0.5
 UPGRADE_TIMEOUT = READY_TIMEOUT + 30.0  # a new master not ready by then (it preloads too) is killed
-
-
-@dataclass(eq=False)
-class Reload:
-    """One generation's reload, from its trigger until the generation before it is gone."""
-
-    generation: int
-    trigger: str
-    phases: dict[str, float]
-    spawned: int = 0  # "forked" is set when every worker of the generation is
-    slow_said: bool = False
-    old: set[int] = field(default_factory=set)  # pids of the previous generation still running
-    not_stopped: set[int] = field(default_factory=set)  # old pids that may still accept
-    went: bool = False
-    give_up_at: float | None = None  # when to stop waiting for unresponsive old workers
-
-    def deadlines(self, queued: bool) -> Iterator[float]:
-        """While it imports: when it is slow, superseded (if a trigger is queued) and failed."""
-        forked = self.phases.get("forked")
-        if forked is not None:
-            yield forked + READY_TIMEOUT
-            if not self.slow_said:
-                yield forked + SLOW_IMPORT
-            if queued:
-                yield forked + SUPERSEDE_AFTER
-
-    def say_slow(self, pool: Pool, out: Outbox) -> None:
-        """Said as it happens, and who is still importing."""
-        self.slow_said = True
-        waiting = sorted(
-            (w.index, w.pid) for w in pool.of_generation(self.generation) if w.state is WorkerState.STARTING
-        )
-        out.emit(
-            Kind.RELOAD_SLOW,
-            generation=self.generation,
-            trigger=self.trigger,
-            waited=SLOW_IMPORT,
-            workers=[pid for _, pid in waiting],
-        )
-
-    def commit(self, pool: Pool, now: float, drain_confirm_wait: float) -> None:
-        """Every new worker is ready: every older one is drained (killed if still importing)."""
-        self.phases["ready"] = now
-        for w in list(pool.workers.values()):
-            if w.generation == self.generation:
-                continue
-            if w.state is WorkerState.STARTING:  # a replacement still importing: not needed any more
-                pool.kill(w)
-            elif w.state in (WorkerState.READY, WorkerState.SERVING):
-                pool.drain(w)
-            self.old.add(w.pid)
-            if w.state is WorkerState.DRAINING and not w.stopped_accepting:
-                self.not_stopped.add(w.pid)
-        for w in pool.of_generation(self.generation):
-            w.state = WorkerState.SERVING
-        if self.not_stopped:
-            self.give_up_at = now + drain_confirm_wait
-
-    def progress(self, pool: Pool, out: Outbox, now: float) -> bool:
-        """``go`` once no old worker can accept; True once they are all gone."""
-        if not self.went and not self.not_stopped:
-            self.went = True
-            self.give_up_at = None
-            self.phases["serving"] = now
-            for w in pool.of_generation(self.generation):
-                if w.state is WorkerState.SERVING:
-                    out.add(Send(w.pid, "go"))
-        if self.went and not self.old:
-            self.phases["old_gone"] = now
-            return True
-        return False
 
 
 def summarize_traceback(text: str) -> str:
@@ -171,11 +95,10 @@ class Supervisor:
         self.generation = 0  # the generation serving now (0: none yet)
         self._last_generation = first_generation - 1  # a new master goes on from the old one's
         self.handover: Handover | None = None  # an upgrade under way (this is the old master)
-        self.predecessor = successor  # this new master's first ``go`` waits for the old one's drain
-        self._told_ready = False
         self.pending: Reload | None = None  # a generation starting up
         self.queued: str | None = None  # the one trigger that came during ``pending``
-        self.finishing: list[Reload] = []  # committed reloads waiting for old workers to leave
+        # Committed reloads waiting for old workers to leave (a new master's, for the old one's too).
+        self.finishing = Finishing(self.pool, self.out, clock, drain_confirm_wait, predecessor=successor)
         self.stopping = False
         self.failed_start: str | None = None  # why the first generation failed (the server ends)
 
@@ -183,7 +106,7 @@ class Supervisor:
         """Serving, with no reload before its ``go``, no upgrade and no stop under way: a moment
         for the master's own chores (forking standbys) that takes nothing from a reload."""
         busy = self.stopping or self.handover is not None or self.pending is not None
-        return self.generation != 0 and not busy and all(r.went for r in self.finishing)
+        return self.generation != 0 and not busy and self.finishing.went()
 
     # --- events --------------------------------------------------------------------------------------
 
@@ -206,9 +129,7 @@ class Supervisor:
         self.pool.add(pid, generation, index)
         reload = self.pending
         if reload is not None and generation == reload.generation:
-            reload.spawned += 1
-            if reload.spawned == self.size:
-                reload.phases["forked"] = self.clock()
+            reload.count_spawned(self.size, self.clock())
         return self._flush()
 
     def fork_failed(self, generation: int, index: int, error: str) -> list[Action]:
@@ -232,8 +153,7 @@ class Supervisor:
         w.state = WorkerState.READY
         reload = self.pending
         if reload is not None and w.generation == reload.generation:
-            new = self.pool.of_generation(reload.generation)
-            if len(new) == self.size and all(x.state is WorkerState.READY for x in new):
+            if reload.all_ready(self.pool, self.size):
                 self._commit(reload)
         elif w.generation == self.generation and not self.stopping:
             self.out.add(Send(w.pid, "go"))  # a replacement for a worker that died
@@ -273,8 +193,7 @@ class Supervisor:
         if w is None:
             return []
         self.out.emit(Kind.WORKER_EXIT, pid=pid, generation=w.generation, index=w.index, **how)
-        for reload in self.finishing:
-            reload.old.discard(pid)
+        self.finishing.exited(pid)
         self._cannot_accept(pid)  # "drained" is told before the ``Exit`` below
         if self.stopping:
             if not self.pool.workers:
@@ -298,14 +217,8 @@ class Supervisor:
 
     def upgrade(self, name: str) -> list[Action]:
         """A new master asked for (SIGUSR2, ``python -m lab upgrade``, a preloaded module changed)."""
-        if self.stopping or self.handover is not None or self.generation == 0:
-            why = (
-                "stopping"
-                if self.stopping
-                else "an upgrade is under way"
-                if self.handover is not None
-                else "not serving yet"
-            )
+        why = refusal(self.stopping, self.handover is not None, serving=self.generation != 0)
+        if why is not None:
             self.out.emit(Kind.UPGRADE_REFUSED, trigger=name, reason=why)
             return self._flush()
         self.handover = Handover(name, self.clock(), UPGRADE_TIMEOUT, self.drain_confirm_wait, self.pool, self.out)
@@ -336,12 +249,10 @@ class Supervisor:
 
     def predecessor_drained(self) -> list[Action]:
         """(New master) the old master's workers accept no more (or it is gone): ``go``."""
-        if not self.predecessor:
+        if not self.finishing.predecessor:
             return []
-        self.predecessor = False
         self.out.emit(Kind.UPGRADE_SERVING, generation=self.generation)
-        for reload in list(self.finishing):
-            self._progress(reload)
+        self.finishing.predecessor_drained()
         return self._flush()
 
     def tick(self) -> list[Action]:
@@ -354,11 +265,7 @@ class Supervisor:
                 self._successor_failed(timed_out)
         if self.pending is not None:
             self._pending_deadlines(self.pending, now)
-        for reload in list(self.finishing):
-            if reload.give_up_at is not None and now >= reload.give_up_at:
-                # Old workers that did not confirm their drain in time are stuck: go without them.
-                self.pool.unresponsive(reload.not_stopped, self.drain_confirm_wait)
-                self._progress(reload)
+        self.finishing.tick(now)
         self.pool.kill_overdue(now)
         for generation, index in self.pool.due(now):
             self._respawn(generation, index)
@@ -430,29 +337,8 @@ class Supervisor:
     def _commit(self, reload: Reload) -> None:
         self.pending = None
         self.generation = reload.generation
-        reload.commit(self.pool, self.clock(), self.drain_confirm_wait)
-        self.finishing.append(reload)
-        self._progress(reload)
+        self.finishing.commit(reload)
         self._start_queued()
-
-    def _progress(self, reload: Reload) -> None:
-        """``go`` once no old worker can accept; ``reload.done`` once they are all gone."""
-        if self.predecessor:  # a new master: the old master's workers may still accept
-            if not self._told_ready:
-                self._told_ready = True
-                self.out.add(Tell("ready"))
-            return
-        now = self.clock()
-        if reload.progress(self.pool, self.out, now):
-            self.finishing.remove(reload)
-            self.pool.recovered(reload.generation)
-            self.out.emit(
-                Kind.RELOAD_DONE,
-                generation=reload.generation,
-                trigger=reload.trigger,
-                duration=round(now - reload.phases["seen"], 6),
-                phases=reload.phases,
-            )
 
     def _reload_failed(self, reload: Reload, text: str) -> None:
         self._remove_pending(reload)
@@ -489,9 +375,7 @@ class Supervisor:
 
     def _cannot_accept(self, pid: int) -> None:
         """The worker can accept no more (it said ``draining``, or is gone): what waited for it goes on."""
-        for reload in list(self.finishing):
-            reload.not_stopped.discard(pid)
-            self._progress(reload)
+        self.finishing.cannot_accept(pid)
         if self.handover is not None:
             self.handover.stopped_accepting(pid, self.clock())
 
@@ -503,7 +387,7 @@ class Supervisor:
     def _deadlines(self) -> Iterator[float]:
         if self.pending is not None:
             yield from self.pending.deadlines(queued=self.queued is not None)
-        yield from (r.give_up_at for r in self.finishing if r.give_up_at is not None)
+        yield from self.finishing.deadlines()
         if self.handover is not None:
             yield from self.handover.deadlines()
         yield from self.pool.deadlines()

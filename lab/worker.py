@@ -11,11 +11,11 @@ Life of a worker (the master forks it; see ``master.py``):
    Each batch of accepts reads the orders from the master first, both inside the accept gate
    (lab/gate.py): a worker that was stuck in app code, or descheduled, sees its ``drain`` before it
    can accept again, and the master tells the next generation ``go`` only once it passed the gate.
-   One budget bounds the bytes buffered for all connections (queued output and the input an app
-   keeps in ``conn.inbuf``): while it is spent, a connection holding more than its share
-   (budget / connections) is not read, so greedy clients wait and newcomers still get in; new
-   connections are read as soon as they are accepted, and looked for between the reads of bulk
-   senders, so a round of huge pipelines does not delay them.
+   One budget (``Budget``) bounds the bytes buffered for all connections (queued output and the
+   input an app keeps in ``conn.inbuf``): while it is spent, a connection holding more than its
+   share (budget / connections) is not read, so greedy clients wait and newcomers still get in;
+   new connections are read as soon as they are accepted, and looked for between the reads of
+   bulk senders, so a round of huge pipelines does not delay them.
 5. ``drain`` (from the channel or SIGTERM): stop accepting at once, let in-flight requests finish,
    close idle keep-alive connections, exit when none is left.
 """
@@ -180,6 +180,76 @@ class Heartbeat:
         self._arm()
 
 
+def make_heartbeat(config: Config, reactor: Reactor, on_idle: Callable[[int, float], None]) -> Heartbeat | None:
+    """The configured heartbeat (``heartbeat_idle`` and ``heartbeat_interval``, both or neither)."""
+    if config.heartbeat_idle is None or config.heartbeat_interval is None:
+        return None
+    tracker = make_tracker(config.heartbeat_strategy, config.heartbeat_idle, config.heartbeat_interval)
+    return Heartbeat(tracker, reactor, on_idle)
+
+
+class Budget:
+    """The one budget for the bytes a worker buffers for all its connections (``out``, and the
+    input an app keeps in ``conn.inbuf``): while it is spent, a connection holding more than its
+    share (budget / connections) is held back (not read) until enough is free again."""
+
+    def __init__(self, server: Server, read: Callable[[Connection], None]):
+        self.server = server
+        self._read = read  # the server's reader of a connection, registered again on release
+        self.size = server.config.buffer_budget
+        self._resume_at = self.size * 3 // 4  # below this, held-back connections read again
+        self._max_buffer = server.config.max_buffer  # above it a connection stays paused (backpressure)
+        self.held = 0  # bytes in every connection's ``out`` and ``inbuf``
+        self.held_back = False  # some connection is not read because of the budget
+        self._timer: TimerHandle | None = None
+
+    def share(self, conn: Connection, size: int) -> int:
+        """How much ``conn`` may read now: ``size``, or less (<= 0: nothing) while the budget is
+        spent. A drain reads whatever the budget: no newcomer needs the room."""
+        if self.held < self.size or self.server.draining:
+            return size
+        return min(size, self.size // len(self.server.connections) - len(conn.out) - conn.inlen)
+
+    def added(self, count: int) -> None:
+        self.held += count
+
+    def freed(self, count: int) -> None:
+        self.held -= count
+        self.release_if_room()
+
+    def count_input(self, conn: Connection) -> None:
+        """Count what the app keeps in ``conn.inbuf`` in the budget."""
+        self.held += len(conn.inbuf) - conn.inlen
+        conn.inlen = len(conn.inbuf)
+        self.release_if_room()
+
+    def hold_back(self, conn: Connection) -> None:
+        conn.paused = True
+        self.server.reactor.remove_reader(conn.fd)
+        self.held_back = True
+        if self._timer is None:
+            self._timer = self.server.reactor.call_later(_HELD_BACK_CHECK, self._check)
+
+    def _check(self) -> None:
+        """Now and then, not only when memory frees: while draining, held-back connections are
+        read whatever the budget (no newcomer needs the room; they must finish or be seen gone)."""
+        self._timer = None
+        self.release_if_room()
+        if self.held_back:
+            self._timer = self.server.reactor.call_later(_HELD_BACK_CHECK, self._check)
+
+    def release_if_room(self) -> None:
+        """Once enough of the budget is free again, read the held-back connections again."""
+        server = self.server
+        if not self.held_back or (self.held > self._resume_at and not server.draining):
+            return
+        self.held_back = False
+        for conn in server.connections.values():
+            if conn.paused and not conn.closed and not conn.closing and len(conn.out) <= self._max_buffer:
+                conn.paused = False
+                server.reactor.add_reader(conn.fd, self._read, conn)
+
+
 class Server:
     """What the app's callbacks get as ``server``: ``send``, ``close``, the reactor, connections."""
 
@@ -210,19 +280,12 @@ class Server:
         self._next_id = 0
         self._max_buffer = config.max_buffer
         self._max_output = config.max_output
-        self._budget = config.buffer_budget
-        self._resume_at = config.buffer_budget * 3 // 4  # below this, held-back connections read again
-        self._held = 0  # bytes in every connection's ``out`` and ``inbuf``
-        self._held_back = False  # some connection is not read because of the budget
-        self._held_back_timer: TimerHandle | None = None
+        self.budget = Budget(self, self._on_readable)
         self._new_first_at = 0.0  # when to look for new connections next, between bulk reads
         self._on_receive = app.on_receive
         self._on_connect = getattr(app, "on_connect", None)
         self._on_close = getattr(app, "on_close", None)
-        self._heartbeat: Heartbeat | None = None
-        if config.heartbeat_idle is not None and config.heartbeat_interval is not None:  # both, or neither
-            tracker = make_tracker(config.heartbeat_strategy, config.heartbeat_idle, config.heartbeat_interval)
-            self._heartbeat = Heartbeat(tracker, reactor, self._close_idle)
+        self._heartbeat = make_heartbeat(config, reactor, self._close_idle)
 
     # --- the app's API ---------------------------------------------------------------------------
 
@@ -238,7 +301,7 @@ class Server:
         conn.awaiting = False
         if conn.out:
             conn.out += data
-            self._held += len(data)
+            self.budget.added(len(data))
         else:
             try:
                 sent = conn.sock.send(data)
@@ -252,7 +315,7 @@ class Server:
                     self.reactor.call_later(0, self._close_if_done, conn)
                 return True
             conn.out += memoryview(data)[sent:]
-            self._held += len(data) - sent
+            self.budget.added(len(data) - sent)
             self.reactor.add_writer(conn.fd, self._on_writable, conn)
         if len(conn.out) > self._max_buffer and not conn.paused:
             # Backpressure: stop reading a client that does not read its answers.
@@ -377,11 +440,10 @@ class Server:
     # --- reading and writing ------------------------------------------------------------------------
 
     def _on_readable(self, conn: Connection, size: int = _READ_SIZE) -> None:
-        if self._held >= self._budget and not self.draining:
-            size = min(size, self._budget // len(self.connections) - len(conn.out) - conn.inlen)
-            if size <= 0:  # over its share while the budget is spent: the others come first
-                self._hold_back(conn)
-                return
+        size = self.budget.share(conn, size)
+        if size <= 0:  # over its share while the budget is spent: the others come first
+            self.budget.hold_back(conn)
+            return
         try:
             data = conn.sock.recv(size)
         except BlockingIOError:
@@ -408,15 +470,9 @@ class Server:
         if self.draining and not conn.closed:
             self._close_if_done(conn)
         if not conn.closed and len(conn.inbuf) != conn.inlen:
-            self._count_input(conn)
+            self.budget.count_input(conn)
         if len(data) == _READ_SIZE and self.accepting:
             self._new_first()
-
-    def _count_input(self, conn: Connection) -> None:
-        """Count what the app keeps in ``conn.inbuf`` in the budget."""
-        self._held += len(conn.inbuf) - conn.inlen
-        conn.inlen = len(conn.inbuf)
-        self._release_if_room()
 
     def _new_first(self) -> None:
         """A full read: a bulk sender, whose requests can keep this round busy for long; new
@@ -425,31 +481,6 @@ class Server:
             self._new_first_at = math.inf  # not again from within: the new ones' reads are full too
             self._accept_new()
             self._new_first_at = self.reactor.clock() + _NEW_FIRST_EVERY
-
-    def _hold_back(self, conn: Connection) -> None:
-        conn.paused = True
-        self.reactor.remove_reader(conn.fd)
-        self._held_back = True
-        if self._held_back_timer is None:
-            self._held_back_timer = self.reactor.call_later(_HELD_BACK_CHECK, self._check_held_back)
-
-    def _check_held_back(self) -> None:
-        """Now and then, not only when memory frees: while draining, held-back connections are
-        read whatever the budget (no newcomer needs the room; they must finish or be seen gone)."""
-        self._held_back_timer = None
-        self._release_if_room()
-        if self._held_back:
-            self._held_back_timer = self.reactor.call_later(_HELD_BACK_CHECK, self._check_held_back)
-
-    def _release_if_room(self) -> None:
-        """Once enough of the budget is free again, read the held-back connections again."""
-        if not self._held_back or (self._held > self._resume_at and not self.draining):
-            return
-        self._held_back = False
-        for conn in self.connections.values():
-            if conn.paused and not conn.closed and not conn.closing and len(conn.out) <= self._max_buffer:
-                conn.paused = False
-                self.reactor.add_reader(conn.fd, self._on_readable, conn)
 
     def _on_writable(self, conn: Connection) -> None:
         try:
@@ -460,8 +491,7 @@ class Server:
             self._close(conn, "peer")
             return
         del conn.out[:sent]
-        self._held -= sent
-        self._release_if_room()
+        self.budget.freed(sent)
         if self._heartbeat is not None and sent:
             self._heartbeat.touch(conn.fd)  # a client still taking a large answer is not idle
         if conn.out:
@@ -485,8 +515,7 @@ class Server:
         if conn.closed:
             return
         conn.closed = True
-        self._held -= len(conn.out) + conn.inlen
-        self._release_if_room()
+        self.budget.freed(len(conn.out) + conn.inlen)
         self.reactor.remove(conn.fd)
         if self._heartbeat is not None:
             self._heartbeat.forget(conn.fd)

@@ -52,7 +52,7 @@ def spin(server: Server, condition: Callable[[], object], what: str, step: Calla
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         server.reactor.run_once(0.01)
         step()
-        assert server._held == counted(server), "the budget counts exactly what is buffered"
+        assert server.budget.held == counted(server), "the budget counts exactly what is buffered"
 
 
 def client(server: Server, rcvbuf: int | None = None) -> socket.socket:
@@ -78,8 +78,8 @@ def test_greedy_clients_are_held_back_then_served_in_full(server):
             if not unsent[s]:
                 del unsent[s]
 
-    spin(server, lambda: not unsent and server._held_back, "every request sent, some client held back", send_some)
-    assert server._held >= server.config.buffer_budget
+    spin(server, lambda: not unsent and server.budget.held_back, "every request sent, some client held back", send_some)
+    assert server.budget.held >= server.config.buffer_budget
 
     fresh = client(server)
     fresh.sendall(b"hi\n")
@@ -109,7 +109,7 @@ def test_greedy_clients_are_held_back_then_served_in_full(server):
     for s in greedy:
         s.close()
     spin(server, lambda: not server.connections, "every connection closed")
-    assert server._held == 0
+    assert server.budget.held == 0
 
 
 def test_a_drain_reads_held_back_clients_to_see_them_leave(server):
@@ -131,4 +131,4 @@ def test_a_drain_reads_held_back_clients_to_see_them_leave(server):
         s.close()
     server.drain()
     spin(server, lambda: not server.connections, "every connection closed")
-    assert server._held == 0
+    assert server.budget.held == 0

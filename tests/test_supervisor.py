@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from lab import actions, handover, pool
+from lab import actions, handover, pool, reload
 from lab import supervisor as sv
 from lab.actions import CallLater, Emit, Exit, Kill, KillSuccessor, Send, Spawn, StartUpgrade, Tell
 from lab.pool import WorkerState
@@ -529,7 +529,7 @@ def test_a_replacement_whose_fork_fails_is_tried_again_a_second_later(h):
     assert h.live[h.of(1)[-1]] == (1, 0)
 
 
-PURE = (sv, actions, handover, pool)  # the state machine and its sub-machines
+PURE = (sv, actions, handover, pool, reload)  # the state machine and its sub-machines
 
 
 @pytest.mark.parametrize("module", PURE, ids=lambda m: m.__name__)
