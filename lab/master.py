@@ -46,7 +46,7 @@ from lab.children import (
     reap,
 )
 from lab.config import Config, format_bind
-from lab.errors import LabError
+from lab.errors import LabError, StoppedWhileStarting
 from lab.events import EventSink, Kind
 from lab.gate import AcceptGate, BehindGate
 from lab.pidfile import PidFile
@@ -149,6 +149,22 @@ def _made_at_start(value: _T | None) -> _T:
     return value
 
 
+def _guard_start_signals() -> None:
+    """Until the loop takes them over, the master's signals must not end it by their default action
+    (a ``lab reload`` once the pid file is out would kill it, leaving a stale pid file): a stop
+    ends the start (``StoppedWhileStarting``, the clean-up then runs); a reload or an upgrade is
+    moot, since the generation about to start imports the code as it is. Handlers, not SIG_IGN: a
+    child exec'd meanwhile (``--preload auto``'s) gets the defaults back."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise StoppedWhileStarting(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, stop)
+    for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        signal.signal(signum, lambda signum, frame: None)
+
+
 class Master:
     """``Master(config).run()`` serves until SIGTERM/SIGINT (returns 0) or SIGQUIT."""
 
@@ -215,6 +231,7 @@ class Master:
         become_subreaper()
         self._listener = listen(config, self.upgrade.predecessor)
         try:
+            _guard_start_signals()  # the pid file is out before the loop handles signals
             self._gate = AcceptGate.create()
             self._open_files()
             self._preload()
@@ -257,6 +274,8 @@ class Master:
             self._trigger("upgrade" if predecessor else "start")
             self.standbys.fill()  # while the first generation imports: ready with it
             self.reactor.run()
+        except StoppedWhileStarting:
+            pass  # stopped before it served: nothing to say, nothing left behind
         finally:
             self._cleanup()
         if self._fatal():

@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from lab.config import Config
-from lab.errors import LabError
+from lab.errors import LabError, StoppedWhileStarting
 from lab.fresh_imports import use_fresh_imports
 from lab.i18n import _
 from lab.supervisor import summarize_traceback
@@ -134,6 +134,8 @@ def preload(config: Config) -> Preloaded:
             continue  # found by auto, and already brought in by an earlier one
         try:
             importlib.import_module(name)
+        except StoppedWhileStarting:
+            raise  # a stop signal, not the module's failure
         except BaseException as exc:  # SystemExit and KeyboardInterrupt at import too: refused
             why = summarize_traceback(_import_traceback(exc))
             raise LabError(_("cannot preload {name!r}: {why}").format(name=name, why=why)) from None

@@ -4,12 +4,13 @@ generation inherits them and imports only the app. Real processes, a stand-in he
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from server_helpers import ServerProcess, run_cli, write_app
+from server_helpers import ServerProcess, run_cli, wait_until, write_app
 
 from lab.config import Config
 from lab.errors import LabError
@@ -208,3 +209,30 @@ def test_preload_auto_with_an_app_that_does_not_import_is_a_warning(tmp_path, he
         server.wait_event("reload.failed")
     finally:
         server.stop()
+
+
+def slow_preload(app_dir: Path, marker: Path) -> None:
+    """``slow``: a preload that says it began (``marker``), then takes 3 s."""
+    (app_dir / "slow.py").write_text(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(3)\n")
+
+
+def test_a_reload_asked_while_the_master_preloads_does_not_kill_it(serve, tmp_path, heavy_app):
+    marker = tmp_path / "preloading"
+    slow_preload(heavy_app, marker)
+    server = serve(app_dir=heavy_app, args=("--preload", "slow"), wait=False)
+    wait_until(marker.exists, 20, message="the master preloading, its pid file out")
+    for signum in (signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2):
+        os.kill(server.pid, signum)
+    server.wait_ready(timeout=30)
+    assert answer(server)[0] == "v1"
+
+
+def test_a_stop_while_the_master_preloads_ends_it_cleanly(serve, tmp_path, heavy_app):
+    marker = tmp_path / "preloading"
+    slow_preload(heavy_app, marker)
+    server = serve(app_dir=heavy_app, args=("--preload", "slow"), wait=False)
+    wait_until(marker.exists, 20, message="the master preloading, its pid file out")
+    assert server.pidfile.exists()
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+    assert not server.pidfile.exists(), "no stale pid file"
