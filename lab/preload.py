@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import threading
@@ -29,26 +31,38 @@ from lab.supervisor import summarize_traceback
 AUTO = "auto"  # ``--preload auto``: the modules are found by importing the app in a throwaway child
 DISCOVERY_TIMEOUT = 60.0  # seconds the throwaway child may take to import the app
 
-# Run by ``python -c`` in the throwaway child: import the app (its prints go to stderr), then print
-# as JSON the modules it brought in whose files lie outside argv's folders, in the order they were
-# first imported, and the import error if it failed (what was imported before the error still counts).
+# Run by ``python -c`` in the throwaway child: import the app, then write as JSON, on a line of its
+# own, every module it brought in (name, file) in the order they were first imported, the modules
+# under import whenever a thread was started, and the import error if it failed (what was imported
+# before the error still counts). The line goes to a private copy of fd 1 that nothing the app starts
+# inherits (os.dup's fds are not inheritable); fd 1 itself, the app's prints and its children's
+# output, goes where stderr goes (nowhere). os._exit: a thread the app left running does not hold it.
 _DISCOVER = """\
-import importlib, json, os, sys
-app_dir, target, *own = sys.argv[1:]
+import importlib, json, os, sys, threading
+app_dir, target = sys.argv[1:]
+out = os.dup(1)
+os.dup2(2, 1)
 sys.path.insert(0, app_dir)
-before, out, sys.stdout = set(sys.modules), sys.stdout, sys.stderr
+starters, start = set(), threading.Thread.start
+def recording_start(thread):
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>":
+            starters.add(frame.f_globals.get("__name__"))
+        frame = frame.f_back
+    start(thread)
+threading.Thread.start = recording_start
+before = set(sys.modules)
 try:
     importlib.import_module(target)
     error = None
 except BaseException as exc:
     error = f"{type(exc).__name__}: {exc}"
-own = tuple(os.path.join(os.path.realpath(d), "") for d in own)
-found = [
-    name for name, module in list(sys.modules.items())
-    if name not in before and getattr(module, "__file__", None)
-    and not os.path.realpath(module.__file__).startswith(own)
-]
-print(json.dumps({"modules": found, "error": error}), file=out)
+found = [[name, getattr(module, "__file__", None)] for name, module in list(sys.modules.items()) if name not in before]
+starters = sorted(name for name in starters if isinstance(name, str))
+with os.fdopen(out, "w") as result:
+    result.write(json.dumps({"modules": found, "starters": starters, "error": error}) + "\\n")
+os._exit(0)
 """
 
 
@@ -75,32 +89,114 @@ def _fd_targets() -> dict[int, str]:
 
 def discover(config: Config) -> tuple[tuple[str, ...], str | None]:
     """``--preload auto``: the modules the app imports from outside its folder and the watched
-    paths (a framework, numpy...), found by importing it once in a throwaway child, and the app's
-    import error there if any (None). The master itself still never imports the app."""
+    paths (a framework, numpy...), found by importing it once in a throwaway child, and a warning
+    if the app did not import there (None). The master itself still never imports the app."""
     target = config.target.partition(":")[0]
-    own = [config.app_dir, *config.watch]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _DISCOVER, os.path.abspath(config.app_dir), target],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its group: what the app started there ends with it
+    )
     try:
-        child = subprocess.run(
-            [sys.executable, "-c", _DISCOVER, os.path.abspath(config.app_dir), target, *own],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            timeout=DISCOVERY_TIMEOUT,
-            check=False,
-        )
-        found = json.loads(child.stdout.decode().strip().splitlines()[-1])
-    except subprocess.TimeoutExpired:
+        assert child.stdout is not None  # stdout=PIPE
+        line = _first_line(child.stdout.fileno(), DISCOVERY_TIMEOUT)
+    finally:
+        _end_group(child)
+    if line is None:
         raise LabError(
             _(
                 "--preload auto: importing {target!r} in a throwaway child took over {seconds:g} s; "
                 "name the modules to preload instead"
             ).format(target=target, seconds=DISCOVERY_TIMEOUT)
-        ) from None
-    except (ValueError, IndexError):
-        raise LabError(
-            _("--preload auto: the throwaway child that imports {target!r} ended without a list").format(target=target)
-        ) from None
-    return tuple(found["modules"]), found["error"]
+        )
+    try:
+        found = json.loads(line)
+    except ValueError:  # it ended before the list: os._exit or a crash at import
+        return (), f"--preload auto: the throwaway child that imports {target!r} ended without a list ({_ended(child)})"
+    folders, files = _own_paths([config.app_dir, *config.watch])
+    # Never listed: the app's packages, the app and the modules under import when a thread was
+    # started, and their submodules (importing one imports them: the app, or the thread again).
+    barred, parents = (target, *found["starters"]), _packages(target)
+    modules = tuple(
+        name
+        for name, path in found["modules"]
+        if path and name not in parents and not _within(name, barred) and not _is_own(path, folders, files)
+    )
+    error = found["error"]
+    warning = None if error is None else f"--preload auto: the app did not import in the throwaway child ({error})"
+    return modules, warning
+
+
+def _first_line(fd: int, timeout: float) -> bytes | None:
+    """The first line read from ``fd`` (what came before its end if none did), None if it took over
+    ``timeout`` s. Never waits for the end of the pipe: a process the app started may hold it open."""
+    deadline, data = time.monotonic() + timeout, b""
+    poll = select.poll()
+    poll.register(fd, select.POLLIN)
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poll.poll(left * 1000):
+            return None
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return data
+        data += chunk
+    return data.partition(b"\n")[0]
+
+
+def _end_group(child: subprocess.Popen) -> None:
+    """SIGKILL the throwaway child and every process left in its group, and reap them: the child,
+    and those adopted by this process when it is a subreaper (the master is)."""
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group is gone already
+        pass
+    child.wait()  # first: the child's pid, the group's id, is not reused while its group lives
+    if child.stdout is not None:
+        child.stdout.close()
+    while True:
+        try:
+            os.waitpid(-child.pid, 0)
+        except ChildProcessError:
+            return
+
+
+def _ended(child: subprocess.Popen) -> str:
+    """How the reaped ``child`` ended: ``exit status N`` or ``killed by SIGNAME``."""
+    code = child.returncode
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+
+
+def _own_paths(paths: list[str]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The folders (as prefixes) and the files among ``paths``: the app's and the watched ones,
+    each both as given (absolute) and resolved, so that a symlink on either side still matches."""
+    folders, files = [], set()
+    for path in paths:
+        for form in {os.path.abspath(path), os.path.realpath(path)}:
+            if os.path.isfile(form):
+                files.add(form)
+            else:
+                folders.append(os.path.join(form, ""))
+    return tuple(folders), frozenset(files)
+
+
+def _is_own(path: str, folders: tuple[str, ...], files: frozenset[str]) -> bool:
+    """True when the module file ``path``, as given or resolved, is one of ``files`` or lies in
+    one of ``folders`` (prefixes)."""
+    return any(form in files or form.startswith(folders) for form in (os.path.abspath(path), os.path.realpath(path)))
+
+
+def _within(name: str, modules: tuple[str, ...]) -> bool:
+    """True when module ``name`` is one of ``modules`` or a submodule of one (importing it imports them)."""
+    return any(name == module or name.startswith(module + ".") for module in modules)
+
+
+def _packages(name: str) -> set[str]:
+    """The packages above module ``name``: ``a`` and ``a.b`` for ``a.b.c``."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
 
 
 def preload(config: Config) -> Preloaded:
@@ -117,10 +213,10 @@ def preload(config: Config) -> Preloaded:
         return Preloaded()
     warnings, names = [], [name for name in config.preload if name != AUTO]
     if AUTO in config.preload:
-        found, error = discover(config)
+        found, warning = discover(config)
         names += found
-        if error:
-            warnings.append(f"--preload auto: the app did not import in the throwaway child ({error})")
+        if warning:
+            warnings.append(warning)
     app_dir = os.path.abspath(config.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)  # a helper module next to the app may be preloaded too

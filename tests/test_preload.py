@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 from server_helpers import ServerProcess, run_cli, wait_until, write_app
 
+from lab import preload as preload_module
 from lab.config import Config
 from lab.errors import LabError
+from lab.pidfile import is_alive
+from lab.preload import AUTO, discover
 
 # A stand-in for numpy: it records which process imported it. The app answers with that pid, its
 # own version and its own pid, so a test sees who imported what.
@@ -236,3 +239,127 @@ def test_a_stop_while_the_master_preloads_ends_it_cleanly(serve, tmp_path, heavy
     os.kill(server.pid, signal.SIGTERM)
     assert server.proc.wait(20) == 0
     assert not server.pidfile.exists(), "no stale pid file"
+
+
+def write_site(tmp_path: Path, **modules: str) -> Path:
+    """A folder outside the app's, with ``modules`` (name: source) in it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(source)
+    return site
+
+
+def discover_with(monkeypatch, site: Path, app_dir: Path, *watch: Path) -> tuple[tuple[str, ...], str | None]:
+    """``discover`` for the app in ``app_dir``, with ``site`` on the throwaway child's path."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p))
+    return discover(Config(target="app", app_dir=str(app_dir), watch=[str(p) for p in watch], preload=(AUTO,)))
+
+
+# Left running by the app's import: each alone kept the throwaway child (or the pipe of its output)
+# open until the 60 s timeout, and the start was refused though the import took a millisecond.
+LEFT_RUNNING = {
+    "thread": "import threading\nthreading.Thread(target=threading.Event().wait, name='forever').start()\n",
+    "process": (
+        "import subprocess\nprint('chatty app')\n"
+        "SLEEPER = subprocess.Popen(['sleep', '97'])\nopen({pidfile!r}, 'w').write(str(SLEEPER.pid))\n"
+    ),
+}
+
+
+def assert_ended(pidfile: Path) -> None:
+    """The process whose pid the app wrote in ``pidfile`` (if it got that far) ends; if it does
+    not (the test failed), it is killed here."""
+    if not pidfile.exists():
+        return
+    text = pidfile.read_text()
+    if not text:  # killed before it wrote it: so was the process, in the child's group
+        return
+    pid = int(text)
+    try:
+        wait_until(lambda: not is_alive(pid), message="the process the app started ended")
+    finally:
+        if is_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("left", sorted(LEFT_RUNNING))
+def test_preload_auto_is_not_held_by_what_the_app_leaves_running(monkeypatch, tmp_path, heavy_app, left):
+    site = write_site(tmp_path, heavy=HEAVY.format(version="h1"))
+    (heavy_app / "heavy.py").unlink()
+    pidfile = tmp_path / "sleeper.pid"
+    write_app(heavy_app, "v1", source=LEFT_RUNNING[left].format(pidfile=str(pidfile)) + APP)
+    try:
+        modules, warning = discover_with(monkeypatch, site, heavy_app)
+        assert "heavy" in modules and warning is None
+    finally:
+        assert_ended(pidfile)
+
+
+def test_preload_auto_ends_a_child_that_hangs_and_what_it_started(monkeypatch, tmp_path, heavy_app):
+    pidfile = tmp_path / "sleeper.pid"
+    hang = LEFT_RUNNING["process"].format(pidfile=str(pidfile)) + "import threading\nthreading.Event().wait()\n"
+    write_app(heavy_app, "v1", source=hang + APP)
+    monkeypatch.setattr(preload_module, "DISCOVERY_TIMEOUT", 5.0)
+    try:
+        with pytest.raises(LabError, match="took over 5 s"):
+            discover_with(monkeypatch, tmp_path, heavy_app)
+    finally:
+        assert_ended(pidfile)  # if the child got that far within the 5 s (it does, unless the machine crawls)
+
+
+def test_preload_auto_leaves_out_the_modules_that_start_a_thread_at_import(tmp_path, heavy_app):
+    poller = "import threading\nthreading.Thread(target=threading.Event().wait, name='poller', daemon=True).start()\n"
+    site = write_site(tmp_path, heavy=HEAVY.format(version="h1"), poller=poller, client="import poller\n")
+    (heavy_app / "heavy.py").unlink()
+    write_app(heavy_app, "v1", source="import client\n" + APP)
+    server = serve_with_site(tmp_path, heavy_app, site, "--preload", "auto")
+    try:
+        modules = server.wait_event("preload.done")["modules"]
+        assert "heavy" in modules and "poller" not in modules and "client" not in modules
+        text, version, imported_by, worker = answer(server)
+        assert (text, version) == ("v1", "h1") and imported_by == server.pid != worker
+    finally:
+        server.stop()
+
+
+def test_preload_auto_with_an_app_file_that_is_a_symlink(monkeypatch, tmp_path, heavy_app):
+    site = write_site(tmp_path, heavy=HEAVY.format(version="h1"))
+    (heavy_app / "heavy.py").unlink()
+    linked = tmp_path / "lnk"
+    linked.mkdir()
+    (linked / "app.py").symlink_to(os.path.join("..", heavy_app.name, "app.py"))
+    modules, warning = discover_with(monkeypatch, site, linked)
+    assert "heavy" in modules and "app" not in modules and warning is None
+
+
+def test_preload_auto_leaves_out_a_watched_file(monkeypatch, tmp_path, heavy_app):
+    site = write_site(tmp_path, heavy=HEAVY.format(version="h1"), helper="NAME = 'helper'\n")
+    (heavy_app / "heavy.py").unlink()
+    write_app(heavy_app, "v1", source="import helper\n" + APP)
+    modules, _ = discover_with(monkeypatch, site, heavy_app, site / "helper.py")
+    assert "heavy" in modules and "helper" not in modules
+
+
+@pytest.mark.parametrize(
+    "crash, said",
+    [
+        ("import os\nos._exit(3)\n", "exit status 3"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n", "killed by SIGTERM"),
+    ],
+)
+def test_preload_auto_with_an_app_that_ends_its_process_at_import(monkeypatch, tmp_path, heavy_app, crash, said):
+    write_app(heavy_app, "v1", source=crash + APP)
+    modules, warning = discover_with(monkeypatch, tmp_path, heavy_app)
+    assert modules == () and warning is not None and "ended without a list" in warning and said in warning
+
+
+def test_preload_auto_with_an_app_that_ends_its_process_at_import_is_a_warning(tmp_path, heavy_app):
+    write_app(heavy_app, "v1", source="import os\nos._exit(3)\n" + APP)
+    server = ServerProcess(tmp_path, app_dir=heavy_app, args=("--preload", "auto")).start(wait=False)
+    try:
+        warning = server.wait_event("preload.warning")
+        assert "ended without a list (exit status 3)" in warning["warning"]
+        server.wait_event("reload.failed")
+    finally:
+        server.stop()
