@@ -35,9 +35,13 @@ SHOWN: dict[str, str | tuple[str, str]] = {
 }
 
 
-@functools.cache
 def run(name: str, solved: bool = False, lang: str = "en"):
     """Each notebook of each edition is executed once per session (with its solutions: once more)."""
+    return _run(name, solved, lang)  # one cache key however the arguments are spelled
+
+
+@functools.cache
+def _run(name: str, solved: bool, lang: str):
     path = nbutil.NOTEBOOKS / ("" if lang == "en" else lang) / f"{name}.ipynb"
     return nbutil.execute(path, replace=nbutil.solution(name) if solved else None)
 
