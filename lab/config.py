@@ -25,7 +25,7 @@ WEEK = 7 * 24 * 3600.0
 # stays far below the 2**31 ms (24.8 days) that a poll timeout or timer may span; the floors are
 # what the loops can honour: a shorter heartbeat spins a worker, and a worker reports it is
 # alive every worker_timeout / 4, which a loaded machine delays by far more than a millisecond.
-DURATIONS: dict[str, tuple[float, float]] = {
+SERVER_DURATIONS: dict[str, tuple[float, float]] = {
     "debounce": (0.0, 60.0),
     "graceful_timeout": (0.0, WEEK),
     "heartbeat_idle": (0.02, WEEK),  # its derived interval (idle / 2) stays in range
@@ -33,6 +33,10 @@ DURATIONS: dict[str, tuple[float, float]] = {
     "worker_timeout": (1.0, WEEK),
     "header_timeout": (0.1, WEEK),  # a week: in effect, no deadline
 }
+# The commands' own: how long ``stop`` and ``upgrade`` wait (a new master takes longer than a
+# second to start), and the heartbeat ``check`` is told, which it watches for idle + interval + 2 s
+# (an hour bounds the run and covers a server's usual idle time, Swoole's 600 s included).
+DURATIONS = {**SERVER_DURATIONS, "timeout": (1.0, WEEK), "idle": (0.02, 3600.0), "interval": (0.01, 3600.0)}
 OPTIONAL_DURATIONS = frozenset({"heartbeat_idle", "heartbeat_interval", "worker_timeout"})  # None: off
 
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -195,7 +199,7 @@ class Config:
             )
 
     def _check_durations(self) -> None:
-        for name in DURATIONS:
+        for name in SERVER_DURATIONS:
             value = getattr(self, name)
             if value is not None or name not in OPTIONAL_DURATIONS:
                 check_duration(name, value)

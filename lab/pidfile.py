@@ -24,6 +24,7 @@ import stat
 import time
 from dataclasses import dataclass
 
+from lab.config import check_duration
 from lab.errors import LabError
 from lab.i18n import _
 
@@ -286,6 +287,7 @@ def signal_server(path: str, signum: int) -> int:
 def upgrade_server(path: str, timeout: float, interval: float = 0.02) -> tuple[int, int]:
     """SIGUSR2 the server of ``path`` and wait until the pid file names its new master, running;
     returns (old pid, new pid). LabError if the old master is gone without one, or on timeout."""
+    check_duration("timeout", timeout)  # before the signal: an upgrade must not start unwatched
     old, pidfd = _open_server(path)
     gone_at: float | None = None
     try:
@@ -316,12 +318,13 @@ def upgrade_server(path: str, timeout: float, interval: float = 0.02) -> tuple[i
 
 def stop_server(path: str, timeout: float) -> int:
     """SIGTERM the server of ``path`` and wait until it is gone; returns its pid."""
+    check_duration("timeout", timeout)  # before the signal; its ceiling also fits poll's int ms
     pid, pidfd = _open_server(path)
     try:
         signal.pidfd_send_signal(pidfd, signal.SIGTERM)
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)  # readable once the process has exited
-        if not poller.poll(min(timeout, 2e6) * 1000):
+        if not poller.poll(timeout * 1000):
             raise LabError(
                 _(
                     "server {pid} still runs {timeout:g} s after SIGTERM; send SIGQUIT for an immediate "

@@ -263,6 +263,18 @@ def test_cli_a_failing_check_exits_1_with_a_table(tmp_path):
         (["--marker", "not in the file"], "is not in this file"),
         (["--scenarios", "reload,dance"], "unknown dance"),
         (["--cmd", "/nonexistent/server"], "No such file"),
+        # Refused before the run: each of these once ran a whole check for nothing, a false FAIL,
+        # a run of years or a thread per client past the system's limit.
+        (["--idle", "nan"], "idle must be a number of seconds from 0.02 to 3600, not nan"),
+        (["--idle", "0"], "idle must be a number of seconds from 0.02 to 3600, not 0.0"),
+        (["--idle", "1e9"], "idle must be a number of seconds from 0.02 to 3600, not 1000000000.0"),
+        (["--idle", "1", "--interval", "1e9"], "interval must be a number of seconds from 0.01 to 3600"),
+        (["--interval", "-1"], "interval must be a number of seconds from 0.01 to 3600, not -1.0"),
+        (["--clients", "100000"], "--clients must be an integer from 1 to 256, not 100000"),
+        (["--clients", "0"], "--clients must be an integer from 1 to 256, not 0"),
+        (["--edits", "1001"], "--edits must be an integer from 1 to 1000, not 1001"),
+        (["--json", "/proc/nope/x"], "--json /proc/nope/x: no folder /proc/nope to write the report into"),
+        (["--plots", "/proc/nope"], "--plots /proc/nope: cannot make this folder (No such file or directory)"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_touches_nothing(tmp_path, args, message):
@@ -276,6 +288,38 @@ def test_cli_bad_input_is_one_line_and_touches_nothing(tmp_path, args, message):
     errors = [line for line in done.stderr.splitlines() if not line.startswith("check: ")]  # not progress
     assert len(errors) == 1 and message in errors[0], done.stderr
     assert app.read_text() == APP
+
+
+@pytest.mark.parametrize("output", ["json", "plots"])
+def test_cli_an_output_not_written_after_the_run_is_one_line_after_the_table(tmp_path, output):
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    plots = tmp_path / "plots"
+    (plots / "reload.png").mkdir(parents=True)  # passes the check before the run, not savefig
+    args = ["--json", "/dev/full", "--scenarios", "stop"] if output == "json" else ["--plots", str(plots)]
+    port = free_port()
+    done = cli(
+        "--connect",
+        f"127.0.0.1:{port}",
+        "--app",
+        str(app),
+        "--marker",
+        MARKER,
+        "--cmd",
+        f"{sys.executable} {SERVER} --port {port} --app {app}",
+        "--edits",
+        "1",
+        "--scenarios",
+        "reload",
+        *args,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert ("stop.graceful" if output == "json" else "reload.stale_answers") in done.stdout, "the table first"
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("check: ")]
+    expected = "--json /dev/full: cannot write the report" if output == "json" else f"--plots {plots}: cannot write"
+    assert len(errors) == 1 and expected in errors[0], done.stderr
+    assert (plots / "reload.png").is_dir() and app.read_text() == APP
 
 
 def test_cli_a_server_that_exits_at_once_is_one_line(tmp_path):

@@ -137,6 +137,30 @@ def test_stop_finds_its_server_by_a_pid_file_of_either_format(tmp_path):
     assert not is_alive(server.pid)
 
 
+def test_an_absurd_timeout_is_refused_before_any_signal(tmp_path):
+    path = tmp_path / "s.pid"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lab", *serve_args(tmp_path, path)], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_until(lambda: path.exists() and path.read_text().endswith("\n"), 30, message="the pid file")
+        for command in ("stop", "upgrade"):
+            for value in ("nan", "-1", "0", "inf", "1e9"):
+                result = run_cli(command, "--pidfile", str(path), "--timeout", value)
+                lines = result.stderr.strip().splitlines()
+                assert result.returncode == 2 and len(lines) == 1, (command, value, result.stderr)
+                assert f"timeout must be a number of seconds from 1 to 604800, not {float(value)!r}" in lines[0]
+                assert server.poll() is None and read_record(str(path)).pid == server.pid, "no signal was sent"
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stderr.close()
+
+
 def test_a_stale_pid_file_of_ours_is_replaced(tmp_path):
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     for content in (done.stdout, f"{done.stdout.strip()} 12345\n"):

@@ -16,10 +16,14 @@ from typing import Any
 from lab.check import probe, verdicts
 from lab.check.process import AppFile, Server
 from lab.check.report import Report
+from lab.config import check_duration
 from lab.errors import LabError
 from lab.i18n import _
 
 SCENARIOS = ("reload", "broken", "heartbeat", "stop")
+# A client is a thread asking without pause and an edit waits to be served: far more of either
+# starves a 2-core machine (or passes the system's thread limit) and measures nothing more.
+MAX_CLIENTS, MAX_EDITS = 256, 1000
 PY_BROKEN = 'lab_check_broken = "an unclosed string'
 # progress(line, **fields): a line for people; fields (scenario=, edit=, latency_ms=) for live views
 Progress = Callable[..., None]
@@ -58,10 +62,16 @@ class Options:
             )
         if self.protocol not in ("line", "http"):
             raise LabError(_("--protocol {protocol!r}: line or http").format(protocol=self.protocol))
-        if self.edits < 1 or self.clients < 1:
-            raise LabError(_("--edits and --clients must be at least 1"))
-        if self.idle is not None and (self.idle <= 0 or (self.interval is not None and self.interval <= 0)):
-            raise LabError(_("--idle and --interval must be positive"))
+        for option, value, most in (("--edits", self.edits, MAX_EDITS), ("--clients", self.clients, MAX_CLIENTS)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise LabError(
+                    _("{option} must be an integer from 1 to {most}, not {value!r}").format(
+                        option=option, most=most, value=value
+                    )
+                )
+        for name in ("idle", "interval"):
+            if getattr(self, name) is not None:
+                check_duration(name, getattr(self, name))
 
 
 @dataclass
