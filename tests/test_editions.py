@@ -122,6 +122,25 @@ def test_a_missing_exercise_is_drift(english):
     assert any("exercises" in p for p in problems) and any("code cells" in p for p in problems), problems
 
 
+def _prose_turned_into_code(english: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, int]:
+    """An edition with its second markdown cell made a code cell and its last code
+    cell deleted: as many code cells as the English, paired wrongly. Also the cell's index."""
+    edition = copy.deepcopy(english)
+    index = next(i for i, c in enumerate(edition.cells) if i and c.cell_type == "markdown")
+    edition.cells[index] = nbformat.v4.new_code_cell(edition.cells[index].source, id=edition.cells[index].id)
+    edition.cells.remove(_code(edition)[-1])
+    return edition, index
+
+
+def test_a_different_sequence_of_cell_types_is_drift_at_its_first_cell(english):
+    edition, index = _prose_turned_into_code(english)
+    assert len(_code(edition)) == len(_code(english))  # counting code cells alone misses it
+    problems = SYNC.drift(english, edition)
+    assert any(
+        f"cell types differ from the English at cell {index + 1} (code, English markdown)" in p for p in problems
+    )
+
+
 def test_a_missing_check_cell_is_drift(english):
     edition = copy.deepcopy(english)
     edition.cells.remove(_code(edition, "check-")[-1])
@@ -132,11 +151,13 @@ def test_a_missing_check_cell_is_drift(english):
 # --- the script ------------------------------------------------------------------------------
 
 
-def _tree(tmp_path: Path, english: nbformat.NotebookNode, edition: nbformat.NotebookNode) -> Path:
-    (tmp_path / "notebooks" / "zh").mkdir(parents=True)
-    nbformat.write(english, tmp_path / "notebooks" / "01_inotify.ipynb")
-    nbformat.write(edition, tmp_path / "notebooks" / "zh" / "01_inotify.ipynb")
-    return tmp_path / "notebooks" / "zh" / "01_inotify.ipynb"
+def _tree(
+    tmp_path: Path, english: nbformat.NotebookNode, edition: nbformat.NotebookNode, name: str = "01_inotify.ipynb"
+) -> Path:
+    (tmp_path / "notebooks" / "zh").mkdir(parents=True, exist_ok=True)
+    nbformat.write(english, tmp_path / "notebooks" / name)
+    nbformat.write(edition, tmp_path / "notebooks" / "zh" / name)
+    return tmp_path / "notebooks" / "zh" / name
 
 
 def test_sync_copies_changed_code_and_keeps_the_markdown(tmp_path, english, capsys):
@@ -171,3 +192,52 @@ def test_sync_names_a_missing_or_broken_translation(tmp_path, english, capsys):
     target.unlink()
     assert SYNC.main(["--check"], root=tmp_path) == 1
     assert "notebooks/zh/01_inotify.ipynb: missing" in capsys.readouterr().err
+
+
+def test_sync_refuses_a_different_sequence_of_cell_types_and_keeps_the_prose(tmp_path, english, capsys):
+    edition, _ = _prose_turned_into_code(english)
+    target = _tree(tmp_path, english, edition)
+    before = target.read_bytes()
+    assert SYNC.main([], root=tmp_path) == 1
+    error = capsys.readouterr().err
+    assert len(error.splitlines()) == 1 and "cell types differ" in error, error
+    assert target.read_bytes() == before
+
+
+NOT_NOTEBOOKS = {
+    "object": '{"a": 1}',
+    "list": "[]",
+    "string": '"cells"',
+    "cell_lacking_keys": '{"cells": [{"cell_type": "code"}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
+    "code_cell_lacking_outputs": (
+        '{"cells": [{"cell_type": "code", "id": "a", "source": "", "metadata": {}}], '
+        '"metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    ),
+}
+
+
+@pytest.mark.parametrize("text", NOT_NOTEBOOKS.values(), ids=NOT_NOTEBOOKS.keys())
+@pytest.mark.parametrize("argv", [[], ["--check"]], ids=["sync", "check"])
+def test_sync_refuses_json_that_is_no_notebook_in_one_line(tmp_path, english, capsys, text, argv):
+    target = _tree(tmp_path, english, english)
+    target.write_text(text)
+    assert SYNC.main(argv, root=tmp_path) == 1 and target.read_text() == text
+    error = capsys.readouterr().err
+    assert len(error.splitlines()) == 1, error
+    assert error.startswith("notebooks/zh/01_inotify.ipynb: cannot read it: "), error
+
+
+def test_sync_writes_nothing_while_one_translation_is_refused(tmp_path, english, capsys):
+    drifted = copy.deepcopy(english)
+    _code(drifted)[0].source = "print('stale')"
+    synced = _tree(tmp_path, english, drifted, "01_inotify.ipynb")
+    refused = _tree(tmp_path, english, english, "02_x.ipynb")
+    refused.write_text("[]")
+    before = synced.read_bytes()
+    assert SYNC.main([], root=tmp_path) == 1
+    error = capsys.readouterr().err
+    assert "notebooks/zh/02_x.ipynb: cannot read it" in error and "nothing written" in error, error
+    assert synced.read_bytes() == before and refused.read_text() == "[]"
+    refused.write_bytes(synced.read_bytes().replace(b"stale", b"also stale"))  # both can be synced now
+    assert SYNC.main([], root=tmp_path) == 0
+    assert all(SYNC.drift(english, nbformat.read(p, as_version=4)) == [] for p in (synced, refused))
