@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+import unicodedata
 import urllib.parse
 from pathlib import Path
 
@@ -25,6 +26,12 @@ LINK = re.compile(r"\]\(\s*<?([^)\s>]+)")  # [text](target), ![alt](target), [te
 HTML_LINK = re.compile(r"""(?:href|src)\s*=\s*["']([^"']+)""")
 CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)  # code is shown, not followed
 SCHEME = re.compile(r"[a-z][a-z0-9+.-]*:", re.I)  # https:, mailto:...
+STARS = re.compile(r"\*+")
+NOT_PROSE = re.compile(r"\]\([^)]*\)|<[^>]*>|[a-z][a-z0-9+.-]*://\S+", re.I)  # link targets, HTML tags, URLs
+# One word for each thing a Chinese reader looks for: a notebook is 本篇 (节 is a section of one), its
+# core part 必学, the rest 选学 (the cells marked （选学）).
+TERMS = {"本节": "本篇", "下一节": "下一篇", "必做": "必学", "选做": "选学", "核心内容": "必学"}
+PROSE = 40  # letters of an English cell, outside code, link targets and tags, that its translation translates
 
 
 def cjk_ratio(markdown: str) -> float:
@@ -39,6 +46,52 @@ def read(path: Path) -> nbformat.NotebookNode:
 
 def markdown(nb: nbformat.NotebookNode) -> str:
     return "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+
+
+def _kind(char: str) -> str:
+    """CommonMark's classes around a delimiter: whitespace, punctuation (Unicode P and S), or other."""
+    if char.isspace():
+        return "space"
+    return "punct" if unicodedata.category(char)[0] in "PS" else "other"
+
+
+def unrendered_emphasis(text: str) -> list[str]:
+    """The ``*``/``**`` delimiters of some markdown that a CommonMark renderer shows as asterisks.
+
+    CommonMark (0.31, 6.2) lets a run of ``*`` open emphasis only if it is left-flanking: not followed
+    by whitespace, and if followed by punctuation then preceded by whitespace or punctuation; close only
+    if right-flanking, the mirror image. Full-width punctuation (``：``, ``。``, ``）``, ``」``) is
+    punctuation and a CJK character is not, so ``**必学：**原教程`` keeps its asterisks (the closing run
+    follows ``：`` and precedes ``原``) while ``**必学**：原教程`` is bold. Within a paragraph, runs of one
+    length alternate opening and closing; a code span counts as its backticks, which are punctuation.
+    """
+    bad = []
+    for paragraph in re.split(r"\n\s*\n", CODE.sub("`x`", text)):
+        opened: dict[int, bool] = {}
+        for run in STARS.finditer(paragraph):
+            before = _kind(paragraph[run.start() - 1]) if run.start() else "space"
+            after = _kind(paragraph[run.end()]) if run.end() < len(paragraph) else "space"
+            left = after != "space" and (after != "punct" or before != "other")
+            right = before != "space" and (before != "punct" or after != "other")
+            if left or right:  # else a literal asterisk: a bullet, ``a * b``
+                closing = opened.get(len(run.group()), False)
+                if not (right if closing else left):
+                    bad.append(paragraph[max(0, run.start() - 10) : run.end() + 10])
+                opened[len(run.group())] = not closing
+    return bad
+
+
+def english_left(english: nbformat.NotebookNode, edition: nbformat.NotebookNode) -> list[int]:
+    """The indices of ``edition``'s markdown cells with no CJK at all where the English cell at the
+    same index has prose: at least ``PROSE`` letters outside code, link targets, HTML tags and URLs
+    (a cell of links, code or a table of identifiers may stay as it is)."""
+    return [
+        index
+        for index, (ours, theirs) in enumerate(zip(english.cells, edition.cells))
+        if ours.cell_type == theirs.cell_type == "markdown"
+        and not CJK.search(theirs.source)
+        and len(re.findall(r"[A-Za-z]", NOT_PROSE.sub("", CODE.sub("", ours.source)))) >= PROSE
+    ]
 
 
 def relative_links(text: str) -> list[str]:
@@ -62,6 +115,56 @@ def test_each_edition_has_the_english_code_exercises_and_checks(name, lang):
 def test_the_chinese_markdown_is_mostly_chinese(name):
     ratio = cjk_ratio(markdown(read(nbutil.NOTEBOOKS / "zh" / f"{name}.ipynb")))
     assert ratio >= 0.60, f"notebooks/zh/{name}.ipynb: {ratio:.2f} of its markdown characters are CJK (at least 0.60)"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_chinese_markdown_cell_is_left_in_english(name):
+    english = read(nbutil.NOTEBOOKS / f"{name}.ipynb")
+    left = english_left(english, read(nbutil.NOTEBOOKS / "zh" / f"{name}.ipynb"))
+    assert not left, f"notebooks/zh/{name}.ipynb: markdown cells {left} have no Chinese where the English has prose"
+
+
+def test_a_markdown_cell_left_in_english_is_found_but_not_links_or_code():
+    english = read(nbutil.NOTEBOOKS / "01_inotify.ipynb")
+    edition = copy.deepcopy(english)
+    cells = [i for i, c in enumerate(edition.cells) if c.cell_type == "markdown"]
+    for index in cells:
+        edition.cells[index].source = "热加载"
+    left = cells[0]  # the title cell: prose
+    edition.cells[left].source = english.cells[left].source
+    assert english_left(english, edition) == [left]
+    english.cells[left].source = "[← 00 · Start here](00_start_here.ipynb) `lab.watcher.Watcher.start()`"
+    assert english_left(english, edition) == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_chinese_notebooks_use_one_word_for_each_thing(name):
+    text = markdown(read(nbutil.NOTEBOOKS / "zh" / f"{name}.ipynb"))
+    used = {word: TERMS[word] for word in TERMS if word in text}
+    assert not used, f"notebooks/zh/{name}.ipynb: write {used} (the words of the other notebooks)"
+
+
+@pytest.mark.parametrize("path", [nbutil.NOTEBOOKS / "zh" / f"{n}.ipynb" for n in NAMES], ids=NAMES)
+def test_the_chinese_emphasis_renders(path):
+    cells = [(i, unrendered_emphasis(c.source)) for i, c in enumerate(read(path).cells) if c.cell_type == "markdown"]
+    bad = [(i, runs) for i, runs in cells if runs]
+    assert not bad, f"{path.relative_to(nbutil.ROOT)}: asterisks shown, not emphasis (write **必学**：): {bad}"
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("**必学：**原教程", 1),
+        ("**必学**：原教程", 0),
+        ("*（选学）*基准测试", 1),
+        ("*（选学）* 基准测试, *（选学）*`timer`, 见**术语表**。", 0),
+        ("**本篇你将学会：**\n1. 运行", 0),  # a closing run before a line break is right-flanking
+        ("* 列表\n* `**` 与 a * b", 0),  # bullets, code and a lone asterisk are no emphasis
+        ("**`lab`**的", 1),  # the backtick is punctuation
+    ],
+)
+def test_emphasis_follows_the_commonmark_flanking_rules(text, shown):
+    assert len(unrendered_emphasis(text)) == shown, unrendered_emphasis(text)
 
 
 @pytest.mark.parametrize("lang", EDITIONS)
