@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
+from lab import i18n
 from lab.check.report import Report
 from lab.check.verdicts import (
     Answer,
@@ -162,6 +165,36 @@ def test_report_ok_table_and_json():
     data = report.to_json()
     assert data["ok"] is False and data["stop"]["graceful"] is False and len(data["checks"]) == 12
     assert report.heartbeat == data["heartbeat"]
+
+
+def _columns(row: str, cells: list[str]) -> list[int]:
+    """The terminal columns where ``cells`` start in ``row`` (a wide or full-width character takes two)."""
+    starts, at = [], 0
+    for cell in cells:
+        at = row.index(cell, at)
+        starts.append(sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in row[:at]))
+        at += len(cell)
+    return starts
+
+
+def test_the_chinese_table_lines_up_in_a_terminal_and_is_all_chinese():
+    i18n.set_language("zh")
+    try:
+        report = Report.build(
+            sections(stop={"graceful": False, "exit_s": 5.0, "exit_code": None, "left_behind": []}), {}, []
+        )
+        lines = [line for line in str(report).splitlines() if not line.startswith("    -> ")]
+        header = [i18n._("check"), i18n._("value"), i18n._("bound")]
+    finally:
+        i18n.set_language("en")
+    # a row's cells: the name, the value, the bound's first word ("=" of "= 0"), pass or fail
+    starts = {
+        tuple(_columns(line, [c.name, *line.split()[1:3], line.split()[-1]]))
+        for line, c in zip(lines[1:], report.checks)
+    }
+    assert len(starts) == 1 and min(starts)[:3] == tuple(_columns(lines[0], header)), "\n".join(lines)
+    flags = [line for line in lines if line.startswith(("broken.kept_serving", "stop.graceful"))]
+    assert [line.split()[1:] for line in flags] == [["是", "是", "通过"], ["否", "是", "未通过"]], flags
 
 
 def test_a_report_with_no_check_is_not_ok():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,12 +49,12 @@ class Report:
 
     def __str__(self) -> str:
         rows = [(_("check"), _("value"), _("bound"), "")] + [
-            (c.name, _short(c.value), c.bound, _("pass") if c.ok else _("FAIL")) for c in self.checks
+            (c.name, _short(c.value), _(c.bound), _("pass") if c.ok else _("FAIL")) for c in self.checks
         ]
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        widths = [max(_width(r[i]) for r in rows) for i in range(3)]
         lines = []
         for i, row in enumerate(rows):
-            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+            lines.append("  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(row, widths)) + "  " + row[3])
             if i and not self.checks[i - 1].ok:
                 lines.append(f"    -> {self.checks[i - 1].detail}")
         lines += _figures(self.sections) + [_("note: {note}").format(note=n) for n in self.notes]
@@ -63,6 +64,11 @@ class Report:
             else _("FAILED: {checks}").format(checks=", ".join(self.failed) or _("no check ran"))
         )
         return "\n".join(lines + [verdict])
+
+
+def _width(text: str) -> int:
+    """The columns ``text`` takes in a terminal: a wide or full-width (CJK) character takes two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def _short(value: Any) -> str:

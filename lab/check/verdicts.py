@@ -225,7 +225,8 @@ def _count(name: str, value: int, what: str) -> Check:
 
 
 def _flag(name: str, value: bool, what: str) -> Check:
-    return Check(name, bool(value), value, "yes", "" if value else _(EXPLAIN[name]) + f" [{what}]")
+    # the bound is "yes" in the JSON, translated in the table
+    return Check(name, bool(value), value, N_("yes"), "" if value else _(EXPLAIN[name]) + f" [{what}]")
 
 
 def checks(sections: dict[str, dict[str, Any] | None]) -> list[Check]:
