@@ -49,6 +49,7 @@ from inotify_simple import Event, INotify, parse_events
 
 from lab.debounce import DEFAULT_DEBOUNCE, Change
 from lab.errors import LabError
+from lab.i18n import _
 from lab.watch_filter import DEFAULT_IGNORE, NameFilter
 from lab.watch_index import Signature
 from lab.watch_interpreter import Action, Interpreter, Mask, Scan, Unwatch
@@ -146,7 +147,11 @@ class Watcher:
             and debounce >= 0
             and max_wait >= 0
         ):
-            raise LabError(f"debounce={debounce!r}, max_wait={max_wait!r}: give seconds >= 0")
+            raise LabError(
+                _("debounce={debounce!r}, max_wait={max_wait!r}: give seconds >= 0").format(
+                    debounce=debounce, max_wait=max_wait
+                )
+            )
         self._clock = clock
         self.limits = inotify_limits()
         self._dir_roots, self._file_roots = _check_paths(paths)
@@ -208,7 +213,7 @@ class Watcher:
     def poll(self, now: float | None = None) -> list[Change]:
         """Reads what is readable (never blocks); returns a batch when it is due, else []."""
         if self.closed:
-            raise LabError("the watcher is closed; create a new Watcher")
+            raise LabError(_("the watcher is closed; create a new Watcher"))
         now = self._clock() if now is None else now
         self._index_listed()
         self._backlog = not self._read(now)
@@ -296,10 +301,12 @@ class Watcher:
                 self._watch_file(path)
             except PermissionError:
                 raise LabError(
-                    f"{path}: permission denied: cannot watch its directory {os.path.dirname(path)}"
+                    _("{path}: permission denied: cannot watch its directory {directory}").format(
+                        path=path, directory=os.path.dirname(path)
+                    )
                 ) from None
             except OSError as exc:
-                raise LabError(f"{path}: cannot watch it: {exc.strerror}") from None
+                raise LabError(_("{path}: cannot watch it: {reason}").format(path=path, reason=exc.strerror)) from None
             try:
                 self._index.remember(path, _signature_of(path))
             except OSError:
@@ -340,7 +347,7 @@ class Watcher:
                     break
                 records.extend(parse_events(data))
             count = min(budget, len(records))
-            for _ in range(count):
+            for _record in range(count):
                 action = feed(records.popleft(), now)
                 if action is not None:
                     act(action, now)
@@ -446,7 +453,7 @@ class Watcher:
         """Signs up to SIGNS_PER_POLL of set-up's files (a file gone meanwhile stays UNSIGNED:
         its record follows)."""
         unsigned, sign, suspects = self._unsigned, self._index.sign, self._suspects
-        for _ in range(min(SIGNS_PER_POLL, len(unsigned))):
+        for _sign in range(min(SIGNS_PER_POLL, len(unsigned))):
             path = unsigned.pop()
             try:
                 sign(path, _signature_of(path))
@@ -482,7 +489,7 @@ def walk_tree(
             entries = os.scandir(directory)
         except FileNotFoundError:
             if strict and directory == top:
-                raise LabError(f"{directory}: no such directory") from None
+                raise LabError(_("{directory}: no such directory").format(directory=directory)) from None
             continue  # gone again: its IN_DELETE follows
         except OSError as exc:  # unreadable, replaced by a file, ...: say so, go on
             if strict and directory == top:
@@ -521,12 +528,14 @@ def _open_inotify(limits: dict[str, int]) -> INotify:
     except OSError as exc:
         if exc.errno == errno.EMFILE:
             raise LabError(
-                f"cannot create an inotify instance: this user's limit "
-                f"(fs.inotify.max_user_instances={limits.get('max_user_instances', '?')}) is "
-                f"reached, or this process is out of file descriptors; close unused watchers or "
-                f"raise it: sudo sysctl fs.inotify.max_user_instances=<more>"
+                _(
+                    "cannot create an inotify instance: this user's limit "
+                    "(fs.inotify.max_user_instances={limit}) is "
+                    "reached, or this process is out of file descriptors; close unused watchers or "
+                    "raise it: sudo sysctl fs.inotify.max_user_instances=<more>"
+                ).format(limit=limits.get("max_user_instances", "?"))
             ) from None
-        raise LabError(f"cannot create an inotify instance: {exc.strerror}") from None
+        raise LabError(_("cannot create an inotify instance: {reason}").format(reason=exc.strerror)) from None
 
 
 def _watch_limit_text(
@@ -536,13 +545,13 @@ def _watch_limit_text(
     needed = sum(_count_dirs(root, ignored) for root in dir_roots)
     needed += len({os.path.dirname(p) for p in file_roots})
     limit = limits.get("max_user_watches", "?")
-    return (
-        f"inotify watch limit reached: watching needs {needed} watches (one per "
-        f"directory), only {added} could be added "
-        f"(fs.inotify.max_user_watches={limit}, shared by all of this user's processes); "
-        f"raise it (sudo sysctl fs.inotify.max_user_watches={max(2 * needed, 8192)}) or "
-        f"ignore big directories"
-    )
+    return _(
+        "inotify watch limit reached: watching needs {needed} watches (one per "
+        "directory), only {added} could be added "
+        "(fs.inotify.max_user_watches={limit}, shared by all of this user's processes); "
+        "raise it (sudo sysctl fs.inotify.max_user_watches={enough}) or "
+        "ignore big directories"
+    ).format(needed=needed, added=added, limit=limit, enough=max(2 * needed, 8192))
 
 
 def _count_dirs(top: str, ignored: Callable[[str], bool]) -> int:
@@ -588,10 +597,12 @@ def _pseudo_devices() -> dict[int, str]:
 
 def _unwatchable(root: str, exc: OSError) -> str:
     """Why the tree at ``root`` cannot be watched, naming the directory that failed."""
-    where = root if exc.filename in (None, root) else f"{root}: {exc.filename} below it"
+    where = root if exc.filename in (None, root) else _("{root}: {path} below it").format(root=root, path=exc.filename)
     if isinstance(exc, PermissionError):
-        return f"{where}: permission denied: cannot read this directory; watch one you may read, or fix its permissions"
-    return f"{where}: cannot watch it: {exc.strerror}"
+        return _(
+            "{path}: permission denied: cannot read this directory; watch one you may read, or fix its permissions"
+        ).format(path=where)
+    return _("{path}: cannot watch it: {reason}").format(path=where, reason=exc.strerror)
 
 
 def _check_paths(paths) -> tuple[list[str], list[str]]:
@@ -606,22 +617,27 @@ def _check_paths(paths) -> tuple[list[str], list[str]]:
             st = os.stat(path)
         except FileNotFoundError:
             raise LabError(
-                f"{path}: no such file or directory; give a directory (watched recursively) or a file"
+                _("{path}: no such file or directory; give a directory (watched recursively) or a file").format(
+                    path=path
+                )
             ) from None
         except PermissionError:
-            raise LabError(f"{path}: permission denied: cannot reach it") from None
+            raise LabError(_("{path}: permission denied: cannot reach it").format(path=path)) from None
         except OSError as exc:
-            raise LabError(f"{path}: {exc.strerror}") from None
+            raise LabError(f"{path}: {exc.strerror}") from None  # the system's words: nothing to translate
         if stat.S_ISDIR(st.st_mode) and os.path.islink(path):
             # Watches never follow a link (it could be re-pointed while watched).
             raise LabError(
-                f"{path} is a symlink to the directory {os.path.realpath(path)}: links "
-                "are not followed; give the directory itself"
+                _(
+                    "{path} is a symlink to the directory {target}: links are not followed; give the directory itself"
+                ).format(path=path, target=os.path.realpath(path))
             )
         if stat.S_ISDIR(st.st_mode) and st.st_dev in _pseudo_devices():
             raise LabError(
-                f"{path} is in {_pseudo_devices()[st.st_dev]}, a kernel file system: its "
-                "files change without inotify events, so nothing there can be watched"
+                _(
+                    "{path} is in {top}, a kernel file system: its "
+                    "files change without inotify events, so nothing there can be watched"
+                ).format(path=path, top=_pseudo_devices()[st.st_dev])
             )
         if stat.S_ISDIR(st.st_mode):
             dirs.append(path)
@@ -629,10 +645,12 @@ def _check_paths(paths) -> tuple[list[str], list[str]]:
             files.append(path)
         else:
             raise LabError(
-                f"{path} is neither a directory nor a regular file; give a directory (watched recursively) or a file"
+                _(
+                    "{path} is neither a directory nor a regular file; give a directory (watched recursively) or a file"
+                ).format(path=path)
             )
     if not dirs and not files:
-        raise LabError("no path to watch: give at least one directory or file")
+        raise LabError(_("no path to watch: give at least one directory or file"))
     # One watch per directory: a root inside another root is already covered.
     real = {d: os.path.realpath(d) for d in dirs}
     unique: list[str] = []
