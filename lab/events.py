@@ -21,8 +21,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from lab.errors import LabError
-from lab.i18n import N_, _
+from lab.errors import LabError, translated
+from lab.i18n import N_
 from lab.vocabulary import PHASE_BY_KEY, RELOAD_PHASES, Kind, Phase
 
 LINE_MAX = select.PIPE_BUF  # 4096 on Linux
@@ -190,7 +190,7 @@ def _refuse_odd(path: str, mode: int) -> None:
         (stat.S_ISDIR, N_("the events file {path} is a directory: give a path for a regular file")),
     ):
         if test(mode):
-            raise LabError(_(text).format(path=path))
+            raise translated(text, path=path)
 
 
 def _last_byte(path: str, size: int) -> bytes:

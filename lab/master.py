@@ -46,7 +46,7 @@ from lab.children import (
     reap,
 )
 from lab.config import Config, format_bind
-from lab.errors import LabError, StoppedWhileStarting
+from lab.errors import LabError, StoppedWhileStarting, translated
 from lab.events import EventSink, Kind
 from lab.gate import AcceptGate, BehindGate
 from lab.i18n import N_, _
@@ -79,20 +79,18 @@ def bind_listener(config: Config) -> socket.socket:
         sock.close()
         where = format_bind(host, port)
         if exc.errno == errno.EADDRINUSE:
-            raise LabError(
-                _("{where} is already in use: stop what listens there or choose another --bind").format(where=where)
+            raise translated(
+                N_("{where} is already in use: stop what listens there or choose another --bind"), where=where
             ) from None
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise LabError(
-                _("cannot bind {where}: that address is not on this machine; use 127.0.0.1 or [::1]").format(
-                    where=where
-                )
+            raise translated(
+                N_("cannot bind {where}: that address is not on this machine; use 127.0.0.1 or [::1]"), where=where
             ) from None
         if exc.errno == errno.EACCES:
-            raise LabError(
-                _("cannot bind {where}: ports below 1024 need privileges; choose a port >= 1024").format(where=where)
+            raise translated(
+                N_("cannot bind {where}: ports below 1024 need privileges; choose a port >= 1024"), where=where
             ) from None
-        raise LabError(_("cannot bind {where}: {reason}").format(where=where, reason=exc.strerror)) from None
+        raise translated(N_("cannot bind {where}: {reason}"), where=where, reason=exc.strerror) from None
     sock.setblocking(False)  # shared by the workers: one accept never blocks a worker
     return sock
 
@@ -178,7 +176,7 @@ class Master:
 
     def __init__(self, config: Config, echo: TextIO | None = sys.stderr, predecessor: Predecessor | None = None):
         if not config.target:
-            raise LabError(_("no app given: python -m lab serve TARGET (module or module:attr)"))
+            raise translated(N_("no app given: python -m lab serve TARGET (module or module:attr)"))
         self.config = config
         self.echo = echo
         self._reactor: Reactor | None = None
@@ -235,10 +233,8 @@ class Master:
     def _run(self) -> int:
         config = self.config
         if not os.path.isdir(config.app_dir):
-            raise LabError(
-                _("app dir {app_dir} is not a directory: give --app-dir the folder of the app").format(
-                    app_dir=config.app_dir
-                )
+            raise translated(
+                N_("app dir {app_dir} is not a directory: give --app-dir the folder of the app"), app_dir=config.app_dir
             )
         raise_fd_limit()
         become_subreaper()
@@ -307,13 +303,12 @@ class Master:
             self.events = EventSink(config.events, echo=self.echo)
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # O_NOFOLLOW: never write through a planted link
-                raise LabError(
-                    _("the events file {path} is a symlink: refusing it; remove it or choose another path").format(
-                        path=config.events
-                    )
+                raise translated(
+                    N_("the events file {path} is a symlink: refusing it; remove it or choose another path"),
+                    path=config.events,
                 ) from None
-            raise LabError(
-                _("cannot open the events file {path}: {reason}").format(path=config.events, reason=exc.strerror)
+            raise translated(
+                N_("cannot open the events file {path}: {reason}"), path=config.events, reason=exc.strerror
             ) from None
         if config.events:
             self._own_files.add(os.path.abspath(config.events))

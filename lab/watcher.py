@@ -48,8 +48,8 @@ from typing import Any
 from inotify_simple import Event, INotify, parse_events
 
 from lab.debounce import DEFAULT_DEBOUNCE, Change
-from lab.errors import LabError
-from lab.i18n import _
+from lab.errors import LabError, translated
+from lab.i18n import N_
 from lab.watch_filter import DEFAULT_IGNORE, NameFilter
 from lab.watch_index import Signature
 from lab.watch_interpreter import Action, Interpreter, Mask, Scan, Unwatch
@@ -147,10 +147,10 @@ class Watcher:
             and debounce >= 0
             and max_wait >= 0
         ):
-            raise LabError(
-                _("debounce={debounce!r}, max_wait={max_wait!r}: give seconds >= 0").format(
-                    debounce=debounce, max_wait=max_wait
-                )
+            raise translated(
+                N_("debounce={debounce!r}, max_wait={max_wait!r}: give seconds >= 0"),
+                debounce=debounce,
+                max_wait=max_wait,
             )
         self._clock = clock
         self.limits = inotify_limits()
@@ -213,7 +213,7 @@ class Watcher:
     def poll(self, now: float | None = None) -> list[Change]:
         """Reads what is readable (never blocks); returns a batch when it is due, else []."""
         if self.closed:
-            raise LabError(_("the watcher is closed; create a new Watcher"))
+            raise translated(N_("the watcher is closed; create a new Watcher"))
         now = self._clock() if now is None else now
         self._index_listed()
         self._backlog = not self._read(now)
@@ -276,10 +276,8 @@ class Watcher:
         try:
             self._setup_walk()
         except _WatchLimit:
-            raise LabError(
-                _watch_limit_text(
-                    self._dir_roots, self._file_roots, self.watched_dirs, self._names.ignored, self.limits
-                )
+            raise _watch_limit_error(
+                self._dir_roots, self._file_roots, self.watched_dirs, self._names.ignored, self.limits
             ) from None
         finally:
             if paused:
@@ -295,18 +293,18 @@ class Watcher:
             try:
                 self._walk(root, found, strict=True)
             except OSError as exc:
-                raise LabError(_unwatchable(root, exc)) from None
+                raise _unwatchable(root, exc) from None
         for path in self._file_roots:
             try:
                 self._watch_file(path)
             except PermissionError:
-                raise LabError(
-                    _("{path}: permission denied: cannot watch its directory {directory}").format(
-                        path=path, directory=os.path.dirname(path)
-                    )
+                raise translated(
+                    N_("{path}: permission denied: cannot watch its directory {directory}"),
+                    path=path,
+                    directory=os.path.dirname(path),
                 ) from None
             except OSError as exc:
-                raise LabError(_("{path}: cannot watch it: {reason}").format(path=path, reason=exc.strerror)) from None
+                raise translated(N_("{path}: cannot watch it: {reason}"), path=path, reason=exc.strerror) from None
             try:
                 self._index.remember(path, _signature_of(path))
             except OSError:
@@ -489,7 +487,7 @@ def walk_tree(
             entries = os.scandir(directory)
         except FileNotFoundError:
             if strict and directory == top:
-                raise LabError(_("{directory}: no such directory").format(directory=directory)) from None
+                raise translated(N_("{directory}: no such directory"), directory=directory) from None
             continue  # gone again: its IN_DELETE follows
         except OSError as exc:  # unreadable, replaced by a file, ...: say so, go on
             if strict and directory == top:
@@ -527,31 +525,38 @@ def _open_inotify(limits: dict[str, int]) -> INotify:
         return INotify(nonblocking=True)
     except OSError as exc:
         if exc.errno == errno.EMFILE:
-            raise LabError(
-                _(
+            raise translated(
+                N_(
                     "cannot create an inotify instance: this user's limit "
                     "(fs.inotify.max_user_instances={limit}) is "
                     "reached, or this process is out of file descriptors; close unused watchers or "
                     "raise it: sudo sysctl fs.inotify.max_user_instances=<more>"
-                ).format(limit=limits.get("max_user_instances", "?"))
+                ),
+                limit=limits.get("max_user_instances", "?"),
             ) from None
-        raise LabError(_("cannot create an inotify instance: {reason}").format(reason=exc.strerror)) from None
+        raise translated(N_("cannot create an inotify instance: {reason}"), reason=exc.strerror) from None
 
 
-def _watch_limit_text(
+def _watch_limit_error(
     dir_roots: list[str], file_roots: list[str], added: int, ignored: Callable[[str], bool], limits: dict[str, int]
-) -> str:
+) -> LabError:
     """Set-up ran out of watches after ``added``: how many it needs, and what to do."""
     needed = sum(_count_dirs(root, ignored) for root in dir_roots)
     needed += len({os.path.dirname(p) for p in file_roots})
     limit = limits.get("max_user_watches", "?")
-    return _(
-        "inotify watch limit reached: watching needs {needed} watches (one per "
-        "directory), only {added} could be added "
-        "(fs.inotify.max_user_watches={limit}, shared by all of this user's processes); "
-        "raise it (sudo sysctl fs.inotify.max_user_watches={enough}) or "
-        "ignore big directories"
-    ).format(needed=needed, added=added, limit=limit, enough=max(2 * needed, 8192))
+    return translated(
+        N_(
+            "inotify watch limit reached: watching needs {needed} watches (one per "
+            "directory), only {added} could be added "
+            "(fs.inotify.max_user_watches={limit}, shared by all of this user's processes); "
+            "raise it (sudo sysctl fs.inotify.max_user_watches={enough}) or "
+            "ignore big directories"
+        ),
+        needed=needed,
+        added=added,
+        limit=limit,
+        enough=max(2 * needed, 8192),
+    )
 
 
 def _count_dirs(top: str, ignored: Callable[[str], bool]) -> int:
@@ -595,14 +600,27 @@ def _pseudo_devices() -> dict[int, str]:
     return found
 
 
-def _unwatchable(root: str, exc: OSError) -> str:
+def _unwatchable(root: str, exc: OSError) -> LabError:
     """Why the tree at ``root`` cannot be watched, naming the directory that failed."""
-    where = root if exc.filename in (None, root) else _("{root}: {path} below it").format(root=root, path=exc.filename)
+    if exc.filename not in (None, root):
+        if isinstance(exc, PermissionError):
+            return translated(
+                N_(
+                    "{root}: {path} below it: permission denied: cannot read this directory; watch one you may "
+                    "read, or fix its permissions"
+                ),
+                root=root,
+                path=exc.filename,
+            )
+        return translated(
+            N_("{root}: {path} below it: cannot watch it: {reason}"), root=root, path=exc.filename, reason=exc.strerror
+        )
     if isinstance(exc, PermissionError):
-        return _(
-            "{path}: permission denied: cannot read this directory; watch one you may read, or fix its permissions"
-        ).format(path=where)
-    return _("{path}: cannot watch it: {reason}").format(path=where, reason=exc.strerror)
+        return translated(
+            N_("{path}: permission denied: cannot read this directory; watch one you may read, or fix its permissions"),
+            path=root,
+        )
+    return translated(N_("{path}: cannot watch it: {reason}"), path=root, reason=exc.strerror)
 
 
 def _check_paths(paths) -> tuple[list[str], list[str]]:
@@ -616,41 +634,42 @@ def _check_paths(paths) -> tuple[list[str], list[str]]:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            raise LabError(
-                _("{path}: no such file or directory; give a directory (watched recursively) or a file").format(
-                    path=path
-                )
+            raise translated(
+                N_("{path}: no such file or directory; give a directory (watched recursively) or a file"), path=path
             ) from None
         except PermissionError:
-            raise LabError(_("{path}: permission denied: cannot reach it").format(path=path)) from None
+            raise translated(N_("{path}: permission denied: cannot reach it"), path=path) from None
         except OSError as exc:
             raise LabError(f"{path}: {exc.strerror}") from None  # the system's words: nothing to translate
         if stat.S_ISDIR(st.st_mode) and os.path.islink(path):
             # Watches never follow a link (it could be re-pointed while watched).
-            raise LabError(
-                _(
-                    "{path} is a symlink to the directory {target}: links are not followed; give the directory itself"
-                ).format(path=path, target=os.path.realpath(path))
+            raise translated(
+                N_("{path} is a symlink to the directory {target}: links are not followed; give the directory itself"),
+                path=path,
+                target=os.path.realpath(path),
             )
         if stat.S_ISDIR(st.st_mode) and st.st_dev in _pseudo_devices():
-            raise LabError(
-                _(
+            raise translated(
+                N_(
                     "{path} is in {top}, a kernel file system: its "
                     "files change without inotify events, so nothing there can be watched"
-                ).format(path=path, top=_pseudo_devices()[st.st_dev])
+                ),
+                path=path,
+                top=_pseudo_devices()[st.st_dev],
             )
         if stat.S_ISDIR(st.st_mode):
             dirs.append(path)
         elif stat.S_ISREG(st.st_mode):
             files.append(path)
         else:
-            raise LabError(
-                _(
+            raise translated(
+                N_(
                     "{path} is neither a directory nor a regular file; give a directory (watched recursively) or a file"
-                ).format(path=path)
+                ),
+                path=path,
             )
     if not dirs and not files:
-        raise LabError(_("no path to watch: give at least one directory or file"))
+        raise translated(N_("no path to watch: give at least one directory or file"))
     # One watch per directory: a root inside another root is already covered.
     real = {d: os.path.realpath(d) for d in dirs}
     unique: list[str] = []

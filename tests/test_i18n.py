@@ -22,6 +22,7 @@ import nbformat
 import pytest
 
 from lab import i18n
+from lab.errors import LabError
 from lab.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,6 +218,18 @@ def test_messages_follow_the_language(chinese):
     ).startswith("真实服务")
     i18n.set_language("en")
     assert i18n._("server stopped") == "server stopped"
+
+
+def test_a_start_up_error_keeps_its_english_for_the_events(chinese, tmp_path):
+    """A new master that cannot start tells the old one why: an upgrade.failed event, English."""
+    from lab.watcher import Watcher
+
+    with pytest.raises(LabError) as caught:
+        Watcher([tmp_path / "missing"])
+    assert "没有这个文件或目录" in str(caught.value)
+    assert caught.value.english == (
+        f"{tmp_path / 'missing'}: no such file or directory; give a directory (watched recursively) or a file"
+    )
 
 
 def test_a_chinese_figure_renders_with_a_font_that_has_every_glyph(chinese):
