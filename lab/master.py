@@ -65,6 +65,13 @@ DRAIN_CONFIRM_WAIT = 0.075
 FAILED_TO_START = N_("the app {target!r} failed to start: {why}")
 
 
+def _check_app_dir(app_dir: str) -> None:
+    if not os.path.isdir(app_dir):
+        raise translated(
+            N_("app dir {app_dir} is not a directory: give --app-dir the folder of the app"), app_dir=app_dir
+        )
+
+
 def bind_listener(config: Config) -> socket.socket:
     """The listening socket, bound before any fork so that every generation shares it."""
     family, host, port = config.address
@@ -232,10 +239,7 @@ class Master:
 
     def _run(self) -> int:
         config = self.config
-        if not os.path.isdir(config.app_dir):
-            raise translated(
-                N_("app dir {app_dir} is not a directory: give --app-dir the folder of the app"), app_dir=config.app_dir
-            )
+        _check_app_dir(config.app_dir)
         raise_fd_limit()
         become_subreaper()
         self._listener = listen(config, self.upgrade.predecessor)
@@ -287,8 +291,9 @@ class Master:
             pass  # stopped before it served: nothing to say, nothing left behind
         finally:
             self._cleanup()
-        if self._fatal():
-            raise LabError(self._fatal(english=False))
+        fatal = self._fatal(english=False)
+        if fatal:
+            raise LabError(fatal)
         return 0
 
     def _open_files(self) -> None:
