@@ -21,7 +21,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from lab.errors import LabError
+from lab.errors import LabError, translated
+from lab.i18n import N_
 from lab.vocabulary import PHASE_BY_KEY, RELOAD_PHASES, Kind, Phase
 
 LINE_MAX = select.PIPE_BUF  # 4096 on Linux
@@ -184,9 +185,12 @@ def _open_events(path: str) -> tuple[int, bool]:
 
 
 def _refuse_odd(path: str, mode: int) -> None:
-    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory")):
+    for test, text in (
+        (stat.S_ISFIFO, N_("the events file {path} is a FIFO: give a path for a regular file")),
+        (stat.S_ISDIR, N_("the events file {path} is a directory: give a path for a regular file")),
+    ):
         if test(mode):
-            raise LabError(f"the events file {path} is {what}: give a path for a regular file")
+            raise translated(text, path=path)
 
 
 def _last_byte(path: str, size: int) -> bytes:

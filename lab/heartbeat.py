@@ -42,6 +42,7 @@ from collections.abc import Hashable
 from typing import Protocol
 
 from lab.errors import LabError
+from lab.i18n import _
 from lab.timers import TimerHandle, TimerHeap
 
 
@@ -73,7 +74,11 @@ class _Tracker:
     def __init__(self, idle: float, interval: float) -> None:
         for name, value in (("idle", idle), ("interval", interval)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise LabError(f"heartbeat {name} must be a positive number of seconds, not {value!r}")
+                raise LabError(
+                    _("heartbeat {name} must be a positive number of seconds, not {value!r}").format(
+                        name=name, value=value
+                    )
+                )
         self.idle = float(idle)
         self.interval = float(interval)
 
@@ -130,7 +135,7 @@ class TimerTracker(_Tracker):
         for handle in self._timers.pop_due(now):
             handle.run()
         fired, self._fired = self._fired, []
-        for key, _ in fired:
+        for key, _fired_at in fired:
             del self._handles[key]
         return fired
 
@@ -168,7 +173,7 @@ class ScanTracker(_Tracker):
         self._next_scan = now + self.interval
         idle = self.idle
         out = [(key, last) for key, last in self._last.items() if last + idle <= now]
-        for key, _ in out:
+        for key, _last_seen in out:
             del self._last[key]
         return out
 
@@ -390,5 +395,9 @@ def make_tracker(strategy: str | None, idle: float, interval: float) -> IdleTrac
     name = DEFAULT_STRATEGY if strategy is None else strategy
     cls = STRATEGIES.get(name)
     if cls is None:
-        raise LabError(f"unknown heartbeat strategy {name!r}: choose one of {', '.join(sorted(STRATEGIES))}")
+        raise LabError(
+            _("unknown heartbeat strategy {name!r}: choose one of {choices}").format(
+                name=name, choices=", ".join(sorted(STRATEGIES))
+            )
+        )
     return cls(idle, interval)

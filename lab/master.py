@@ -46,9 +46,10 @@ from lab.children import (
     reap,
 )
 from lab.config import Config, format_bind
-from lab.errors import LabError, StoppedWhileStarting
+from lab.errors import LabError, StoppedWhileStarting, translated
 from lab.events import EventSink, Kind
 from lab.gate import AcceptGate, BehindGate
+from lab.i18n import N_, _
 from lab.pidfile import PidFile
 from lab.preload import Preloaded, preload
 from lab.reactor import Reactor
@@ -61,6 +62,14 @@ from lab.watching import Watching
 # new generation accepts without them. The accept gate (lab/gate.py), passed before ``go``, keeps
 # their accepts before the new generation's whatever this wait: it only bounds the wait for a word.
 DRAIN_CONFIRM_WAIT = 0.075
+FAILED_TO_START = N_("the app {target!r} failed to start: {why}")
+
+
+def _check_app_dir(app_dir: str) -> None:
+    if not os.path.isdir(app_dir):
+        raise translated(
+            N_("app dir {app_dir} is not a directory: give --app-dir the folder of the app"), app_dir=app_dir
+        )
 
 
 def bind_listener(config: Config) -> socket.socket:
@@ -77,14 +86,18 @@ def bind_listener(config: Config) -> socket.socket:
         sock.close()
         where = format_bind(host, port)
         if exc.errno == errno.EADDRINUSE:
-            raise LabError(f"{where} is already in use: stop what listens there or choose another --bind") from None
+            raise translated(
+                N_("{where} is already in use: stop what listens there or choose another --bind"), where=where
+            ) from None
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise LabError(
-                f"cannot bind {where}: that address is not on this machine; use 127.0.0.1 or [::1]"
+            raise translated(
+                N_("cannot bind {where}: that address is not on this machine; use 127.0.0.1 or [::1]"), where=where
             ) from None
         if exc.errno == errno.EACCES:
-            raise LabError(f"cannot bind {where}: ports below 1024 need privileges; choose a port >= 1024") from None
-        raise LabError(f"cannot bind {where}: {exc.strerror}") from None
+            raise translated(
+                N_("cannot bind {where}: ports below 1024 need privileges; choose a port >= 1024"), where=where
+            ) from None
+        raise translated(N_("cannot bind {where}: {reason}"), where=where, reason=exc.strerror) from None
     sock.setblocking(False)  # shared by the workers: one accept never blocks a worker
     return sock
 
@@ -170,7 +183,7 @@ class Master:
 
     def __init__(self, config: Config, echo: TextIO | None = sys.stderr, predecessor: Predecessor | None = None):
         if not config.target:
-            raise LabError("no app given: python -m lab serve TARGET (module or module:attr)")
+            raise translated(N_("no app given: python -m lab serve TARGET (module or module:attr)"))
         self.config = config
         self.echo = echo
         self._reactor: Reactor | None = None
@@ -195,6 +208,7 @@ class Master:
         self._own_files: set[str] = set()
         self.preloaded = Preloaded()
         self._started = False
+        self._failure_said: str | None = None  # a worker's LabError, in the learner's language
         self.upgrade = Upgrade(config, quiet=echo is None, predecessor=predecessor)
 
     @property
@@ -220,13 +234,12 @@ class Master:
         try:
             return self._run()
         except LabError as exc:  # a new master that cannot start: the old one says why, and serves on
-            self.upgrade.tell_predecessor(failed=f"{exc}\n")
+            self.upgrade.tell_predecessor(failed=f"{exc.english}\n")
             raise
 
     def _run(self) -> int:
         config = self.config
-        if not os.path.isdir(config.app_dir):
-            raise LabError(f"app dir {config.app_dir} is not a directory: give --app-dir the folder of the app")
+        _check_app_dir(config.app_dir)
         raise_fd_limit()
         become_subreaper()
         self._listener = listen(config, self.upgrade.predecessor)
@@ -278,8 +291,9 @@ class Master:
             pass  # stopped before it served: nothing to say, nothing left behind
         finally:
             self._cleanup()
-        if self._fatal():
-            raise LabError(self._fatal())
+        fatal = self._fatal(english=False)
+        if fatal:
+            raise LabError(fatal)
         return 0
 
     def _open_files(self) -> None:
@@ -294,10 +308,13 @@ class Master:
             self.events = EventSink(config.events, echo=self.echo)
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # O_NOFOLLOW: never write through a planted link
-                raise LabError(
-                    f"the events file {config.events} is a symlink: refusing it; remove it or choose another path"
+                raise translated(
+                    N_("the events file {path} is a symlink: refusing it; remove it or choose another path"),
+                    path=config.events,
                 ) from None
-            raise LabError(f"cannot open the events file {config.events}: {exc.strerror}") from None
+            raise translated(
+                N_("cannot open the events file {path}: {reason}"), path=config.events, reason=exc.strerror
+            ) from None
         if config.events:
             self._own_files.add(os.path.abspath(config.events))
 
@@ -306,11 +323,15 @@ class Master:
         self.preloaded = preload(self.config)
         _say_preloaded(self.preloaded, self.events)
 
-    def _fatal(self) -> str | None:
-        """Why the server ended on its own: the first generation could not load the app."""
+    def _fatal(self, english: bool = True) -> str | None:
+        """Why the server ended on its own: the first generation could not load the app. In English
+        for the ``server.stop`` event, else in the learner's language (the workers' word for it)."""
         if self.supervisor.failed_start is None:
             return None
-        return f"the app {self.config.target!r} failed to start: {self.supervisor.failed_start}"
+        if english:
+            return FAILED_TO_START.format(target=self.config.target, why=self.supervisor.failed_start)
+        why = self._failure_said or self.supervisor.failed_start
+        return _(FAILED_TO_START).format(target=self.config.target, why=why)
 
     def _cleanup(self) -> None:
         standbys = self._standbys.idle if self._standbys is not None else []
@@ -417,7 +438,7 @@ class Master:
         """``count`` standbys (fewer if a fork fails: a ``Spawn`` forks then, and says why)."""
         _collect_garbage()
         forked = []
-        for _ in range(count):
+        for _standby in range(count):
             try:
                 forked.append(self._fork(worker.STANDBY, 0))
             except OSError:
@@ -460,6 +481,7 @@ class Master:
             if "ready" in message:
                 self._do(self.supervisor.ready(w.pid))
             elif "failed" in message:
+                self._failure_said = message.get("said")
                 self._do(self.supervisor.failed(w.pid, message["failed"]))
             elif "draining" in message:
                 self._do(self.supervisor.draining(w.pid))

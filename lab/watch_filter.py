@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from lab.errors import LabError
+from lab.i18n import _
 
 __all__ = ["DEFAULT_IGNORE", "NameFilter"]
 
@@ -106,20 +107,24 @@ def _check_types(types: Iterable[str] | None) -> tuple[str, ...] | None:
     checked = tuple(types)
     for t in checked:
         if not (isinstance(t, str) and len(t) > 1 and t.startswith(".") and "/" not in t):
-            raise LabError(f"bad file type {t!r}: give suffixes such as '.py' (or types=None for every file)")
+            raise LabError(
+                _("bad file type {type!r}: give suffixes such as '.py' (or types=None for every file)").format(type=t)
+            )
     if not checked:
-        raise LabError("no file types given: give suffixes such as '.py', or types=None for every file")
+        raise LabError(_("no file types given: give suffixes such as '.py', or types=None for every file"))
     return checked
 
 
 def _check_ignore(ignore: Iterable[str]) -> tuple[str, ...]:
     if isinstance(ignore, str):
-        raise LabError(f"ignore={ignore!r} is one string: give a list of name patterns")
+        raise LabError(_("ignore={ignore!r} is one string: give a list of name patterns").format(ignore=ignore))
     checked = tuple(ignore)
     for p in checked:
         if not isinstance(p, str) or not p or "/" in p:
             raise LabError(
-                f"bad ignore pattern {p!r}: patterns match file and directory names "
-                "(such as '.git' or '*.swp'), not paths"
+                _(
+                    "bad ignore pattern {pattern!r}: patterns match file and directory names "
+                    "(such as '.git' or '*.swp'), not paths"
+                ).format(pattern=p)
             )
     return checked

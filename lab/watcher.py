@@ -48,7 +48,8 @@ from typing import Any
 from inotify_simple import Event, INotify, parse_events
 
 from lab.debounce import DEFAULT_DEBOUNCE, Change
-from lab.errors import LabError
+from lab.errors import LabError, translated
+from lab.i18n import N_
 from lab.watch_filter import DEFAULT_IGNORE, NameFilter
 from lab.watch_index import Signature
 from lab.watch_interpreter import Action, Interpreter, Mask, Scan, Unwatch
@@ -146,7 +147,11 @@ class Watcher:
             and debounce >= 0
             and max_wait >= 0
         ):
-            raise LabError(f"debounce={debounce!r}, max_wait={max_wait!r}: give seconds >= 0")
+            raise translated(
+                N_("debounce={debounce!r}, max_wait={max_wait!r}: give seconds >= 0"),
+                debounce=debounce,
+                max_wait=max_wait,
+            )
         self._clock = clock
         self.limits = inotify_limits()
         self._dir_roots, self._file_roots = _check_paths(paths)
@@ -208,7 +213,7 @@ class Watcher:
     def poll(self, now: float | None = None) -> list[Change]:
         """Reads what is readable (never blocks); returns a batch when it is due, else []."""
         if self.closed:
-            raise LabError("the watcher is closed; create a new Watcher")
+            raise translated(N_("the watcher is closed; create a new Watcher"))
         now = self._clock() if now is None else now
         self._index_listed()
         self._backlog = not self._read(now)
@@ -271,10 +276,8 @@ class Watcher:
         try:
             self._setup_walk()
         except _WatchLimit:
-            raise LabError(
-                _watch_limit_text(
-                    self._dir_roots, self._file_roots, self.watched_dirs, self._names.ignored, self.limits
-                )
+            raise _watch_limit_error(
+                self._dir_roots, self._file_roots, self.watched_dirs, self._names.ignored, self.limits
             ) from None
         finally:
             if paused:
@@ -290,16 +293,18 @@ class Watcher:
             try:
                 self._walk(root, found, strict=True)
             except OSError as exc:
-                raise LabError(_unwatchable(root, exc)) from None
+                raise _unwatchable(root, exc) from None
         for path in self._file_roots:
             try:
                 self._watch_file(path)
             except PermissionError:
-                raise LabError(
-                    f"{path}: permission denied: cannot watch its directory {os.path.dirname(path)}"
+                raise translated(
+                    N_("{path}: permission denied: cannot watch its directory {directory}"),
+                    path=path,
+                    directory=os.path.dirname(path),
                 ) from None
             except OSError as exc:
-                raise LabError(f"{path}: cannot watch it: {exc.strerror}") from None
+                raise translated(N_("{path}: cannot watch it: {reason}"), path=path, reason=exc.strerror) from None
             try:
                 self._index.remember(path, _signature_of(path))
             except OSError:
@@ -340,7 +345,7 @@ class Watcher:
                     break
                 records.extend(parse_events(data))
             count = min(budget, len(records))
-            for _ in range(count):
+            for _record in range(count):
                 action = feed(records.popleft(), now)
                 if action is not None:
                     act(action, now)
@@ -446,7 +451,7 @@ class Watcher:
         """Signs up to SIGNS_PER_POLL of set-up's files (a file gone meanwhile stays UNSIGNED:
         its record follows)."""
         unsigned, sign, suspects = self._unsigned, self._index.sign, self._suspects
-        for _ in range(min(SIGNS_PER_POLL, len(unsigned))):
+        for _sign in range(min(SIGNS_PER_POLL, len(unsigned))):
             path = unsigned.pop()
             try:
                 sign(path, _signature_of(path))
@@ -482,7 +487,7 @@ def walk_tree(
             entries = os.scandir(directory)
         except FileNotFoundError:
             if strict and directory == top:
-                raise LabError(f"{directory}: no such directory") from None
+                raise translated(N_("{directory}: no such directory"), directory=directory) from None
             continue  # gone again: its IN_DELETE follows
         except OSError as exc:  # unreadable, replaced by a file, ...: say so, go on
             if strict and directory == top:
@@ -520,28 +525,37 @@ def _open_inotify(limits: dict[str, int]) -> INotify:
         return INotify(nonblocking=True)
     except OSError as exc:
         if exc.errno == errno.EMFILE:
-            raise LabError(
-                f"cannot create an inotify instance: this user's limit "
-                f"(fs.inotify.max_user_instances={limits.get('max_user_instances', '?')}) is "
-                f"reached, or this process is out of file descriptors; close unused watchers or "
-                f"raise it: sudo sysctl fs.inotify.max_user_instances=<more>"
+            raise translated(
+                N_(
+                    "cannot create an inotify instance: this user's limit "
+                    "(fs.inotify.max_user_instances={limit}) is "
+                    "reached, or this process is out of file descriptors; close unused watchers or "
+                    "raise it: sudo sysctl fs.inotify.max_user_instances=<more>"
+                ),
+                limit=limits.get("max_user_instances", "?"),
             ) from None
-        raise LabError(f"cannot create an inotify instance: {exc.strerror}") from None
+        raise translated(N_("cannot create an inotify instance: {reason}"), reason=exc.strerror) from None
 
 
-def _watch_limit_text(
+def _watch_limit_error(
     dir_roots: list[str], file_roots: list[str], added: int, ignored: Callable[[str], bool], limits: dict[str, int]
-) -> str:
+) -> LabError:
     """Set-up ran out of watches after ``added``: how many it needs, and what to do."""
     needed = sum(_count_dirs(root, ignored) for root in dir_roots)
     needed += len({os.path.dirname(p) for p in file_roots})
     limit = limits.get("max_user_watches", "?")
-    return (
-        f"inotify watch limit reached: watching needs {needed} watches (one per "
-        f"directory), only {added} could be added "
-        f"(fs.inotify.max_user_watches={limit}, shared by all of this user's processes); "
-        f"raise it (sudo sysctl fs.inotify.max_user_watches={max(2 * needed, 8192)}) or "
-        f"ignore big directories"
+    return translated(
+        N_(
+            "inotify watch limit reached: watching needs {needed} watches (one per "
+            "directory), only {added} could be added "
+            "(fs.inotify.max_user_watches={limit}, shared by all of this user's processes); "
+            "raise it (sudo sysctl fs.inotify.max_user_watches={enough}) or "
+            "ignore big directories"
+        ),
+        needed=needed,
+        added=added,
+        limit=limit,
+        enough=max(2 * needed, 8192),
     )
 
 
@@ -586,12 +600,27 @@ def _pseudo_devices() -> dict[int, str]:
     return found
 
 
-def _unwatchable(root: str, exc: OSError) -> str:
+def _unwatchable(root: str, exc: OSError) -> LabError:
     """Why the tree at ``root`` cannot be watched, naming the directory that failed."""
-    where = root if exc.filename in (None, root) else f"{root}: {exc.filename} below it"
+    if exc.filename not in (None, root):
+        if isinstance(exc, PermissionError):
+            return translated(
+                N_(
+                    "{root}: {path} below it: permission denied: cannot read this directory; watch one you may "
+                    "read, or fix its permissions"
+                ),
+                root=root,
+                path=exc.filename,
+            )
+        return translated(
+            N_("{root}: {path} below it: cannot watch it: {reason}"), root=root, path=exc.filename, reason=exc.strerror
+        )
     if isinstance(exc, PermissionError):
-        return f"{where}: permission denied: cannot read this directory; watch one you may read, or fix its permissions"
-    return f"{where}: cannot watch it: {exc.strerror}"
+        return translated(
+            N_("{path}: permission denied: cannot read this directory; watch one you may read, or fix its permissions"),
+            path=root,
+        )
+    return translated(N_("{path}: cannot watch it: {reason}"), path=root, reason=exc.strerror)
 
 
 def _check_paths(paths) -> tuple[list[str], list[str]]:
@@ -605,34 +634,42 @@ def _check_paths(paths) -> tuple[list[str], list[str]]:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            raise LabError(
-                f"{path}: no such file or directory; give a directory (watched recursively) or a file"
+            raise translated(
+                N_("{path}: no such file or directory; give a directory (watched recursively) or a file"), path=path
             ) from None
         except PermissionError:
-            raise LabError(f"{path}: permission denied: cannot reach it") from None
+            raise translated(N_("{path}: permission denied: cannot reach it"), path=path) from None
         except OSError as exc:
-            raise LabError(f"{path}: {exc.strerror}") from None
+            raise LabError(f"{path}: {exc.strerror}") from None  # the system's words: nothing to translate
         if stat.S_ISDIR(st.st_mode) and os.path.islink(path):
             # Watches never follow a link (it could be re-pointed while watched).
-            raise LabError(
-                f"{path} is a symlink to the directory {os.path.realpath(path)}: links "
-                "are not followed; give the directory itself"
+            raise translated(
+                N_("{path} is a symlink to the directory {target}: links are not followed; give the directory itself"),
+                path=path,
+                target=os.path.realpath(path),
             )
         if stat.S_ISDIR(st.st_mode) and st.st_dev in _pseudo_devices():
-            raise LabError(
-                f"{path} is in {_pseudo_devices()[st.st_dev]}, a kernel file system: its "
-                "files change without inotify events, so nothing there can be watched"
+            raise translated(
+                N_(
+                    "{path} is in {top}, a kernel file system: its "
+                    "files change without inotify events, so nothing there can be watched"
+                ),
+                path=path,
+                top=_pseudo_devices()[st.st_dev],
             )
         if stat.S_ISDIR(st.st_mode):
             dirs.append(path)
         elif stat.S_ISREG(st.st_mode):
             files.append(path)
         else:
-            raise LabError(
-                f"{path} is neither a directory nor a regular file; give a directory (watched recursively) or a file"
+            raise translated(
+                N_(
+                    "{path} is neither a directory nor a regular file; give a directory (watched recursively) or a file"
+                ),
+                path=path,
             )
     if not dirs and not files:
-        raise LabError("no path to watch: give at least one directory or file")
+        raise translated(N_("no path to watch: give at least one directory or file"))
     # One watch per directory: a root inside another root is already covered.
     real = {d: os.path.realpath(d) for d in dirs}
     unique: list[str] = []

@@ -38,11 +38,12 @@ from typing import Any, TextIO, cast
 
 from lab import fresh_imports
 from lab.config import Config
-from lab.errors import LabError
+from lab.errors import LabError, translated
 from lab.events import EventSink, Kind
 from lab.fresh_imports import use_fresh_imports
 from lab.gate import AcceptGate
 from lab.heartbeat import IdleTracker, make_tracker
+from lab.i18n import N_
 from lab.reactor import Reactor
 from lab.timers import TimerHandle
 
@@ -601,20 +602,21 @@ def load_app(target: str, app_dir: str) -> Any:
     module_name, _, attr = target.partition(":")
     taken = sys.modules.get(module_name)
     if taken is not None:  # imported before the fork, so not the app's code: a name clash
-        raise LabError(
-            f"the name {module_name!r} is taken by {getattr(taken, '__file__', None) or 'a built-in'}; "
-            "rename the app's module"
+        raise translated(
+            N_("the name {module!r} is taken by {owner}; rename the app's module"),
+            module=module_name,
+            owner=getattr(taken, "__file__", None) or "a built-in",
         )
     app: Any = importlib.import_module(module_name)
     for part in attr.split(".") if attr else ():
         try:
             app = getattr(app, part)
         except AttributeError:
-            raise LabError(f"module {module_name!r} has no attribute {attr!r}") from None
+            raise translated(N_("module {module!r} has no attribute {attr!r}"), module=module_name, attr=attr) from None
     if isinstance(app, type):
         app = app()
     if not callable(getattr(app, "on_receive", None)):
-        raise LabError(f"app {target!r} has no on_receive(server, conn, data)")
+        raise translated(N_("app {target!r} has no on_receive(server, conn, data)"), target=target)
     return app
 
 
@@ -732,7 +734,10 @@ def _start_app(
     try:
         app = load_app(config.target, config.app_dir)
     except BaseException as exc:
-        channel.tell(failed=f"LabError: {exc}\n" if isinstance(exc, LabError) else app_traceback(exc))
+        if isinstance(exc, LabError):  # the event's English, and what the master says at start-up
+            channel.tell(failed=f"LabError: {exc.english}\n", said=f"LabError: {exc}")
+        else:
+            channel.tell(failed=app_traceback(exc))
         return None
 
     spec.channel.setblocking(False)

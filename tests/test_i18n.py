@@ -6,9 +6,11 @@ from __future__ import annotations
 import ast
 import importlib.util
 import io
+import json
 import os
 import re
 import shutil
+import socket
 import string
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import nbformat
 import pytest
 
 from lab import i18n
+from lab.errors import LabError
 from lab.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,6 +220,18 @@ def test_messages_follow_the_language(chinese):
     assert i18n._("server stopped") == "server stopped"
 
 
+def test_a_start_up_error_keeps_its_english_for_the_events(chinese, tmp_path):
+    """A new master that cannot start tells the old one why: an upgrade.failed event, English."""
+    from lab.watcher import Watcher
+
+    with pytest.raises(LabError) as caught:
+        Watcher([tmp_path / "missing"])
+    assert "没有这个文件或目录" in str(caught.value)
+    assert caught.value.english == (
+        f"{tmp_path / 'missing'}: no such file or directory; give a directory (watched recursively) or a file"
+    )
+
+
 def test_a_chinese_figure_renders_with_a_font_that_has_every_glyph(chinese):
     from matplotlib import font_manager
     from matplotlib.ft2font import FT2Font
@@ -301,17 +316,59 @@ def test_the_demo_tells_the_same_story_in_chinese_by_the_locale_and_in_english_b
         assert a.startswith("$ ") == b.startswith("$ ") and a.startswith("==") == b.startswith("==")
 
 
-def test_serve_says_its_start_up_errors_in_chinese_in_one_line():
-    done = subprocess.run(
-        [sys.executable, "-m", "lab", "serve", "lab.examples.hello", "--bind", "127.0.0.1:99999"],
+def _serve_in_chinese(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lab", "serve", *args],
         capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, "LAB_LANG": "zh"},
     )
+
+
+@pytest.mark.parametrize(
+    "case, chinese",
+    [
+        ("bad port", "bind 里的端口不对"),
+        ("port in use", "已被占用"),
+        ("app dir is a file", "不是一个目录"),
+        ("no such --watch path", "没有这个文件或目录"),
+        ("events file is a directory", "事件文件"),
+    ],
+)
+def test_serve_says_its_start_up_errors_in_chinese_in_one_line(case, chinese, tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    bind = {"bad port": "127.0.0.1:99999", "port in use": f"127.0.0.1:{busy.getsockname()[1]}"}
+    (tmp_path / "file").write_text("")
+    extra = {
+        "app dir is a file": ["--app-dir", str(tmp_path / "file")],
+        "no such --watch path": ["--watch", str(tmp_path / "missing")],
+        "events file is a directory": ["--events", str(tmp_path)],
+    }
+    with busy:
+        done = _serve_in_chinese("lab.examples.hello", "--bind", bind.get(case, "127.0.0.1:0"), *extra.get(case, []))
     assert done.returncode != 0
     said = done.stderr.strip()
-    assert len(said.splitlines()) == 1 and "bind 里的端口不对" in said, said
+    assert len(said.splitlines()) == 1 and chinese in said, said
+
+
+def test_a_start_up_error_said_in_chinese_is_an_english_event(tmp_path):
+    """A worker's LabError is said in Chinese at the end of the log (the start-up error), while the
+    events stay English whatever the language: the failed reload's error, the stop's ``fatal``."""
+    events = tmp_path / "events.jsonl"
+    done = _serve_in_chinese("lab.examples.hello:nothing_here", "--bind", "127.0.0.1:0", "--events", str(events))
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.endswith(
+        "应用 'lab.examples.hello:nothing_here' 启动失败：LabError: 模块 'lab.examples.hello' 没有属性 'nothing_here'"
+    ), last
+    logged = [json.loads(line) for line in events.read_text().splitlines()]
+    failed = next(e for e in logged if e["kind"] == "reload.failed")
+    english = "LabError: module 'lab.examples.hello' has no attribute 'nothing_here'"
+    assert failed["error"] == english, failed
+    stop = next(e for e in logged if e["kind"] == "server.stop")
+    assert stop["fatal"] == f"the app 'lab.examples.hello:nothing_here' failed to start: {english}", stop
 
 
 @pytest.mark.skipif(not shutil.which("make"), reason="no make here")
