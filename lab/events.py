@@ -117,9 +117,13 @@ class EventSink:
             self._torn = written < len(data)
 
     def _print(self, event: Event) -> None:
+        if self.echo is None:
+            return
         extra = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "kind", "pid"))
-        try:
-            print(f"[{event['t']:.3f}] {event['pid']} {event['kind']} {extra}".rstrip(), file=self.echo, flush=True)
+        line = f"[{event['t']:.3f}] {event['pid']} {event['kind']} {extra}".rstrip() + "\n"
+        try:  # one write of the whole line: workers echo to the same stream, and print() writes its end apart
+            self.echo.write(line)
+            self.echo.flush()
         except (OSError, ValueError):
             pass
 
