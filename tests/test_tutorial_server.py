@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -75,3 +77,25 @@ def test_bad_arguments_are_one_line(tmp_path):
         timeout=30,
     )
     assert out.returncode == 2 and "no app file at" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--heartbeat", "nan"], "--heartbeat: heartbeat_interval must be a number of seconds"),
+        (["--heartbeat", "-1"], "--heartbeat: heartbeat_interval must be a number of seconds"),
+        (["--workers", "100000"], "--workers must be from 1 to 256"),
+    ],
+)
+def test_absurd_options_are_one_line_before_anything_starts(tmp_path, args, said):
+    app = tmp_path / "hello.py"
+    app.write_text(APP)
+    pidfile = tmp_path / "tutorial.pid"
+    done = subprocess.run(
+        [sys.executable, "-m", "lab.tutorial.server", str(app), "--pidfile", str(pidfile), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and said in done.stderr.strip().splitlines()[-1], done.stderr
+    assert not pidfile.exists()

@@ -34,6 +34,8 @@ import sys
 import time
 from types import ModuleType
 
+from lab.config import check_duration
+from lab.errors import LabError
 from lab.tutorial.heartbeat import SwooleTimers, TutorialHeartbeat
 from lab.tutorial.inotify import Inotify, watch_event
 
@@ -201,8 +203,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not os.path.isfile(args.app):
         parser.error(f"no app file at {args.app}")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    if not 1 <= args.workers <= 256:
+        parser.error("--workers must be from 1 to 256")
+    if args.heartbeat != 0:  # 0: no heartbeat, as Swoole's default
+        try:
+            check_duration("heartbeat_interval", args.heartbeat)
+        except LabError as exc:
+            parser.error(f"--heartbeat: {exc} (or 0: none)")
     return args
 
 
