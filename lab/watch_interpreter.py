@@ -343,7 +343,23 @@ class Interpreter:
             f"{held} changes held before the overflow were replaced by the rescan",
         )
         for root in self.roots + self.file_roots:
-            self._rescans.append(Change("rescan", root, None, why))
+            self._rescan(root, why)
+
+    def unlisted(self, directory: str, why: str) -> None:
+        """Set-up left the quiet ``directory`` to be listed later, and what it held at set-up can
+        no longer be known (``why``): its root is reported as a rescan, as after lost records."""
+        root = max((r for r in self.roots if directory == r or directory.startswith(r + "/")), key=len)
+        text = f"{directory}: {why}: its files at set-up are not known, changes in it may be missing"
+        self.log.append(text)
+        self._rescan(root, (text, "call poll() soon after set-up to avoid this"))
+
+    def _rescan(self, root: str, why: tuple[str, ...]) -> None:
+        """A rescan of ``root`` in the next batch: one per root, with every reason."""
+        for i, change in enumerate(self._rescans):
+            if change.path == root:
+                self._rescans[i] = Change("rescan", root, None, change.why + why)
+                return
+        self._rescans.append(Change("rescan", root, None, why))
 
     # --- batches ----------------------------------------------------------------------------------
 

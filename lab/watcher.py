@@ -19,10 +19,12 @@ What the tutorial's class misses and this one does:
   the snapshot and the pending batch are indexed by directory, so the work is linear;
 - ``IN_Q_OVERFLOW`` (events lost) is answered by a rescan against a snapshot of
   ``path -> (inode, size, mtime_ns)`` and a ``Change(kind="rescan")`` that says so. Set-up only
-  watches and lists; the first poll puts the listing in the snapshot (before it interprets a
-  record) and the first polls take the signatures, ``SIGNS_PER_POLL`` at a time (a change
-  after the watch is in place has its record, so a later signature loses nothing; one taken
-  while records may already be lost is withdrawn, and the rescan reports that file);
+  watches and lists, and leaves quiet leaf directories (most of a big tree) for the first poll
+  to list, exactly as they were (``lab.watch_walk``); the first poll puts the listing in the
+  snapshot (before it interprets a record) and the first polls take the signatures,
+  ``SIGNS_PER_POLL`` at a time (a change after the watch is in place has its record, so a later
+  signature loses nothing; one taken while records may already be lost is withdrawn, and the
+  rescan reports that file);
 - the file type is the real suffix (``a.b.py`` is ``.py``); editor swap/backup files and
   directories such as ``.git`` are ignored by name, and ignored directories get no watch at all;
 - the kernel's limits are read at run time; running out of watches is a clear ``LabError``.
@@ -32,18 +34,15 @@ Not thread-safe: one thread (or one event loop) calls ``poll``/``read_batch``.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import gc
 import math
 import os
 import select
 import stat
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from inotify_simple import Event, INotify, parse_events
 
@@ -52,26 +51,10 @@ from lab.errors import LabError, translated
 from lab.i18n import N_
 from lab.watch_filter import DEFAULT_IGNORE, NameFilter
 from lab.watch_index import Signature
-from lab.watch_interpreter import Action, Interpreter, Mask, Scan, Unwatch
+from lab.watch_interpreter import Action, Interpreter, Scan, Unwatch
+from lab.watch_walk import DIR_MASK, QuietLeaves, WatchLimit, add_watch, add_watch_error, list_late, walk_tree
 
 __all__ = ["DEFAULT_IGNORE", "RECORDS_PER_POLL", "Change", "Watcher", "inotify_limits"]
-
-# What a directory watch listens to. IN_MODIFY as well as IN_CLOSE_WRITE: a writer that keeps a
-# file open only makes IN_MODIFY, and each IN_MODIFY restarts the quiet time, so a file being
-# written is reported once it is quiet. IN_EXCL_UNLINK: nothing about unlinked temp files.
-DIR_MASK = (
-    Mask.CREATE
-    | Mask.DELETE
-    | Mask.MODIFY
-    | Mask.CLOSE_WRITE
-    | Mask.MOVED_FROM
-    | Mask.MOVED_TO
-    | Mask.DELETE_SELF
-    | Mask.MOVE_SELF
-    | Mask.ONLYDIR
-    | Mask.DONT_FOLLOW
-    | Mask.EXCL_UNLINK
-)
 
 READ_SIZE = 1 << 16
 # At most this many raw records are interpreted per poll() (a few ms of work): a flood, such as
@@ -79,13 +62,6 @@ READ_SIZE = 1 << 16
 RECORDS_PER_POLL = 4096
 # At most this many set-up files are signed (stat) per poll, once nothing else is to be done.
 SIGNS_PER_POLL = 2048
-
-# inotify_add_watch called directly (fd, bytes path, mask -> wd): set-up makes one call per
-# directory. No argtypes: ctypes' own conversion of int and bytes costs half as much per call,
-# and DIR_MASK (a plain int) fits in a C int.
-_libc = ctypes.CDLL(None, use_errno=True)
-_inotify_add_watch = _libc.inotify_add_watch
-_inotify_add_watch.restype = ctypes.c_int
 
 
 def _read_int(path: str) -> int | None:
@@ -116,10 +92,6 @@ def inotify_limits() -> dict[str, int]:
     return limits
 
 
-class _WatchLimit(Exception):
-    """inotify_add_watch failed with ENOSPC."""
-
-
 class Watcher:
     """Watches directory trees (and single files) for changed files of the given types.
 
@@ -127,6 +99,9 @@ class Watcher:
     (fnmatch) for files and directories never reported; an ignored directory is never watched.
     ``debounce``: seconds of quiet after the last raw event before a batch is due; ``max_wait``:
     the longest a batch waits while events keep coming. ``clock``: the time source of ``poll``.
+
+    Poll soon after set-up (``timeout()`` is 0 until then): the first poll lists the quiet
+    directories set-up left, and one changed before that is reported as a ``rescan`` of its root.
     """
 
     def __init__(
@@ -168,9 +143,11 @@ class Watcher:
         self.problems: deque[tuple[str, str]] = self._interp.problems
         self._records: deque[Event] = deque()  # read, not yet interpreted (see RECORDS_PER_POLL)
         self._backlog = False  # the last poll stopped at RECORDS_PER_POLL: more may be readable
-        # Set-up's listing, (directory, files): the first poll puts it in the snapshot, before
-        # it interprets any record, so every record still meets the snapshot of set-up's time.
+        # Set-up's listing, (directory, files), and its quiet leaves, not listed yet
+        # (lab.watch_walk): the first poll lists them and puts it all in the snapshot, before it
+        # interprets any record, so every record still meets the snapshot of set-up's time.
         self._listed: list[tuple[str, list[str]]] = []
+        self._late = QuietLeaves.now()
         self._unsigned: list[str] = []  # files found at set-up, to sign (stat) in later polls
         # Signatures taken since the kernel's queue was last seen empty: should that read find
         # IN_Q_OVERFLOW, they may include changes whose records were lost, and are withdrawn.
@@ -202,6 +179,11 @@ class Watcher:
         return len(self._index.files)
 
     @property
+    def unlisted_dirs(self) -> int:
+        """Quiet leaf directories set-up watched but left for the first poll to list."""
+        return len(self._late.found)
+
+    @property
     def lost_roots(self) -> list[str]:
         """Watched root directories deleted or moved away since: nothing under them is watched."""
         return [root for root in self._dir_roots if root not in self._index.path_wd]
@@ -227,7 +209,7 @@ class Watcher:
         """Seconds until ``poll`` may return a batch, or 0 while raw records wait to be
         interpreted or set-up's files to be put in the snapshot and signed (call ``poll`` again
         soon, after other work); None when nothing is pending."""
-        if (self._unsigned or self._listed) and not self._backlog:
+        if (self._unsigned or self._listed or self._late.found) and not self._backlog:
             return 0.0
         return self._interp.timeout(self._clock() if now is None else now, self._backlog)
 
@@ -275,7 +257,7 @@ class Watcher:
         gc.disable()
         try:
             self._setup_walk()
-        except _WatchLimit:
+        except WatchLimit:
             raise _watch_limit_error(
                 self._dir_roots, self._file_roots, self.watched_dirs, self._names.ignored, self.limits
             ) from None
@@ -291,7 +273,7 @@ class Watcher:
 
         for root in self._dir_roots:
             try:
-                self._walk(root, found, strict=True)
+                walk_tree(self._fd, self._names, self._index.add, self._interp.problem, root, found, True, self._late)
             except OSError as exc:
                 raise _unwatchable(root, exc) from None
         for path in self._file_roots:
@@ -322,9 +304,9 @@ class Watcher:
         return walk_tree(self._fd, self._names, self._index.add, self._interp.problem, top, found, strict)
 
     def _add_watch(self, directory: str, parent: str | None = None) -> int:
-        wd = _inotify_add_watch(self._fd, os.fsencode(directory), DIR_MASK)
+        wd = add_watch(self._fd, os.fsencode(directory), DIR_MASK)
         if wd < 0:
-            raise _add_watch_error(directory)
+            raise add_watch_error(directory)
         self._index.add(wd, directory, parent)
         return wd
 
@@ -374,7 +356,7 @@ class Watcher:
 
         try:
             self._walk(scan.path, found)
-        except _WatchLimit:
+        except WatchLimit:
             limit = self.limits.get("max_user_watches", "?")
             self._interp.problem(
                 "watch-limit",
@@ -415,7 +397,7 @@ class Watcher:
                     current[path] = _signature_of(path)
                 except OSError:
                     pass
-        except (_WatchLimit, OSError) as exc:
+        except (WatchLimit, OSError) as exc:
             self._interp.problem("rescan-incomplete", f"rescan incomplete: {exc!r}")
         self._unwatch(old_wds - self._index.wd_path.keys())
         took = (time.perf_counter() - started) * 1000
@@ -438,7 +420,15 @@ class Watcher:
         return changes
 
     def _index_listed(self) -> None:
-        """Set-up's listing into the snapshot, unsigned (see ``_listed``)."""
+        """Set-up's listing, with its quiet leaves listed now, into the snapshot, unsigned (see
+        ``_listed``)."""
+        if self._late.found:
+            leaves, self._late.found = self._late.found, []
+
+            def found(directory: str, paths: list[str]) -> None:
+                self._listed.append((directory, paths))
+
+            list_late(leaves, self._names, found, self._interp.unlisted)
         if not self._listed:
             return
         remember, unsigned = self._index.remember_unsigned, self._unsigned
@@ -458,66 +448,6 @@ class Watcher:
             except OSError:
                 continue
             suspects.append(path)
-
-
-def walk_tree(
-    fd: int,
-    names: NameFilter,
-    index_add: Callable[[int, str, str | None], Any],
-    problem: Callable[[str, str], Any],
-    top: str,
-    found: Callable[[str, list[str]], None],
-    strict: bool = False,
-) -> int:
-    """Watches ``top`` and every directory below it that is not ignored (on inotify ``fd``, each
-    watch given to ``index_add``), and calls ``found(directory, paths)`` with each directory's
-    wanted files; an unreadable directory is a ``problem``. Watch first, then list: whatever is
-    created in a directory after its listing is reported by its watch. Returns how many
-    directories it watched. (The hot loop of set-up: names are bound to locals.)"""
-    ignored, types, explicit = names.ignored, names.types, names.explicit
-    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-    stack, count = [(top, os.path.dirname(top))], 0
-    while stack:
-        directory, parent = stack.pop()
-        try:  # Watcher._add_watch, inlined: one Python call less per directory
-            wd = _inotify_add_watch(fd, directory.encode(encoding, errors), DIR_MASK)
-            if wd < 0:
-                raise _add_watch_error(directory)
-            index_add(wd, directory, parent)
-            entries = os.scandir(directory)
-        except FileNotFoundError:
-            if strict and directory == top:
-                raise translated(N_("{directory}: no such directory"), directory=directory) from None
-            continue  # gone again: its IN_DELETE follows
-        except OSError as exc:  # unreadable, replaced by a file, ...: say so, go on
-            if strict and directory == top:
-                raise
-            problem("unwatched", f"not watched: {directory}: {exc.strerror}")
-            continue
-        count += 1
-        files = []
-        with entries:
-            for entry in entries:
-                name = entry.name
-                if ignored(name):
-                    continue
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    continue
-                if is_dir:
-                    stack.append((entry.path, directory))
-                elif (
-                    types is None
-                    or name.endswith(types)
-                    and name not in types  # is_type
-                    or explicit
-                    and entry.path in explicit
-                ):
-                    files.append(entry.path)
-        if files:
-            found(directory, files)
-    return count
 
 
 def _open_inotify(limits: dict[str, int]) -> INotify:
@@ -570,18 +500,6 @@ def _count_dirs(top: str, ignored: Callable[[str], bool]) -> int:
         except OSError:
             continue
     return count
-
-
-def _add_watch_error(directory: str) -> Exception:
-    """The error of a failed inotify_add_watch (errno as the OSError subclass open() raises)."""
-    code = ctypes.get_errno()
-    if code == errno.ENOSPC:
-        return _WatchLimit()
-    if code == errno.EACCES:
-        return PermissionError(code, os.strerror(code), directory)
-    if code in (errno.ENOENT, errno.ENOTDIR):
-        return FileNotFoundError(code, os.strerror(code), directory)
-    return OSError(code, os.strerror(code), directory)
 
 
 def _signature_of(path: str) -> Signature:

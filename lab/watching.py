@@ -47,6 +47,7 @@ class Watching:
         self.watcher = Watcher(config.watch, types=config.types, debounce=config.debounce)
         reactor.add_reader(self.watcher.fileno(), self._poll)
         self._report_problems()  # e.g. an unreadable directory found by the first scan
+        self._timer = reactor.call_later(0, self._poll)  # lists set-up's quiet leaves at once
 
     def close(self) -> None:
         """Also in a forked worker: closing its copy of the inotify fd leaves the master's watches
@@ -81,6 +82,7 @@ class Watching:
         self.watcher.close()
         self.watcher = watcher
         self.reactor.add_reader(watcher.fileno(), self._poll)
+        self._timer = self.reactor.call_later(0, self._poll)
         self.events.emit(Kind.WATCH_RESTORED, paths=self.config.watch)
         self.reload(self.reactor.clock())  # what changed while unwatched
 

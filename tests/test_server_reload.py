@@ -12,6 +12,7 @@ import time
 
 import pytest
 from server_helpers import VERSIONED_APP, ask, run_cli, wait_until, write_app
+from test_watch_walk import quiet
 
 from lab.events import Kind
 
@@ -29,6 +30,20 @@ def test_a_watched_change_reloads_and_the_new_code_answers(serve, app_dir):
     phases = done["phases"]
     assert phases["seen"] <= phases["forked"] <= phases["ready"] <= phases["serving"] <= phases["old_gone"]
     assert not list(app_dir.rglob("*.pyc")), "workers must not write bytecode into the watched tree"
+
+
+def test_a_quiet_watched_folder_is_listed_at_start_so_a_save_by_rename_is_exact(serve, app_dir):
+    """Set-up leaves a quiet folder's listing to the first poll: the master polls at once, so a
+    later save is measured against the folder as it was, not reported as a rescan."""
+    server = serve(app_dir=quiet(app_dir), args=("--watch", str(app_dir)))
+    assert server.ask() == "v1"
+    temp = app_dir / "app.py.new"  # not a .py file: never reported itself
+    write_app(app_dir, "v2", name=temp.name)
+    os.rename(temp, app_dir / "app.py")
+    server.wait_event(Kind.RELOAD_DONE, generation=2)
+    assert server.ask() == "v2"
+    change = server.find(Kind.WATCH_CHANGE)[0]
+    assert (change["kinds"], change["paths"]) == (["modified"], [str(app_dir / "app.py")])
 
 
 @pytest.mark.parametrize("trigger", ["SIGUSR1", "SIGHUP", "cli"])

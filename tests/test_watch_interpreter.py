@@ -182,6 +182,25 @@ def test_an_overflow_asks_for_a_rescan_once_the_queue_is_drained():
     assert interp.drained(0.0) == []  # once
 
 
+def test_a_quiet_directory_not_known_exactly_is_one_rescan_of_its_root_with_every_reason():
+    interp = Interpreter(NameFilter((".py",)), ["/w", "/w2", "/w/pkg-not-nested"], quiet=0.25, max_wait=10)
+    interp.unlisted("/w/pkg/sub", "gone before the first poll listed it (No such file or directory)")
+    interp.unlisted("/w/lib", "changed (an entry made, removed or renamed) before the first poll listed it")
+    interp.unlisted("/w2", "replaced by another directory before the first poll listed it")
+    assert interp.due(0.0, backlog=False), "nothing else held: due at once"
+    interp.feed((-1, M.Q_OVERFLOW, 0, ""), 0.0)
+    assert interp.drained(0.0) == [RESCAN]
+    interp.lose_all()
+    interp.rescanned({}, dirs=2, took_ms=1.0, held=0, now=0.0)
+    changes = interp.take()
+    assert [(c.kind, c.path) for c in changes] == [("rescan", "/w"), ("rescan", "/w2"), ("rescan", "/w/pkg-not-nested")]
+    why = changes[0].why
+    assert why[0].startswith("/w/pkg/sub: gone before the first poll") and "may be missing" in why[0]
+    assert why[2].startswith("/w/lib: changed") and why[4].startswith("IN_Q_OVERFLOW")
+    assert sum(line.startswith("IN_Q_OVERFLOW") for line in changes[1].why) == 1
+    assert [line.split(":")[0] for line in interp.log] == ["/w/pkg/sub", "/w/lib", "/w2"]
+
+
 def test_after_an_overflow_a_held_change_counts_even_if_its_signature_matches():
     """The snapshot's signature of b.py was taken after its change (a set-up file signed late,
     or a batch that signed a later write): only the held record says it changed."""
