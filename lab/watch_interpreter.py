@@ -27,7 +27,7 @@ from lab.debounce import DEFAULT_DEBOUNCE, Change, Debouncer
 from lab.watch_filter import NameFilter
 from lab.watch_index import UNSIGNED, Signature, WatchIndex
 
-__all__ = ["RESCAN", "Interpreter", "Mask", "Record", "Rescan", "Scan", "Unwatch", "mask_name"]
+__all__ = ["RESCAN", "Interpreter", "Mask", "Record", "Rescan", "Scan", "Unwatch", "mask_name", "root_of"]
 
 Record = tuple[int, int, int, str]  # (wd, mask, cookie, name), as inotify_simple's Event
 
@@ -95,6 +95,12 @@ _MOVED_OUT = "IN_MOVED_FROM without IN_MOVED_TO: moved out of the watched tree"
 _IGNORED_DIR = "directory name ignored, never watched"
 
 
+def root_of(path: str, roots: Iterable[str]) -> str:
+    """The innermost of ``roots`` that holds ``path`` (``path`` itself if none does)."""
+    inside = [r for r in roots if path == r or path.startswith(r.rstrip("/") + "/")]
+    return max(inside, key=len, default=path)
+
+
 class Interpreter:
     """Records in, facts and actions out. ``roots``: the watched root directories;
     ``file_roots``: the files watched one by one; ``limits``:
@@ -120,6 +126,9 @@ class Interpreter:
         self.problems: deque[tuple[str, str]] = deque(maxlen=log_size)
         self.debouncer = Debouncer(quiet, max_wait, on_drop=self._dropped)
         self._moves: dict[int, tuple[str, bool, bool, str]] = {}  # cookie -> unpaired MOVED_FROM
+        self._moving: dict[str, int] = {}  # the path of an unpaired MOVED_FROM -> its cookie
+        self._later: list[Action] = []  # actions of moves settled early, for ``drained``
+        self._rebuild: list[str] = []  # why the snapshot must be rebuilt, though no record was lost
         self._rescans: list[Change] = []
         self._overflowed = False
         self._lost: list[str] = []  # paths held when records were lost (see ``rescanned``)
@@ -156,20 +165,40 @@ class Interpreter:
 
     @property
     def overflowed(self) -> bool:
-        """An IN_Q_OVERFLOW was fed and its rescan is not asked for yet."""
+        """An IN_Q_OVERFLOW was fed and its rescan is not done yet."""
         return self._overflowed
 
     def drained(self, now: float) -> list[Action]:
         """The kernel's queue is empty: unpaired moves went out; lost records need a rescan."""
-        actions: list[Action] = []
+        actions, self._later = self._later, []
         for cookie in list(self._moves):
             action = self._moved_out(*self._moves.pop(cookie), now=now)
             if action is not None:
                 actions.append(action)
-        if self._overflowed:
-            self._overflowed = False
+        self._moving.clear()
+        if self._overflowed or self._rebuild:
             actions.append(RESCAN)
         return actions
+
+    def _move_from(self, cookie: int, path: str, is_dir: bool, wanted: bool, why: str) -> None:
+        self._moves[cookie] = (path, is_dir, wanted, why)
+        self._moving[path] = cookie
+
+    def _pair(self, cookie: int) -> tuple[str, bool, bool, str] | None:
+        pair = self._moves.pop(cookie, None)
+        if pair is not None and self._moving.get(pair[0]) == cookie:
+            del self._moving[pair[0]]
+        return pair
+
+    def _made_anew(self, path: str, now: float) -> None:
+        """``path`` is created or moved in: an unpaired MOVED_FROM of that path went out of the
+        tree (a rename queues its pair at once, under the directory's lock: it would have come
+        first), and must be settled now, before the new one is indexed under the same path."""
+        cookie = self._moving.pop(path, None)
+        if cookie is not None:
+            action = self._moved_out(*self._moves.pop(cookie), now=now)
+            if action is not None:
+                self._later.append(action)
 
     def _self_record(self, mask: int, directory: str) -> Unwatch | None:
         if directory not in self.roots:
@@ -183,12 +212,13 @@ class Interpreter:
     def _file_record(self, mask: int, cookie: int, path: str, name: str, why: str, now: float) -> None:
         wanted = self.names.wanted(path, name)
         if mask & Mask.MOVED_FROM:
-            self._moves[cookie] = (path, False, wanted, why)
+            self._move_from(cookie, path, False, wanted, why)
         elif mask & Mask.MOVED_TO:
             self._file_moved_to(cookie, path, name, wanted, why, now)
         elif not wanted:
             self._drop(name, why)
         elif mask & Mask.CREATE:
+            self._made_anew(path, now)
             self.debouncer.created(path, now, (why,), writing=True)
         elif mask & Mask.CLOSE_WRITE:  # the writer is done: the batch may end after settle
             self.debouncer.modified(path, now, (why,), settled=True)
@@ -198,7 +228,8 @@ class Interpreter:
             self.debouncer.deleted(path, now, (why,))
 
     def _file_moved_to(self, cookie: int, path: str, name: str, wanted: bool, why: str, now: float) -> None:
-        pair = self._moves.pop(cookie, None)
+        pair = self._pair(cookie)
+        self._made_anew(path, now)
         if pair is None:
             if wanted:
                 self.appeared(path, now, (why, "moved in from outside the watched tree"), settled=True)
@@ -221,12 +252,13 @@ class Interpreter:
     def _dir_record(self, mask: int, cookie: int, path: str, name: str, why: str, now: float) -> Action | None:
         ignored = self.names.ignored(name)
         if mask & Mask.MOVED_FROM:
-            self._moves[cookie] = (path, True, not ignored, why)
+            self._move_from(cookie, path, True, not ignored, why)
         elif mask & Mask.MOVED_TO:
             return self._dir_moved_to(cookie, path, name, ignored, why, now)
         elif ignored:
             self.log.append(f"dropped {why}: {_IGNORED_DIR}")
         elif mask & Mask.CREATE:
+            self._made_anew(path, now)
             if path not in self.index.path_wd:  # else: found and listed by its parent's listing
                 return Scan(path, (why, f"synthesized by scanning new directory {path}"))
         elif mask & Mask.DELETE:
@@ -234,7 +266,8 @@ class Interpreter:
         return None
 
     def _dir_moved_to(self, cookie: int, path: str, name: str, ignored: bool, why: str, now: float) -> Action | None:
-        pair = self._moves.pop(cookie, None)
+        pair = self._pair(cookie)
+        self._made_anew(path, now)
         if pair is not None and pair[2]:
             src, src_why = pair[0], pair[3]
             if not ignored:
@@ -300,7 +333,10 @@ class Interpreter:
         wds and how many changes were held."""
         self._lost = self.debouncer.discard()
         self._moves.clear()
-        return self.index.forget_watches(), len(self._lost)
+        self._moving.clear()
+        later = {wd for action in self._later if isinstance(action, Unwatch) for wd in action.wds}
+        self._later = []
+        return self.index.forget_watches() | later, len(self._lost)
 
     def rescanned(self, current: dict[str, Signature], dirs: int, took_ms: float, held: int, now: float) -> None:
         """The rescan listed ``current`` (path -> signature) in ``dirs`` directories: each
@@ -308,7 +344,8 @@ class Interpreter:
 
         A path held when records were lost changed since the last batch (the kernel said so),
         even if its signature matches: the snapshot's may have been taken after that change."""
-        rule = "queue overflow: rescanned"
+        rule = "queue overflow: rescanned" if self._overflowed else "rescanned"
+        self._overflowed = False
         files, debouncer, differences = self.index.files, self.debouncer, 0
         lost = set(self._lost)
         self._lost = []
@@ -335,23 +372,32 @@ class Interpreter:
             debouncer.deleted(path, now, (f"{rule}: gone since the last batch",))
             differences += 1
         limit = self.limits.get("max_queued_events", "?")
-        why = (
+        overflow = (
             f"IN_Q_OVERFLOW: more than max_queued_events={limit} records were queued "
-            "unread; the kernel dropped the rest",
+            "unread; the kernel dropped the rest"
+        )
+        why = (
+            *([overflow] if rule != "rescanned" else []),
+            *self._rebuild,
             f"{rule} {dirs} directories and {len(current)} files in {took_ms:.1f} ms; "
             f"{differences} differ from the snapshot taken after the last batch",
-            f"{held} changes held before the overflow were replaced by the rescan",
+            f"{held} changes held before the rescan were replaced by it",
         )
+        self._rebuild = []
         for root in self.roots + self.file_roots:
             self._rescan(root, why)
 
-    def unlisted(self, directory: str, why: str) -> None:
+    def unlisted(self, directory: str, why: str, rebuild: bool) -> None:
         """Set-up left the quiet ``directory`` to be listed later, and what it held at set-up can
-        no longer be known (``why``): its root is reported as a rescan, as after lost records."""
-        root = max((r for r in self.roots if directory == r or directory.startswith(r + "/")), key=len)
+        no longer be known (``why``): its root is reported as a rescan, as after lost records.
+        ``rebuild``: its files now are not in the snapshot either (it moved, or could not be
+        listed), so the drained queue asks for a rescan that rebuilds the snapshot and watches."""
         text = f"{directory}: {why}: its files at set-up are not known, changes in it may be missing"
         self.log.append(text)
-        self._rescan(root, (text, "call poll() soon after set-up to avoid this"))
+        if rebuild:
+            self._rebuild.append(text)
+        else:
+            self._rescan(root_of(directory, self.roots), (text, "call poll() soon after set-up to avoid this"))
 
     def _rescan(self, root: str, why: tuple[str, ...]) -> None:
         """A rescan of ``root`` in the next batch: one per root, with every reason."""

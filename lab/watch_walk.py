@@ -15,8 +15,10 @@ each directory after its watch, and a **quiet leaf** is listed by the first poll
 
 The first poll lists it and ``stat``s it again: the same inode with the same ctime means that no
 entry changed between the watch and the listing, so the listing is the tree at set-up, exactly.
-Otherwise (it changed, moved or vanished before the first poll) what it held at set-up is not
-known: the caller reports a rescan of its root, as after lost records, never a silent gap.
+Otherwise what it held at set-up is not known, and the caller reports a rescan of its root, as
+after lost records, never a silent gap: changed (or only chmod-ed), its listing now is the
+snapshot and its records tell the rest; moved, replaced or unreadable, the snapshot is rebuilt by
+a rescan of the whole tree. A loop that polls at once (as the lab's master does) meets neither.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ from lab.watch_interpreter import Mask
 
 __all__ = [
     "DIR_MASK",
+    "LEAF_FILESYSTEMS",
     "QUIET",
     "QuietLeaves",
     "WatchLimit",
     "add_watch",
     "add_watch_error",
+    "leaf_devices",
     "list_late",
     "quiet_leaf",
     "walk_tree",
@@ -117,11 +121,11 @@ def leaf_devices(mountinfo: Iterable[str]) -> set[int]:
 
 @dataclass
 class QuietLeaves:
-    """Set-up's quiet leaf directories, ``(directory, inode, ctime_ns)``, left to be listed."""
+    """Set-up's quiet leaf directories, ``(directory, device, inode, ctime_ns)``, left to be listed."""
 
     before_ns: int  # a ctime older than this is quiet
     devices: set[int]  # where st_nlink counts subdirectories
-    found: list[tuple[str, int, int]] = field(default_factory=list)
+    found: list[tuple[str, int, int, int]] = field(default_factory=list)  # + st_dev
 
     @classmethod
     def now(cls) -> QuietLeaves:
@@ -136,7 +140,7 @@ class QuietLeaves:
     def defer(self, directory: str, st: os.stat_result) -> bool:
         """Leave ``directory`` (``st``: its stat, taken after its watch) for later, if quiet."""
         if quiet_leaf(st.st_nlink, st.st_ctime_ns, st.st_dev in self.devices, self.before_ns):
-            self.found.append((directory, st.st_ino, st.st_ctime_ns))
+            self.found.append((directory, st.st_dev, st.st_ino, st.st_ctime_ns))
             return True
         return False
 
@@ -151,15 +155,11 @@ def walk_tree(
     strict: bool = False,
     later: QuietLeaves | None = None,
 ) -> int:
-    """Watches ``top`` and every directory below it that is not ignored (on inotify ``fd``, each
-    watch given to ``index_add``), and calls ``found(directory, paths)`` with each directory's
-    wanted files; an unreadable directory is a ``problem``. Watch first, then list: whatever is
-    created in a directory after its listing is reported by its watch. With ``later``, a quiet
-    leaf is not listed but kept there. Returns how many directories it watched. (The hot loop of
-    set-up: names are bound to locals.)"""
+    """Watches ``top`` and each directory below not ignored (each wd to ``index_add``), then lists
+    it, ``found(directory, wanted files)``, or keeps a quiet leaf in ``later``; an unreadable one
+    is a ``problem``. Watch, then list: a later change has its record. Returns the watch count."""
     ignored, types, explicit = names.ignored, names.types, names.explicit
     encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-    lstat, defer = os.lstat, later.defer if later is not None else None
     stack, count = [(top, os.path.dirname(top))], 0
     while stack:
         directory, parent = stack.pop()
@@ -168,7 +168,7 @@ def walk_tree(
             if wd < 0:
                 raise add_watch_error(directory)
             index_add(wd, directory, parent)
-            if defer is not None and defer(directory, lstat(directory)):
+            if later is not None and later.defer(directory, os.lstat(directory)):
                 count += 1
                 continue
             entries = os.scandir(directory)
@@ -208,16 +208,15 @@ def walk_tree(
 
 
 def list_late(
-    leaves: Iterable[tuple[str, int, int]],
-    names: NameFilter,
-    found: Callable[[str, list[str]], None],
-    unknown: Callable[[str, str], None],
-) -> None:
-    """Lists set-up's quiet leaves: ``found(directory, files)`` when the listing is the directory
-    as it was at set-up, else ``unknown(directory, why)`` (with ``found`` of what it holds now,
-    if it is still the same directory). A subdirectory made since has its own record."""
+    leaves: Iterable[tuple[str, int, int, int]], names: NameFilter, unknown: Callable[[str, str, bool], None]
+) -> list[tuple[str, list[str]]]:
+    """Lists set-up's quiet leaves: ``(directory, wanted files)`` for each that is as it was at
+    set-up; else ``unknown(directory, why, rebuild)``, with what it holds now if it is the same
+    directory (``rebuild`` False), or without (True: it moved, was replaced or cannot be
+    listed). A subdirectory made since has its own record."""
     ignored, types, explicit, lstat = names.ignored, names.types, names.explicit, os.lstat
-    for directory, ino, ctime_ns in leaves:
+    listed = []
+    for directory, dev, ino, ctime_ns in leaves:
         files = []
         try:
             with os.scandir(directory) as entries:
@@ -230,13 +229,17 @@ def list_late(
                     ):
                         files.append(entry.path)
             st = lstat(directory)
-        except OSError as exc:
-            unknown(directory, f"gone before the first poll listed it ({exc.strerror})")
+        except (FileNotFoundError, NotADirectoryError):
+            unknown(directory, "moved or deleted before the first poll listed it", True)
             continue
-        if st.st_ino != ino:
-            unknown(directory, "replaced by another directory before the first poll listed it")
+        except OSError as exc:
+            unknown(directory, f"could not be listed by the first poll ({exc.strerror})", True)
+            continue
+        if (st.st_dev, st.st_ino) != (dev, ino):
+            unknown(directory, "replaced by another directory before the first poll listed it", True)
             continue
         if files:
-            found(directory, files)
+            listed.append((directory, files))
         if st.st_ctime_ns != ctime_ns:
-            unknown(directory, "changed (an entry made, removed or renamed) before the first poll listed it")
+            unknown(directory, "changed before the first poll listed it (an entry, or its attributes)", False)
+    return listed

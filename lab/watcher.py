@@ -116,17 +116,7 @@ class Watcher:
     ):
         names = NameFilter(types, ignore)
         self.types, self.ignore = names.types, names.ignore
-        if not (
-            isinstance(debounce, (int, float))
-            and isinstance(max_wait, (int, float))
-            and debounce >= 0
-            and max_wait >= 0
-        ):
-            raise translated(
-                N_("debounce={debounce!r}, max_wait={max_wait!r}: give seconds >= 0"),
-                debounce=debounce,
-                max_wait=max_wait,
-            )
+        _check_seconds(debounce, max_wait)
         self._clock = clock
         self.limits = inotify_limits()
         self._dir_roots, self._file_roots = _check_paths(paths)
@@ -174,7 +164,8 @@ class Watcher:
 
     @property
     def watched_files(self) -> int:
-        """Files of the watched types known now (the tutorial's ``getWatchedFileCount``)."""
+        """Files of the watched types known now (the tutorial's ``getWatchedFileCount``); lists the
+        quiet leaves set-up left, as the first poll would."""
         self._index_listed()
         return len(self._index.files)
 
@@ -424,11 +415,7 @@ class Watcher:
         ``_listed``)."""
         if self._late.found:
             leaves, self._late.found = self._late.found, []
-
-            def found(directory: str, paths: list[str]) -> None:
-                self._listed.append((directory, paths))
-
-            list_late(leaves, self._names, found, self._interp.unlisted)
+            self._listed += list_late(leaves, self._names, self._interp.unlisted)
         if not self._listed:
             return
         remember, unsigned = self._index.remember_unsigned, self._unsigned
@@ -448,6 +435,15 @@ class Watcher:
             except OSError:
                 continue
             suspects.append(path)
+
+
+def _check_seconds(debounce: object, max_wait: object) -> None:
+    if not (
+        isinstance(debounce, (int, float)) and isinstance(max_wait, (int, float)) and debounce >= 0 and max_wait >= 0
+    ):
+        raise translated(
+            N_("debounce={debounce!r}, max_wait={max_wait!r}: give seconds >= 0"), debounce=debounce, max_wait=max_wait
+        )
 
 
 def _open_inotify(limits: dict[str, int]) -> INotify:
@@ -592,6 +588,6 @@ def _check_paths(paths) -> tuple[list[str], list[str]]:
     real = {d: os.path.realpath(d) for d in dirs}
     unique: list[str] = []
     for d in sorted(dict.fromkeys(dirs), key=lambda d: len(real[d])):
-        if not any(real[d] == real[u] or real[d].startswith(real[u] + "/") for u in unique):
+        if not any(real[d] == real[u] or real[d].startswith(real[u].rstrip("/") + "/") for u in unique):
             unique.append(d)
     return unique, list(dict.fromkeys(files))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -233,14 +235,21 @@ def test_the_new_master_takes_the_pid_file_over_atomically_and_only_from_its_pre
     from lab.pidfile import PidFile
 
     path = tmp_path / "lab.pid"
-    parent = os.getppid()  # a running process that is not this one: the "old master"
-    path.write_text(f"{parent} 1\n")
-    before = path.stat().st_ino
-    with pytest.raises(LabError, match=f"names {parent}, not the old master 1: left alone"):
-        PidFile(str(path)).take_over(1)
-    assert path.read_text() == f"{parent} 1\n"
-    pidfile = PidFile(str(path))
-    pidfile.take_over(parent)
+    # a running process that is not this one: the "old master" (not our parent, which is pid 1
+    # when the suite runs orphaned, the very pid the file must not be taken from)
+    old = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        parent = old.pid
+        path.write_text(f"{parent} 1\n")
+        before = path.stat().st_ino
+        with pytest.raises(LabError, match=f"names {parent}, not the old master 1: left alone"):
+            PidFile(str(path)).take_over(1)
+        assert path.read_text() == f"{parent} 1\n"
+        pidfile = PidFile(str(path))
+        pidfile.take_over(parent)
+    finally:
+        old.kill()
+        old.wait()
     record = inspect(str(path))
     assert (record.pid, runs(record)) == (os.getpid(), True)
     assert path.stat().st_ino != before, "a new file renamed over the old one: never half written"

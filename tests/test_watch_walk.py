@@ -119,12 +119,52 @@ def test_a_quiet_leaf_moved_out_before_the_first_poll_is_a_rescan_not_a_gap(tree
             changes = settle(w, clock)
             rescans = [c for c in changes if c.kind == "rescan"]
             assert [c.path for c in rescans] == [str(tree)]
-            assert str(tree / "pkg" / "sub") in rescans[0].why[0] and "gone" in rescans[0].why[0]
+            assert rescans[0].why[0].startswith(f"{tree / 'pkg' / 'sub'}: moved or deleted before the first poll")
             # pkg itself was listed at set-up (not a leaf): its own file is reported exactly
             assert ("deleted", str(tree / "pkg" / "app.py")) in summary(changes)
             assert w.watched_dirs == kernel_watches(w) == 3
+            assert set(w._index.files) == files_of(tree)
             (tree / "lib" / "c.py").write_text("and it goes on exactly\n")
             assert summary(settle(w, clock)) == [("modified", str(tree / "lib" / "c.py"))]
+    finally:
+        shutil.rmtree(outside)
+
+
+def test_a_quiet_leaf_renamed_before_the_first_poll_is_rebuilt_then_followed_exactly(tree: Path):
+    clock = Clock()
+    outside = Path(tempfile.mkdtemp())
+    try:
+        with Watcher(quiet(tree), clock=clock) as w:
+            os.rename(tree / "lib", tree / "lib2")  # before the first poll: lib is not listed
+            changes = settle(w, clock)
+            assert [c.path for c in changes if c.kind == "rescan"] == [str(tree)]
+            assert ("created", str(tree / "lib2" / "c.py")) in summary(changes)
+            assert set(w._index.files) == files_of(tree) and w.watched_files == len(files_of(tree))
+            os.rename(tree / "lib2", tree / "lib3")
+            assert summary(settle(w, clock)) == [("moved", str(tree / "lib2" / "c.py"), str(tree / "lib3" / "c.py"))]
+            os.rename(tree / "lib3", outside / "lib3")
+            assert summary(settle(w, clock)) == [("deleted", str(tree / "lib3" / "c.py"))]
+            assert w.watched_dirs == kernel_watches(w) == 4
+    finally:
+        shutil.rmtree(outside)
+
+
+def test_a_quiet_leaf_replaced_by_another_before_the_first_poll_is_rebuilt(tree: Path):
+    clock = Clock()
+    outside = Path(tempfile.mkdtemp())
+    try:
+        with Watcher(quiet(tree), clock=clock) as w:
+            os.rename(tree / "lib", tree / "old")
+            os.rename(tree / "pkg" / "sub", tree / "lib")  # lib now holds a.py and b.py
+            changes = settle(w, clock)
+            assert [c.path for c in changes if c.kind == "rescan"] == [str(tree)]
+            assert set(w._index.files) == files_of(tree)
+            os.rename(tree / "lib", outside / "lib")
+            assert sorted(summary(settle(w, clock))) == [
+                ("deleted", str(tree / "lib" / "a.py")),
+                ("deleted", str(tree / "lib" / "b.py")),
+            ]
+            assert w.watched_dirs == kernel_watches(w)
     finally:
         shutil.rmtree(outside)
 

@@ -307,6 +307,46 @@ def test_directory_moved_out_is_forgotten_and_moved_in_is_watched(tree: Path, cl
         shutil.rmtree(outside)
 
 
+def test_a_directory_moved_out_and_made_anew_under_its_name_in_one_read_is_watched(tree: Path, clock: Clock):
+    """The unpaired IN_MOVED_FROM is settled before the new directory's record, not after it
+    (then the new directory went unwatched and its files unreported)."""
+    outside = Path(tempfile.mkdtemp())
+    try:
+        with Watcher(tree, clock=clock) as w:
+            os.rename(tree / "pkg" / "sub", outside / "sub")
+            (tree / "pkg" / "sub").mkdir()
+            (tree / "pkg" / "sub" / "z.py").write_text("new\n")
+            assert sorted(summary(settle(w, clock))) == [
+                ("created", str(tree / "pkg" / "sub" / "z.py")),
+                ("deleted", str(tree / "pkg" / "sub" / "a.b.py")),
+            ]
+            assert w.watched_dirs == kernel_watches(w) == 3
+            (tree / "pkg" / "sub" / "later.py").write_text("after the batch\n")
+            assert summary(settle(w, clock)) == [("created", str(tree / "pkg" / "sub" / "later.py"))]
+    finally:
+        shutil.rmtree(outside)
+
+
+def test_a_directory_moved_out_and_another_moved_in_under_its_name_in_one_read_is_watched(tree: Path, clock: Clock):
+    outside = Path(tempfile.mkdtemp())
+    try:
+        (outside / "other").mkdir()
+        (outside / "other" / "z.py").write_text("new\n")
+        with Watcher(tree, clock=clock) as w:
+            os.rename(tree / "pkg" / "sub", outside / "sub")
+            os.rename(outside / "other", tree / "pkg" / "sub")
+            assert sorted(summary(settle(w, clock))) == [
+                ("created", str(tree / "pkg" / "sub" / "z.py")),
+                ("deleted", str(tree / "pkg" / "sub" / "a.b.py")),
+            ]
+            (outside / "sub" / "a.b.py").write_text("outside the tree: not ours\n")
+            (tree / "pkg" / "sub" / "later.py").write_text("after the batch\n")
+            assert summary(settle(w, clock)) == [("created", str(tree / "pkg" / "sub" / "later.py"))]
+            assert w.watched_dirs == kernel_watches(w) == 3
+    finally:
+        shutil.rmtree(outside)
+
+
 def test_deleted_directories_drop_their_watches(tree: Path, clock: Clock):
     with Watcher(tree, clock=clock) as w:
         shutil.rmtree(tree / "pkg")
