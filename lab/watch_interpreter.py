@@ -9,11 +9,14 @@ things only the I/O shell can do, returned as actions:
 * ``Unwatch(wds)``: remove these watches (a directory moved out or renamed to an ignored name:
   its watches would go on reporting under paths that are wrong);
 * ``RESCAN``: records were lost (``IN_Q_OVERFLOW``): rebuild the watches, list the tree and hand
-  the listing to ``rescanned``, which compares it with the snapshot.
+  the listing to ``rescanned``, which compares it with the snapshot; or, with no record lost, a
+  quiet directory's files were never listed (``unlisted``): the listing completes the snapshot.
 
-A rename is two records paired by cookie. The kernel queues both in the same syscall, so once
-the queue is drained (``drained``) a ``MOVED_FROM`` still unpaired went out of the tree. Should
-a read ever split a pair, the outcome is still right: deleted + created, a directory scanned.
+A rename is two records paired by cookie. The kernel queues both in the same syscall, under the
+directory's lock, so a ``MOVED_FROM`` still unpaired went out of the tree once the queue is
+drained (``drained``), or as soon as a later record reuses its path or moves its directory.
+Should a read ever split a pair, the outcome is still right: deleted + created, a directory
+scanned.
 """
 
 from __future__ import annotations
@@ -192,13 +195,20 @@ class Interpreter:
 
     def _made_anew(self, path: str, now: float) -> None:
         """``path`` is created or moved in: an unpaired MOVED_FROM of that path went out of the
-        tree (a rename queues its pair at once, under the directory's lock: it would have come
-        first), and must be settled now, before the new one is indexed under the same path."""
+        tree (its pair would have come first), and is settled before the new one is indexed."""
         cookie = self._moving.pop(path, None)
         if cookie is not None:
             action = self._moved_out(*self._moves.pop(cookie), now=now)
             if action is not None:
                 self._later.append(action)
+
+    def _settle_under(self, top: str, now: float) -> None:
+        """``top`` is renamed or goes: unpaired moves out of its subtree came first, and are
+        settled under the paths they had (the shell skips a watch added again meanwhile)."""
+        if self._moving:
+            inner = top.rstrip("/") + "/"
+            for path in [p for p in self._moving if p.startswith(inner)]:
+                self._made_anew(path, now)
 
     def _self_record(self, mask: int, directory: str) -> Unwatch | None:
         if directory not in self.roots:
@@ -271,6 +281,8 @@ class Interpreter:
         if pair is not None and pair[2]:
             src, src_why = pair[0], pair[3]
             if not ignored:
+                if path in self.index.path_wd:  # onto a watched directory: replaced, or exchanged
+                    self._rebuild.append(f"{src} renamed onto the watched {path}: its watches are read again")
                 self._rename_tree(src, path, now, (src_why, why, f"paired IN_MOVED_FROM/IN_MOVED_TO cookie={cookie}"))
                 return None
             return Unwatch(
@@ -311,6 +323,7 @@ class Interpreter:
 
     def _rename_tree(self, old: str, new: str, now: float, why: tuple[str, ...]) -> None:
         """A directory renamed inside the tree: its watches now stand for the new paths."""
+        self._settle_under(old, now)
         subtree = self.index.subtree(old)
         files = self._files_under(subtree)
         self.index.rename(old, new, subtree)
@@ -322,6 +335,7 @@ class Interpreter:
     def _drop_tree(self, old: str, now: float, why: tuple[str, ...]) -> tuple[int, ...]:
         """A directory deleted or moved out: its files are deleted; its watches are forgotten
         (returned: the shell removes them unless the directory is gone)."""
+        self._settle_under(old, now)
         for path in self._files_under(self.index.subtree(old)):
             self.debouncer.deleted(path, now, (*why, f"inside {old}"))
         return tuple(self.index.forget_tree(old))
@@ -334,18 +348,18 @@ class Interpreter:
         self._lost = self.debouncer.discard()
         self._moves.clear()
         self._moving.clear()
-        later = {wd for action in self._later if isinstance(action, Unwatch) for wd in action.wds}
-        self._later = []
-        return self.index.forget_watches() | later, len(self._lost)
+        return self.index.forget_watches(), len(self._lost)
 
     def rescanned(self, current: dict[str, Signature], dirs: int, took_ms: float, held: int, now: float) -> None:
         """The rescan listed ``current`` (path -> signature) in ``dirs`` directories: each
         difference from the snapshot is a fact, and every root gets a ``rescan`` change.
 
         A path held when records were lost changed since the last batch (the kernel said so),
-        even if its signature matches: the snapshot's may have been taken after that change."""
-        rule = "queue overflow: rescanned" if self._overflowed else "rescanned"
-        self._overflowed = False
+        even if its signature matches: the snapshot's may have been taken after that change.
+        With no record lost (only ``unlisted``), the records tell every change of content: only
+        files missing from the snapshot, or in it and gone, are facts."""
+        overflowed, self._overflowed = self._overflowed, False
+        rule = "queue overflow: rescanned" if overflowed else "rescanned"
         files, debouncer, differences = self.index.files, self.debouncer, 0
         lost = set(self._lost)
         self._lost = []
@@ -353,6 +367,8 @@ class Interpreter:
             before = files.get(path)
             if before is None:
                 debouncer.created(path, now, (f"{rule}: new since the last batch",))
+            elif not overflowed:
+                continue
             elif before == UNSIGNED:
                 debouncer.modified(
                     path,
@@ -377,11 +393,11 @@ class Interpreter:
             "unread; the kernel dropped the rest"
         )
         why = (
-            *([overflow] if rule != "rescanned" else []),
+            *([overflow] if overflowed else []),
             *self._rebuild,
             f"{rule} {dirs} directories and {len(current)} files in {took_ms:.1f} ms; "
             f"{differences} differ from the snapshot taken after the last batch",
-            f"{held} changes held before the rescan were replaced by it",
+            *([f"{held} changes held before the overflow were replaced by the rescan"] if overflowed else []),
         )
         self._rebuild = []
         for root in self.roots + self.file_roots:

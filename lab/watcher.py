@@ -357,18 +357,25 @@ class Watcher:
             )
 
     def _unwatch(self, wds: Iterable[int]) -> None:
+        """Removes these watches, but not one added again since (a directory moved out and back)."""
         for wd in wds:
+            if wd in self._index.wd_path:
+                continue
             try:
                 self._inotify.rm_watch(wd)
             except OSError:
                 pass  # already gone with its directory
 
     def _rescan(self, now: float) -> None:
-        """Events were lost: rebuild the watches and compare the tree with the snapshot."""
+        """Events were lost: rebuild the watches, compare the tree with the snapshot. (Or none
+        was, but set-up missed a folder's listing: the walk completes the snapshot, no more.)"""
         started = time.perf_counter()
-        self._index.unsign(self._suspects)
-        self._suspects.clear()
-        old_wds, held = self._interp.lose_all()
+        old_wds: set[int] = set()
+        held = 0
+        if self._interp.overflowed:
+            self._index.unsign(self._suspects)
+            self._suspects.clear()
+            old_wds, held = self._interp.lose_all()
         current: dict[str, Signature] = {}
 
         def found(directory: str, paths: list[str]) -> None:
@@ -390,7 +397,7 @@ class Watcher:
                     pass
         except (WatchLimit, OSError) as exc:
             self._interp.problem("rescan-incomplete", f"rescan incomplete: {exc!r}")
-        self._unwatch(old_wds - self._index.wd_path.keys())
+        self._unwatch(old_wds)
         took = (time.perf_counter() - started) * 1000
         self._interp.rescanned(current, dirs, took, held, now)
 

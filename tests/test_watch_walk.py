@@ -138,7 +138,7 @@ def test_a_quiet_leaf_renamed_before_the_first_poll_is_rebuilt_then_followed_exa
             os.rename(tree / "lib", tree / "lib2")  # before the first poll: lib is not listed
             changes = settle(w, clock)
             assert [c.path for c in changes if c.kind == "rescan"] == [str(tree)]
-            assert ("created", str(tree / "lib2" / "c.py")) in summary(changes)
+            assert summary([c for c in changes if c.kind != "rescan"]) == [("created", str(tree / "lib2" / "c.py"))]
             assert set(w._index.files) == files_of(tree) and w.watched_files == len(files_of(tree))
             os.rename(tree / "lib2", tree / "lib3")
             assert summary(settle(w, clock)) == [("moved", str(tree / "lib2" / "c.py"), str(tree / "lib3" / "c.py"))]
