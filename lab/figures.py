@@ -13,6 +13,7 @@ global backend), so this runs headless and never touches a notebook's matplotlib
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -503,9 +504,10 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
             [v for _, v in shown],
             color=["tab:green" if n == "lab" else "tab:gray" for n, _ in shown],
         )
-        ax.bar_label(bars, [fmt.format(v) for _, v in shown], fontsize=8.5)
-        if panel == 1:
-            _first_poll(ax, {n: tools[n].get(f"setup_{dirs}", {}) for n, _ in shown})
+        stacked = panel == 1  # set-up, with the lab's first poll on top: set-up's value inside
+        ax.bar_label(bars, [fmt.format(v) for _, v in shown], fontsize=8.5, label_type="center" if stacked else "edge")
+        if stacked:
+            _first_poll(ax, {n: tools[n].get(f"setup_{dirs}", {}) for n, _ in shown}, fmt)
         ax.set_title(title, fontsize=10.5)
         ax.set_ylabel(title.rsplit("(", 1)[-1].rstrip(")"))
         ax.set_xlabel(_f("watcher"))
@@ -513,22 +515,20 @@ def bench_watcher(data: dict[str, Any]) -> Figure:
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     overflow = ", ".join(n for n in names if tools[n].get("overflow", {}).get("rescan_said"))
-    fig.suptitle(
-        _f(
-            "Watcher vs peers (the lab's latency includes its {settle:g} ms settle after a closed save, "
-            "{quiet:g} ms quiet otherwise; on IN_Q_OVERFLOW, reports it and rescans: {tools})"
-        ).format(settle=settle * 1000, quiet=debounce * 1000, tools=overflow or _f("none")),
-        fontsize=11.5,
-    )
+    title = _f(
+        "Watcher vs peers (the lab's latency includes its {settle:g} ms settle after a closed save, "
+        "{quiet:g} ms quiet otherwise; on IN_Q_OVERFLOW, reports it and rescans: {tools})"
+    ).format(settle=settle * 1000, quiet=debounce * 1000, tools=overflow or _f("none"))
+    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=11.5)
     fig.tight_layout()
     return fig
 
 
-def _first_poll(ax: Axes, setups: dict[str, dict[str, float]]) -> None:
+def _first_poll(ax: Axes, setups: dict[str, dict[str, float]], fmt: str) -> None:
     """On the set-up bars: the first poll's listing of what set-up left (the lab's), stacked."""
     late = {n: s for n, s in setups.items() if "first_poll_s" in s and "setup_s" in s}
     if late:
-        ax.bar(
+        bars = ax.bar(
             list(late),
             [s["first_poll_s"] for s in late.values()],
             bottom=[s["setup_s"] for s in late.values()],
@@ -537,6 +537,7 @@ def _first_poll(ax: Axes, setups: dict[str, dict[str, float]]) -> None:
             hatch="//",
             label=_f("then its first poll lists the quiet folders"),
         )
+        ax.bar_label(bars, ["+" + fmt.format(s["first_poll_s"]) for s in late.values()], fontsize=8.5)
         ax.legend(fontsize=8, loc="upper left")
 
 
