@@ -25,6 +25,7 @@ import enum
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from posixpath import dirname
 
 from lab.debounce import DEFAULT_DEBOUNCE, Change, Debouncer
 from lab.watch_filter import NameFilter
@@ -129,7 +130,7 @@ class Interpreter:
         self.problems: deque[tuple[str, str]] = deque(maxlen=log_size)
         self.debouncer = Debouncer(quiet, max_wait, on_drop=self._dropped)
         self._moves: dict[int, tuple[str, bool, bool, str]] = {}  # cookie -> unpaired MOVED_FROM
-        self._moving: dict[str, int] = {}  # the path of an unpaired MOVED_FROM -> its cookie
+        self._moving: dict[str, dict[str, int]] = {}  # by directory: unpaired MOVED_FROM path -> cookie
         self._later: list[Action] = []  # actions of moves settled early, for ``drained``
         self._rebuild: list[str] = []  # why the snapshot must be rebuilt, though no record was lost
         self._rescans: list[Change] = []
@@ -174,29 +175,30 @@ class Interpreter:
     def drained(self, now: float) -> list[Action]:
         """The kernel's queue is empty: unpaired moves went out; lost records need a rescan."""
         actions, self._later = self._later, []
+        self._moving.clear()  # settled in their order: a move out of a moved directory came first
         for cookie in list(self._moves):
             action = self._moved_out(*self._moves.pop(cookie), now=now)
             if action is not None:
                 actions.append(action)
-        self._moving.clear()
         if self._overflowed or self._rebuild:
             actions.append(RESCAN)
         return actions
 
     def _move_from(self, cookie: int, path: str, is_dir: bool, wanted: bool, why: str) -> None:
         self._moves[cookie] = (path, is_dir, wanted, why)
-        self._moving[path] = cookie
+        self._moving.setdefault(dirname(path), {})[path] = cookie
 
     def _pair(self, cookie: int) -> tuple[str, bool, bool, str] | None:
         pair = self._moves.pop(cookie, None)
-        if pair is not None and self._moving.get(pair[0]) == cookie:
-            del self._moving[pair[0]]
+        if pair is not None and self._moving.get(dirname(pair[0]), {}).get(pair[0]) == cookie:
+            del self._moving[dirname(pair[0])][pair[0]]
         return pair
 
     def _made_anew(self, path: str, now: float) -> None:
         """``path`` is created or moved in: an unpaired MOVED_FROM of that path went out of the
         tree (its pair would have come first), and is settled before the new one is indexed."""
-        cookie = self._moving.pop(path, None)
+        pending = self._moving.get(dirname(path))
+        cookie = pending.pop(path, None) if pending else None
         if cookie is not None:
             action = self._moved_out(*self._moves.pop(cookie), now=now)
             if action is not None:
@@ -206,9 +208,9 @@ class Interpreter:
         """``top`` is renamed or goes: unpaired moves out of its subtree came first, and are
         settled under the paths they had (the shell skips a watch added again meanwhile)."""
         if self._moving:
-            inner = top.rstrip("/") + "/"
-            for path in [p for p in self._moving if p.startswith(inner)]:
-                self._made_anew(path, now)
+            for directory in self.index.subtree(top):
+                for path in list(self._moving.get(directory, ())):
+                    self._made_anew(path, now)
 
     def _self_record(self, mask: int, directory: str) -> Unwatch | None:
         if directory not in self.roots:
